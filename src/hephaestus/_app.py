@@ -1,0 +1,400 @@
+"""The ``Hephaestus`` app: storage + runner + clock, and the operations on workflow runs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from hephaestus._clock import Clock, SystemClock
+from hephaestus._core import engine
+from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
+from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status
+from hephaestus._core.registry import WorkflowRegistry, default_registry
+from hephaestus._core.unique import build_id, parse_value, unique_key_for
+from hephaestus.errors import (
+    AmbiguousAppError,
+    AmbiguousInstanceError,
+    AppError,
+    AppNotOpenError,
+    InstanceNotActiveError,
+    InstanceNotFoundError,
+    NoAppRunningError,
+    UnknownVersionError,
+)
+from hephaestus.runners import LocalRunner, Runner, RuntimeEnv
+from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from hephaestus._workflow import Workflow
+
+__all__ = ["Hephaestus", "resolve_app"]
+
+T = TypeVar("T")
+
+_open_apps: list[Hephaestus] = []
+
+
+def resolve_app(app: Hephaestus | None = None) -> Hephaestus:
+    """The app a workflow facade call should use: ``app`` if given, else the only open one."""
+    if app is not None:
+        return app
+    if not _open_apps:
+        raise NoAppRunningError(
+            "no Hephaestus app is open: wrap your code in `async with Hephaestus():` "
+            "(or `with Hephaestus():` in sync code)"
+        )
+    if len(_open_apps) > 1:
+        raise AmbiguousAppError(
+            f"{len(_open_apps)} Hephaestus apps are open; pass app= to choose one"
+        )
+    return _open_apps[0]
+
+
+def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{what} must be a dict with string keys, got {value!r}")
+    return dict(value)
+
+
+class Hephaestus:
+    """A workflow engine instance: where runs are stored and how they execute.
+
+    ```python
+    async with Hephaestus() as app:           # in-memory storage, local runner
+        await OrderFlow.start("abc123", {"items": [1, 2]})
+    ```
+
+    In sync code, ``with Hephaestus() as app:`` runs the engine on a background event loop and
+    ``OrderFlow.sync.start(...)`` blocks until done. Swap ``storage`` or ``runner`` to change
+    where runs live and how they execute; workflows and steps stay the same.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage | None = None,
+        runner: Runner | None = None,
+        clock: Clock | None = None,
+        registry: WorkflowRegistry | None = None,
+        recover: bool = True,
+    ) -> None:
+        self.storage: Storage = storage if storage is not None else InMemoryStorage()
+        self.runner: Runner = runner if runner is not None else LocalRunner()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.registry = registry if registry is not None else default_registry
+        self._recover = recover
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._loop is not None
+
+    async def open(self) -> None:
+        """Open storage, start the runner and recover the runs it finds."""
+        if self._loop is not None:
+            raise AppError("this Hephaestus app is already open")
+        await self.storage.open()
+        self._loop = asyncio.get_running_loop()
+        try:
+            env = RuntimeEnv(self.storage, self.registry, self.clock, self._recover)
+            await self.runner.open(env)
+        except BaseException:
+            self._loop = None
+            await self.storage.close()
+            raise
+        _open_apps.append(self)
+
+    async def close(self) -> None:
+        """Stop executing (active runs stay stored and are recovered next time) and close."""
+        if self._loop is None:
+            return
+        if self in _open_apps:
+            _open_apps.remove(self)
+        try:
+            await self.runner.close()
+        finally:
+            self._loop = None
+            await self.storage.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Self:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="hephaestus-app", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+        except BaseException:
+            self._stop_thread(loop)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result()
+        finally:
+            self._stop_thread(loop)
+
+    def _stop_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        loop.close()
+
+    # -- running work on the app's loop ---------------------------------------------------
+
+    async def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``make()`` on the app's loop, awaiting it from whatever loop the caller is on."""
+        loop = self._loop
+        if loop is None:
+            raise AppNotOpenError("this Hephaestus app is not open")
+        if asyncio.get_running_loop() is loop:
+            return await make()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(), loop))
+
+    def run_sync(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run an app operation from sync code and wait for its result."""
+        loop = self._loop
+        if loop is None:
+            raise AppNotOpenError("this Hephaestus app is not open")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise AppError(
+                "sync API called from the app's own event loop; use the async API (await ...)"
+            )
+
+        async def call() -> T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: type[Workflow],
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start a run of ``workflow`` for business value ``value``; returns the instance id.
+
+        Raises ``InstanceAlreadyRunningError`` if the unique scope already holds an active run.
+        """
+        top = workflow.definition()
+        initial = _check_mapping(context, "context")
+        meta = _check_mapping(metadata, "metadata")
+        definition = self._pick_version(workflow, top, value, initial, version)
+        suffix = secrets.token_hex(4) if top.unique.scope == "none" else None
+        instance_id = build_id(top.unique, value, suffix)
+        decision = engine.start(
+            definition,
+            instance_id=instance_id,
+            run_id=uuid.uuid4().hex,
+            family=top.name,
+            initial=initial,
+            now=self.clock.now(),
+            unique_key=unique_key_for(top.unique, instance_id, top.name, definition.version),
+            metadata=meta,
+        )
+        await self._on_loop(lambda: self.runner.start(definition, decision))
+        return instance_id
+
+    async def resume(
+        self,
+        workflow: type[Workflow],
+        value: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """Deliver ``event`` (and ``payload``, stored as the step's result) to a waiting step.
+
+        ``step`` names the step when several could take the event. A resume for a step that
+        has not started waiting yet is kept and delivered when it does.
+        """
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"event must be a non-empty string, got {event!r}")
+        run = await self._active_run(workflow, value, version)
+        await self._on_loop(
+            lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
+        )
+
+    async def cancel(
+        self,
+        workflow: type[Workflow],
+        value: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """Cancel the active run; raises ``InstanceNotActiveError`` if it already finished."""
+        run = await self._active_run(workflow, value, version)
+        await self._on_loop(lambda: self.runner.cancel(run.run_id, reason=reason))
+
+    async def get(
+        self, workflow: type[Workflow], value: str, *, version: int | None = None
+    ) -> Instance:
+        """The latest run of ``workflow`` for ``value``; raises ``InstanceNotFoundError``."""
+        top = workflow.definition()
+        instance_id = parse_value(top.unique, value)
+        rows = await self._on_loop(
+            lambda: self.storage.query(
+                InstanceQuery(
+                    id=instance_id,
+                    workflow=self._names(top, version),
+                    newest_first=True,
+                    limit=1,
+                )
+            )
+        )
+        if not rows:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id} of {top.name}", instance_id=instance_id
+            )
+        return rows[0]
+
+    async def list(
+        self,
+        workflow: type[Workflow] | None = None,
+        *,
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Instance]:
+        """Runs, optionally of one workflow, filtered by status and version, paginated."""
+        names = None if workflow is None else self._names(workflow.definition(), version)
+        query = InstanceQuery(
+            status=None if status is None else Status(status),
+            status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
+            workflow=names,
+            workflow_version=version,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
+        )
+        return await self._on_loop(lambda: self.storage.query(query))
+
+    async def run_until_idle(self) -> None:
+        """Wait until no step is executing or due (pending timers aside)."""
+        await self._on_loop(self.runner.wait_idle)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _pick_version(
+        self,
+        workflow: type[Workflow],
+        top: WorkflowDefinition | VersionedDefinition,
+        value: str,
+        initial: Mapping[str, Any],
+        version: int | None,
+    ) -> WorkflowDefinition:
+        if isinstance(top, WorkflowDefinition):
+            if version is not None and version != top.version:
+                raise UnknownVersionError(
+                    f"{top.name} is not versioned; it only has version {top.version}, "
+                    f"got {version!r}"
+                )
+            return top
+        chosen = version
+        if chosen is None:
+            chosen = workflow.version_for(value, initial)
+        if chosen is None:
+            chosen = top.current
+        if chosen not in top.versions:
+            raise UnknownVersionError(
+                f"version {chosen!r} not found for {top.name}; available: {sorted(top.versions)}"
+            )
+        return top.versions[chosen]
+
+    @staticmethod
+    def _names(
+        top: WorkflowDefinition | VersionedDefinition, version: int | None
+    ) -> frozenset[str]:
+        if isinstance(top, WorkflowDefinition):
+            return frozenset({top.name})
+        if version is not None:
+            if version not in top.versions:
+                raise UnknownVersionError(
+                    f"version {version!r} not found for {top.name}; "
+                    f"available: {sorted(top.versions)}"
+                )
+            return frozenset({top.versions[version].name})
+        return frozenset(d.name for d in top.versions.values())
+
+    async def _active_run(
+        self, workflow: type[Workflow], value: str, version: int | None
+    ) -> Instance:
+        top = workflow.definition()
+        instance_id = parse_value(top.unique, value)
+        rows = await self._on_loop(
+            lambda: self.storage.query(
+                InstanceQuery(id=instance_id, workflow=self._names(top, version), newest_first=True)
+            )
+        )
+        active = [row for row in rows if row.status in ACTIVE_STATUSES]
+        if len(active) == 1:
+            return active[0]
+        if len(active) > 1:
+            versions = sorted(row.workflow_version for row in active)
+            raise AmbiguousInstanceError(
+                f"{instance_id} has active runs in versions {versions}; pass version=",
+                instance_id=instance_id,
+            )
+        if rows:
+            raise InstanceNotActiveError(
+                f"instance {instance_id} is {rows[0].status}; it is no longer active",
+                instance_id=instance_id,
+                status=rows[0].status,
+            )
+        raise InstanceNotFoundError(
+            f"no instance {instance_id} of {top.name}", instance_id=instance_id
+        )

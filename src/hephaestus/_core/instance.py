@@ -1,0 +1,208 @@
+"""The state of one workflow run: plain frozen data, keyed by step keys (strings).
+
+Nothing here refers to step or workflow classes, so an instance is trivially serialisable and
+the engine can be replayed from stored data alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "Context",
+    "ErrorInfo",
+    "HistoryEntry",
+    "HistoryKind",
+    "Instance",
+    "JoinState",
+    "PendingResume",
+    "Status",
+    "StepContext",
+    "StepState",
+    "StepStatus",
+]
+
+
+class Status(StrEnum):
+    """Lifecycle of an instance. ``completed``, ``failed`` and ``cancelled`` are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+
+class StepStatus(StrEnum):
+    """Where one step of one run stands. A step that has not been reached has no state."""
+
+    ACTIVE = "active"  # dispatched: running, or due to run (again) at ``run_after``
+    WAITING = "waiting"  # returned Async; waits for a resume or its timer
+    COMPLETED = "completed"
+    SKIPPED = "skipped"  # on a branch that was not taken
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a step attempt or a run failed, in plain data."""
+
+    kind: str  # "exception", "error", "timeout", "invalid_result", "route_error", "stalled"
+    message: str
+    type: str | None = None
+    traceback: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepState:
+    """The state of one reached step."""
+
+    status: StepStatus
+    attempt: int = 1
+    config: Mapping[str, Any] | None = None
+    event: str | None = None
+    run_after: datetime | None = None
+    timer_at: datetime | None = None
+    timer_event: str | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinState:
+    """A step some of whose incoming edges are resolved (taken or not taken)."""
+
+    resolved: frozenset[str]
+    taken: bool
+    config: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingResume:
+    """A resume that arrived before its step started waiting; delivered when it does."""
+
+    step: str
+    event: str
+    payload: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Data threaded through a run: the caller's ``initial`` data and each step's results."""
+
+    initial: Mapping[str, Any]
+    steps: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext(Context):
+    """The context handed to ``Step.execute``, plus what identifies this execution.
+
+    ``idempotency_key`` is stable across re-dispatches of the same attempt (after a crash, say),
+    and distinct between attempts, runs and instances: use it to de-duplicate side effects.
+    """
+
+    instance_id: str = ""
+    run_id: str = ""
+    step: str = ""
+    attempt: int = 1
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.instance_id}/{self.run_id}/{self.step}/{self.attempt}"
+
+
+class HistoryKind(StrEnum):
+    """What a history entry records."""
+
+    STARTED = "started"
+    STEP_COMPLETED = "step_completed"
+    STEP_WAITING = "step_waiting"
+    STEP_RESUMED = "step_resumed"
+    STEP_RETRYING = "step_retrying"
+    STEP_FAILED = "step_failed"
+    STEP_SKIPPED = "step_skipped"
+    RESUME_BUFFERED = "resume_buffered"
+    RESUME_DISCARDED = "resume_discarded"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a run's audit trail."""
+
+    at: datetime
+    kind: HistoryKind
+    step: str | None = None
+    event: str | None = None
+    attempt: int | None = None
+    data: Mapping[str, Any] | None = None
+    source: str | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One run of a workflow.
+
+    ``id`` is the business id (``key::value``) and names the run to callers; ``run_id`` is unique
+    per run and is the storage key. ``revision`` grows by one with every persisted change, which
+    lets storage refuse a write from a stale copy.
+    """
+
+    id: str
+    run_id: str
+    workflow: str
+    workflow_version: int
+    family: str
+    status: Status
+    context: Context
+    created_at: datetime
+    updated_at: datetime
+    revision: int = 1
+    steps: Mapping[str, StepState] = field(default_factory=dict)
+    joins: Mapping[str, JoinState] = field(default_factory=dict)
+    inbox: tuple[PendingResume, ...] = ()
+    runtime_metadata: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[HistoryEntry, ...] = ()
+    unique_key: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def steps_in(self, status: StepStatus) -> tuple[str, ...]:
+        """Keys of the steps currently in ``status``, in the order they were reached."""
+        return tuple(key for key, state in self.steps.items() if state.status == status)
+
+    @property
+    def waiting_steps(self) -> tuple[str, ...]:
+        return self.steps_in(StepStatus.WAITING)
+
+    @property
+    def active_steps(self) -> tuple[str, ...]:
+        return self.steps_in(StepStatus.ACTIVE)
+
+    @property
+    def completed_steps(self) -> tuple[str, ...]:
+        return self.steps_in(StepStatus.COMPLETED)

@@ -1,0 +1,50 @@
+"""Which workflow definitions exist, by stored name.
+
+Stored instances name their workflow by string; that string is only ever resolved here, among
+classes the application itself defined. Nothing is imported or created from stored data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
+from hephaestus.errors import UnknownWorkflowError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["WorkflowRegistry", "default_registry"]
+
+
+class WorkflowRegistry:
+    """Name -> definition. Redefining a name (a module reload, a test) replaces the entry."""
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, WorkflowDefinition | VersionedDefinition] = {}
+
+    def register(self, definition: WorkflowDefinition | VersionedDefinition) -> None:
+        self._definitions[definition.name] = definition
+
+    def resolve(self, name: str) -> WorkflowDefinition:
+        """The runnable definition stored instances call ``name``."""
+        definition = self._definitions.get(name)
+        if not isinstance(definition, WorkflowDefinition):
+            raise UnknownWorkflowError(
+                f"no workflow named {name!r} is defined in this process; import the module that "
+                "defines it before opening the app"
+            )
+        return definition
+
+    def get(self, name: str) -> WorkflowDefinition | VersionedDefinition | None:
+        return self._definitions.get(name)
+
+    def __iter__(self) -> Iterator[WorkflowDefinition | VersionedDefinition]:
+        return iter(list(self._definitions.values()))
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+
+default_registry = WorkflowRegistry()
+"""Every workflow class registers here when it is defined; apps use it unless given another."""

@@ -1,0 +1,287 @@
+"""The ``Workflow`` base class: definitions validated at class creation, plus the facade."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from hephaestus._app import resolve_app
+from hephaestus._core.definition import Route, TargetSpec, VersionedDefinition, WorkflowDefinition
+from hephaestus._core.registry import default_registry
+from hephaestus._core.validation import MISSING, WorkflowSpec, compile_workflow
+from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+    from hephaestus._app import Hephaestus
+    from hephaestus._core.instance import Instance, Status
+    from hephaestus._core.retry import RetryPolicy
+    from hephaestus._core.steps import Step
+    from hephaestus._core.unique import Unique
+
+__all__ = ["Workflow"]
+
+W = TypeVar("W", bound="Workflow")
+
+TransitionTarget = TargetSpec | list[TargetSpec] | Route
+"""What a transition leads to: a step, ``(step, config)``, a list of those (fan-out), a route."""
+
+
+class _SyncFacade[W: "Workflow"]:
+    """Blocking versions of the facade for sync code (scripts, Django, Flask)."""
+
+    def __init__(self, workflow: type[W]) -> None:
+        self._workflow = workflow
+
+    def start(
+        self,
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        app: Hephaestus | None = None,
+    ) -> str:
+        target = resolve_app(app)
+        return target.run_sync(
+            lambda: target.start(self._workflow, value, context, version=version, metadata=metadata)
+        )
+
+    def resume(
+        self,
+        value: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> None:
+        target = resolve_app(app)
+        target.run_sync(
+            lambda: target.resume(self._workflow, value, event, payload, step=step, version=version)
+        )
+
+    def get(
+        self, value: str, *, version: int | None = None, app: Hephaestus | None = None
+    ) -> Instance:
+        target = resolve_app(app)
+        return target.run_sync(lambda: target.get(self._workflow, value, version=version))
+
+    def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        app: Hephaestus | None = None,
+    ) -> list[Instance]:
+        target = resolve_app(app)
+        return target.run_sync(
+            lambda: target.list(
+                self._workflow,
+                status=status,
+                status_in=status_in,
+                version=version,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    def cancel(
+        self,
+        value: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> None:
+        target = resolve_app(app)
+        target.run_sync(
+            lambda: target.cancel(self._workflow, value, reason=reason, version=version)
+        )
+
+
+class _SyncDescriptor:
+    def __get__(self, instance: object, owner: type[W]) -> _SyncFacade[W]:
+        return _SyncFacade(owner)
+
+
+class Workflow:
+    """Base class of every workflow.
+
+    ```python
+    class OrderFlow(Workflow):
+        unique = Unique(key="orderid")
+        start_step = ValidateOrder
+        transitions = {
+            (ValidateOrder, "valid"): [ChargePayment, ReserveStock],   # fan-out
+            (ValidateOrder, "invalid"): RejectOrder,
+            (ChargePayment, "charged"): Ship,                          # fan-in at Ship
+            (ReserveStock, "reserved"): Ship,
+            (Ship, "shipped"): Done,
+            (RejectOrder, "rejected"): Done,
+        }
+    ```
+
+    The class is validated when it is created; every problem is reported at once in a
+    ``WorkflowDefinitionError``. ``start = ValidateOrder`` is accepted as an alias of
+    ``start_step`` (the seed's spelling; type checkers prefer ``start_step``, since ``start``
+    is also the facade method). Pass ``abstract=True`` in the class statement for a base class
+    that only shares options.
+
+    Class attributes: ``start_step``, ``transitions``, ``unique`` (default: the class name as
+    key, scope ``workflow``), ``version`` (default 1), ``retry`` (default policy for its
+    steps), ``tags``, ``metadata``, ``name`` (stored name; default ``module.QualName``).
+    A versioned umbrella sets ``versions = {1: V1, 2: V2}`` and ``current`` instead of a graph,
+    and may override ``version_for``.
+    """
+
+    start_step: ClassVar[TargetSpec]
+    transitions: ClassVar[Mapping[tuple[type[Step], str], TransitionTarget]]
+    unique: ClassVar[Unique]
+    version: ClassVar[int]
+    versions: ClassVar[Mapping[int, type[Workflow]]]
+    current: ClassVar[int]
+    retry: ClassVar[RetryPolicy | None] = None
+    tags: ClassVar[Sequence[str]] = ()
+    metadata: ClassVar[Mapping[str, Any]] = {}
+    name: ClassVar[str]
+
+    __hephaestus__: ClassVar[WorkflowDefinition | VersionedDefinition]
+
+    sync: ClassVar[_SyncDescriptor] = _SyncDescriptor()
+    """Blocking facade for sync code: ``OrderFlow.sync.start("abc123", {...})``."""
+
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        alias = cls.__dict__.get("start", MISSING)
+        alias_issue = None
+        if alias is not MISSING and not isinstance(alias, classmethod | staticmethod):
+            delattr(cls, "start")  # the facade method stays visible as OrderFlow.start(...)
+            if "start_step" in cls.__dict__:
+                alias_issue = Issue(
+                    IssueCode.INVALID_START, "define start_step or its alias start, not both"
+                )
+            else:
+                cls.start_step = alias
+        if abstract:
+            return
+        name = cls.__dict__.get("name")
+        if not isinstance(name, str) or not name:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            cls.name = name
+        spec = WorkflowSpec(
+            name=name,
+            display=cls.__qualname__,
+            start=getattr(cls, "start_step", MISSING),
+            transitions=getattr(cls, "transitions", MISSING),
+            unique=getattr(cls, "unique", MISSING),
+            tags=getattr(cls, "tags", ()),
+            metadata=getattr(cls, "metadata", {}),
+            version=getattr(cls, "version", MISSING),
+            retry=getattr(cls, "retry", None),
+            versions=getattr(cls, "versions", MISSING),
+            current=getattr(cls, "current", MISSING),
+            owner=cls,
+        )
+        try:
+            definition = compile_workflow(spec, _definition_of)
+        except WorkflowDefinitionError as exc:
+            if alias_issue is None:
+                raise
+            raise WorkflowDefinitionError(cls.__qualname__, [alias_issue, *exc.issues]) from None
+        if alias_issue is not None:
+            raise WorkflowDefinitionError(cls.__qualname__, [alias_issue])
+        cls.__hephaestus__ = definition
+        default_registry.register(definition)
+
+    # -- introspection ----------------------------------------------------------------------
+
+    @classmethod
+    def definition(cls) -> WorkflowDefinition | VersionedDefinition:
+        """The validated definition (a ``VersionedDefinition`` for an umbrella)."""
+        definition = cls.__dict__.get("__hephaestus__")
+        if definition is None:
+            raise TypeError(f"{cls.__qualname__} is abstract; it defines no runnable workflow")
+        return definition  # type: ignore[no-any-return]
+
+    @classmethod
+    def version_for(cls, value: str, context: Mapping[str, Any]) -> int | None:
+        """Pick the version a new run uses (umbrellas only); ``None`` means ``current``."""
+        del value, context
+        return None
+
+    # -- facade -------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        app: Hephaestus | None = None,
+    ) -> str:
+        """Start a run for business value ``value``; returns its id (``key::value``)."""
+        return await resolve_app(app).start(cls, value, context, version=version, metadata=metadata)
+
+    @classmethod
+    async def resume(
+        cls,
+        value: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> None:
+        """Deliver ``event`` (with an optional ``payload``) to the run's waiting step."""
+        await resolve_app(app).resume(cls, value, event, payload, step=step, version=version)
+
+    @classmethod
+    async def get(
+        cls, value: str, *, version: int | None = None, app: Hephaestus | None = None
+    ) -> Instance:
+        """The latest run for ``value`` (a bare value or the full id)."""
+        return await resolve_app(app).get(cls, value, version=version)
+
+    @classmethod
+    async def list(
+        cls,
+        *,
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        app: Hephaestus | None = None,
+    ) -> list[Instance]:
+        """This workflow's runs (all versions of an umbrella), oldest first."""
+        return await resolve_app(app).list(
+            cls, status=status, status_in=status_in, version=version, limit=limit, offset=offset
+        )
+
+    @classmethod
+    async def cancel(
+        cls,
+        value: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> None:
+        """Cancel the active run: its executions and timers stop; the status is final."""
+        await resolve_app(app).cancel(cls, value, reason=reason, version=version)
+
+
+def _definition_of(value: object) -> WorkflowDefinition | VersionedDefinition | None:
+    if isinstance(value, type) and issubclass(value, Workflow):
+        definition = value.__dict__.get("__hephaestus__")
+        if isinstance(definition, WorkflowDefinition | VersionedDefinition):
+            return definition
+    return None

@@ -1,0 +1,212 @@
+"""Every exception Hephaestus raises, in one hierarchy.
+
+```
+HephaestusError
+├── WorkflowDefinitionError        a workflow class is malformed (raised when it is defined)
+├── InvalidInstanceIdError         a malformed business-key value or id (also ValueError)
+├── UnknownVersionError            a version that the workflow does not have (also ValueError)
+├── UnknownWorkflowError           a stored name that no defined workflow carries
+├── InstanceError                  about one instance; carries ``instance_id``
+│   ├── InstanceNotFoundError
+│   ├── InstanceAlreadyRunningError    uniqueness scope already holds an active instance
+│   ├── AmbiguousInstanceError         several active instances match; pass ``version=``
+│   ├── InstanceNotActiveError         the instance is completed, failed or cancelled
+│   └── ResumeError                    a resume that cannot be delivered
+│       ├── StepNotWaitingError        the step already finished or does not exist
+│       ├── InvalidEventError          the step does not declare that event
+│       └── AmbiguousResumeError       several steps could take it; pass ``step=``
+├── StorageError                   a storage backend failed; the cause is chained
+│   └── ConcurrentUpdateError      another writer changed the instance first
+└── AppError                       the ``Hephaestus`` app object is missing or misused
+    ├── NoAppRunningError
+    ├── AmbiguousAppError
+    └── AppNotOpenError
+```
+
+Errors carry structured fields (``instance_id``, ``step``, ``issues``) so callers never parse
+messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "AmbiguousAppError",
+    "AmbiguousInstanceError",
+    "AmbiguousResumeError",
+    "AppError",
+    "AppNotOpenError",
+    "ConcurrentUpdateError",
+    "HephaestusError",
+    "InstanceAlreadyRunningError",
+    "InstanceError",
+    "InstanceNotActiveError",
+    "InstanceNotFoundError",
+    "InvalidEventError",
+    "InvalidInstanceIdError",
+    "Issue",
+    "IssueCode",
+    "NoAppRunningError",
+    "ResumeError",
+    "StepNotWaitingError",
+    "StorageError",
+    "UnknownVersionError",
+    "UnknownWorkflowError",
+    "WorkflowDefinitionError",
+]
+
+
+class HephaestusError(Exception):
+    """Base class of every error raised by Hephaestus."""
+
+
+class IssueCode(StrEnum):
+    """One code per kind of definition problem, stable for tooling and tests."""
+
+    MISSING_START = "missing_start"
+    INVALID_START = "invalid_start"
+    INVALID_TRANSITIONS = "invalid_transitions"
+    INVALID_SOURCE = "invalid_source"
+    INVALID_EVENT = "invalid_event"
+    INVALID_TARGET = "invalid_target"
+    INVALID_STEP = "invalid_step"
+    INVALID_EVENTS = "invalid_events"
+    MISSING_EXECUTE = "missing_execute"
+    CYCLE = "cycle"
+    UNREACHABLE = "unreachable"
+    DEAD_END = "dead_end"
+    FAN_OUT_NOT_CONVERGING = "fan_out_not_converging"
+    CONTEXT_KEY_COLLISION = "context_key_collision"
+    UNDECLARED_EVENT = "undeclared_event"
+    UNHANDLED_EVENT = "unhandled_event"
+    INVALID_CONFIG = "invalid_config"
+    INVALID_TAGS = "invalid_tags"
+    INVALID_METADATA = "invalid_metadata"
+    INVALID_UNIQUE = "invalid_unique"
+    INVALID_VERSION = "invalid_version"
+    INVALID_VERSIONS = "invalid_versions"
+    INVALID_RETRY = "invalid_retry"
+    INVALID_OPTION = "invalid_option"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found in a workflow definition."""
+
+    code: IssueCode
+    message: str
+    step: str | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class WorkflowDefinitionError(HephaestusError, TypeError):
+    """A workflow class is malformed; ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, workflow: str, issues: list[Issue]) -> None:
+        self.workflow = workflow
+        self.issues = tuple(issues)
+        noun = "problem" if len(issues) == 1 else "problems"
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"invalid workflow {workflow} ({len(issues)} {noun}):\n{lines}")
+
+    @property
+    def codes(self) -> frozenset[IssueCode]:
+        """The distinct issue codes, handy in tests and tooling."""
+        return frozenset(issue.code for issue in self.issues)
+
+
+class InvalidInstanceIdError(HephaestusError, ValueError):
+    """A business-key value must be ``[a-z0-9]+`` or a lowercase UUID; ids are ``key::value``."""
+
+
+class UnknownVersionError(HephaestusError, ValueError):
+    """The workflow has no such version."""
+
+
+class UnknownWorkflowError(HephaestusError, LookupError):
+    """A stored workflow name is not carried by any defined workflow class.
+
+    Stored names are only ever resolved through the registry of defined workflows: nothing is
+    imported or created from a stored value.
+    """
+
+
+class InstanceError(HephaestusError):
+    """An operation on one instance failed."""
+
+    def __init__(self, message: str, *, instance_id: str, step: str | None = None) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.step = step
+
+
+class InstanceNotFoundError(InstanceError, LookupError):
+    """No instance with that id exists in storage."""
+
+
+class InstanceAlreadyRunningError(InstanceError):
+    """An active instance already holds this business key within the workflow's unique scope."""
+
+    def __init__(self, message: str, *, instance_id: str, unique_key: str) -> None:
+        super().__init__(message, instance_id=instance_id)
+        self.unique_key = unique_key
+
+
+class AmbiguousInstanceError(InstanceError):
+    """Several active instances (of different versions) share the id; pass ``version=``."""
+
+
+class InstanceNotActiveError(InstanceError):
+    """The instance is completed, failed or cancelled; those statuses are final."""
+
+    def __init__(self, message: str, *, instance_id: str, status: str) -> None:
+        super().__init__(message, instance_id=instance_id)
+        self.status = status
+
+
+class ResumeError(InstanceError):
+    """A resume could not be delivered to any step; nothing was changed."""
+
+
+class StepNotWaitingError(ResumeError):
+    """The targeted step is unknown to the workflow, or has already finished."""
+
+
+class InvalidEventError(ResumeError):
+    """The event is not declared by the step that would receive it."""
+
+
+class AmbiguousResumeError(ResumeError):
+    """Several steps could receive the event; name one with ``step=``."""
+
+
+class StorageError(HephaestusError):
+    """A storage backend failed; the driver's exception is chained as ``__cause__``."""
+
+
+class ConcurrentUpdateError(StorageError):
+    """The stored instance changed since it was read: another writer owns it."""
+
+    def __init__(self, message: str, *, instance_id: str) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+
+
+class AppError(HephaestusError):
+    """The ``Hephaestus`` app object is missing, ambiguous or closed."""
+
+
+class NoAppRunningError(AppError):
+    """No ``Hephaestus`` app is open. Use ``async with Hephaestus(): ...`` (or ``with``) first."""
+
+
+class AmbiguousAppError(AppError):
+    """Several ``Hephaestus`` apps are open; pass ``app=`` to choose one."""
+
+
+class AppNotOpenError(AppError):
+    """This ``Hephaestus`` app is not open (or already closed)."""

@@ -1,0 +1,335 @@
+"""The local runner: every active step of every run as an asyncio task in this process.
+
+Sync steps run in a thread pool. Retries and timers are clock callbacks, so a fake clock can
+fire them on demand. Each run has one lock: engine decisions for a run are applied and
+persisted one at a time, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from hephaestus._core import engine
+from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, StepContext
+from hephaestus.errors import (
+    AppNotOpenError,
+    ConcurrentUpdateError,
+    HephaestusError,
+    UnknownWorkflowError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping
+    from datetime import datetime
+
+    from hephaestus._clock import Clock, TimerHandle
+    from hephaestus._core.definition import Node, WorkflowDefinition
+    from hephaestus.runners import RuntimeEnv
+    from hephaestus.storage import Storage
+
+__all__ = ["LocalRunner"]
+
+log = logging.getLogger("hephaestus.runner.local")
+
+
+class _Run:
+    """A run this runner executes: its latest state, in-flight steps and armed timers."""
+
+    __slots__ = ("definition", "instance", "lock", "tasks", "timers")
+
+    def __init__(self, definition: WorkflowDefinition, instance: Instance) -> None:
+        self.definition = definition
+        self.instance = instance
+        self.lock = asyncio.Lock()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[tuple[str, str], TimerHandle] = {}
+
+
+class LocalRunner:
+    """Runs steps as asyncio tasks in this process.
+
+    ``max_threads`` bounds the pool that runs plain (``def``) steps.
+    """
+
+    def __init__(self, *, max_threads: int | None = None) -> None:
+        self._max_threads = max_threads
+        self._runs: dict[str, _Run] = {}
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._env: RuntimeEnv | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self, env: RuntimeEnv) -> None:
+        self._env = env
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._max_threads, thread_name_prefix="hephaestus-step"
+        )
+        if env.recover:
+            await self._recover()
+
+    async def close(self) -> None:
+        for run in list(self._runs.values()):
+            self._disarm(run)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runs.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._env = None
+
+    async def wait_idle(self) -> None:
+        while self._inflight:
+            await self._idle.wait()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def start(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
+        env = self._require_env()
+        await env.storage.create(decision.instance)
+        run = _Run(definition, decision.instance)
+        if not decision.instance.is_terminal:
+            self._runs[decision.instance.run_id] = run
+        self._dispatch(run, decision.commands)
+
+    async def resume(
+        self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
+    ) -> None:
+        run = await self._run_for(run_id)
+        now = self._require_env().clock.now
+        await self._apply(
+            run,
+            lambda instance: engine.resume(
+                run.definition, instance, event=event, payload=payload, now=now(), step=step
+            ),
+        )
+
+    async def cancel(self, run_id: str, *, reason: str | None) -> None:
+        run = await self._run_for(run_id)
+        now = self._require_env().clock.now
+        await self._apply(run, lambda instance: engine.cancel(instance, now(), reason))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _require_env(self) -> RuntimeEnv:
+        if self._env is None:
+            raise AppNotOpenError("the local runner is not open")
+        return self._env
+
+    @property
+    def _storage(self) -> Storage:
+        return self._require_env().storage
+
+    @property
+    def _clock(self) -> Clock:
+        return self._require_env().clock
+
+    async def _recover(self) -> None:
+        env = self._require_env()
+        from hephaestus.storage import InstanceQuery
+
+        for instance in await env.storage.query(InstanceQuery(status_in=ACTIVE_STATUSES)):
+            try:
+                definition = env.registry.resolve(instance.workflow)
+            except UnknownWorkflowError as exc:
+                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+                continue
+            run = _Run(definition, instance)
+            self._runs[instance.run_id] = run
+            self._dispatch(run, engine.recover(instance))
+
+    async def _run_for(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        env = self._require_env()
+        instance = await env.storage.get(run_id)
+        run = _Run(env.registry.resolve(instance.workflow), instance)
+        if not instance.is_terminal:
+            # Active in storage but not running here (the app opened without recovery): adopt it.
+            self._runs[run_id] = run
+            self._dispatch(run, engine.recover(instance))
+        return run
+
+    async def _apply(self, run: _Run, decide: Callable[[Instance], engine.Decision]) -> None:
+        async with run.lock:
+            decision = decide(run.instance)
+            if not decision.changed:
+                return
+            try:
+                await self._storage.put(decision.instance)
+            except ConcurrentUpdateError:
+                log.warning("run %s was changed by another writer; letting go", run.instance.id)
+                self._retire(run)
+                raise
+            run.instance = decision.instance
+            self._dispatch(run, decision.commands)
+            if decision.instance.is_terminal:
+                self._retire(run)
+
+    def _dispatch(self, run: _Run, commands: tuple[engine.Command, ...]) -> None:
+        for command in commands:
+            if isinstance(command, engine.RunStep):
+                if command.not_before is not None and command.not_before > self._clock.now():
+                    self._arm(
+                        run,
+                        ("run", command.step),
+                        command.not_before,
+                        functools.partial(self._spawn_step, run, command),
+                    )
+                else:
+                    self._spawn_step(run, command)
+            elif isinstance(command, engine.StartTimer):
+                self._arm(
+                    run,
+                    ("timer", command.step),
+                    command.at,
+                    functools.partial(self._spawn_timer, run, command),
+                )
+            elif isinstance(command, engine.CancelTimer):
+                handle = run.timers.pop(("timer", command.step), None)
+                if handle is not None:
+                    handle.cancel()
+            else:
+                handle = run.timers.pop(("run", command.step), None)
+                if handle is not None:
+                    handle.cancel()
+                task = run.tasks.pop(command.step, None)
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+
+    def _arm(
+        self,
+        run: _Run,
+        key: tuple[str, str],
+        when: datetime,
+        callback: Callable[[], object],
+    ) -> None:
+        def fire() -> None:
+            run.timers.pop(key, None)
+            callback()
+
+        previous = run.timers.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        run.timers[key] = self._clock.call_at(when, fire)
+
+    def _disarm(self, run: _Run) -> None:
+        for handle in run.timers.values():
+            handle.cancel()
+        run.timers.clear()
+
+    def _retire(self, run: _Run) -> None:
+        """Forget a finished run: disarm its timers and stop its other executions."""
+        self._disarm(run)
+        current = asyncio.current_task()
+        for task in run.tasks.values():
+            if task is not current:
+                task.cancel()
+        run.tasks.clear()
+        self._runs.pop(run.instance.run_id, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._inflight += 1
+        self._idle.clear()
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("hephaestus runner task failed", exc_info=exc)
+
+    def _spawn_step(self, run: _Run, command: engine.RunStep) -> None:
+        run.tasks[command.step] = self._spawn(self._execute(run, command))
+
+    async def _execute(self, run: _Run, command: engine.RunStep) -> None:
+        instance = run.instance
+        node = run.definition.nodes[command.step]
+        context = StepContext(
+            initial=instance.context.initial,
+            steps=instance.context.steps,
+            instance_id=instance.id,
+            run_id=instance.run_id,
+            step=command.step,
+            attempt=command.attempt,
+        )
+        try:
+            outcome = await self._call_step(node, instance, command, context)
+        finally:
+            if run.tasks.get(command.step) is asyncio.current_task():
+                del run.tasks[command.step]
+        now = self._clock.now
+        try:
+            await self._apply(
+                run,
+                lambda current: engine.apply_result(
+                    run.definition,
+                    current,
+                    step=command.step,
+                    attempt=command.attempt,
+                    outcome=outcome,
+                    now=now(),
+                ),
+            )
+        except HephaestusError as exc:
+            log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
+
+    async def _call_step(
+        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
+    ) -> engine.Outcome:
+        step = node.step()
+        try:
+            async with asyncio.timeout(node.timeout) as deadline:
+                if node.is_async:
+                    raw: object = await step.execute(  # type: ignore[misc]
+                        instance, command.config, context
+                    )
+                else:
+                    call = functools.partial(step.execute, instance, command.config, context)
+                    raw = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, contextvars.copy_context().run, call
+                    )
+                if inspect.isawaitable(raw):
+                    raw = await raw
+        except TimeoutError as exc:
+            if deadline.expired():
+                message = f"step {node.key!r} timed out after {node.timeout}s"
+                return engine.Failure(ErrorInfo(kind="timeout", message=message))
+            return engine.failure_from_exception(exc)
+        except Exception as exc:
+            return engine.failure_from_exception(exc)
+        return engine.interpret(node, raw)
+
+    def _spawn_timer(self, run: _Run, command: engine.StartTimer) -> None:
+        self._spawn(self._fire_timer(run, command))
+
+    async def _fire_timer(self, run: _Run, command: engine.StartTimer) -> None:
+        now = self._clock.now
+        try:
+            await self._apply(
+                run,
+                lambda current: engine.fire_timer(
+                    run.definition, current, step=command.step, at=command.at, now=now()
+                ),
+            )
+        except HephaestusError as exc:
+            log.error("could not fire timer of %s for %s: %s", command.step, run.instance.id, exc)

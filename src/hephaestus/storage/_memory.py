@@ -1,0 +1,93 @@
+"""In-memory storage: the default, and a complete implementation of the protocol.
+
+Every method finishes without awaiting anything, so on one event loop each call is atomic;
+uniqueness needs no lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hephaestus._core.instance import ACTIVE_STATUSES, Instance
+from hephaestus.errors import (
+    ConcurrentUpdateError,
+    InstanceAlreadyRunningError,
+    InstanceNotFoundError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from hephaestus.storage import InstanceQuery
+
+__all__ = ["InMemoryStorage"]
+
+
+class InMemoryStorage:
+    """Keeps instances in a dict; fast, process-local, gone when the process exits."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Instance] = {}
+        self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create(self, instance: Instance) -> None:
+        if instance.run_id in self._runs:
+            raise StorageError(f"run {instance.run_id} already exists")
+        key = instance.unique_key
+        if key is not None:
+            holder = self._holders.get(key)
+            if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
+                raise InstanceAlreadyRunningError(
+                    f"an active instance {instance.id} already exists "
+                    f"({self._runs[holder].workflow}, run {holder})",
+                    instance_id=instance.id,
+                    unique_key=key,
+                )
+            if instance.status in ACTIVE_STATUSES:
+                self._holders[key] = instance.run_id
+        self._runs[instance.run_id] = instance
+
+    async def put(self, instance: Instance) -> None:
+        stored = self._runs.get(instance.run_id)
+        if stored is None:
+            raise InstanceNotFoundError(
+                f"run {instance.run_id} of {instance.id} does not exist", instance_id=instance.id
+            )
+        if stored.revision != instance.revision - 1:
+            raise ConcurrentUpdateError(
+                f"run {instance.run_id} of {instance.id} is at revision {stored.revision}; "
+                f"cannot write revision {instance.revision}",
+                instance_id=instance.id,
+            )
+        self._runs[instance.run_id] = instance
+        key = instance.unique_key
+        if (
+            key is not None
+            and instance.status not in ACTIVE_STATUSES
+            and self._holders.get(key) == instance.run_id
+        ):
+            del self._holders[key]
+
+    async def get(self, run_id: str) -> Instance:
+        instance = self._runs.get(run_id)
+        if instance is None:
+            raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
+        return instance
+
+    async def delete(self, run_id: str) -> None:
+        instance = self._runs.pop(run_id, None)
+        key = None if instance is None else instance.unique_key
+        if key is not None and self._holders.get(key) == run_id:
+            del self._holders[key]
+
+    async def query(self, query: InstanceQuery) -> list[Instance]:
+        rows = [instance for instance in self._runs.values() if query.matches(instance)]
+        if query.newest_first:
+            rows.reverse()
+        end = None if query.limit is None else query.offset + query.limit
+        return rows[query.offset : end]
