@@ -12,9 +12,11 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, StepContext
 from hephaestus.errors import (
@@ -23,6 +25,7 @@ from hephaestus.errors import (
     HephaestusError,
     UnknownWorkflowError,
 )
+from hephaestus.runners._events import emit_history, event_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
@@ -103,6 +106,8 @@ class LocalRunner:
         run = _Run(definition, decision.instance)
         if not decision.instance.is_terminal:
             self._runs[decision.instance.run_id] = run
+        if telemetry.handlers_attached():
+            emit_history(decision.instance, decision.instance.history)
         self._dispatch(run, decision.commands)
 
     async def resume(
@@ -164,9 +169,15 @@ class LocalRunner:
             self._dispatch(run, engine.recover(instance))
         return run
 
-    async def _apply(self, run: _Run, decide: Callable[[Instance], engine.Decision]) -> None:
+    async def _apply(
+        self,
+        run: _Run,
+        decide: Callable[[Instance], engine.Decision],
+        step_duration: float | None = None,
+    ) -> None:
         async with run.lock:
-            decision = decide(run.instance)
+            before = run.instance
+            decision = decide(before)
             if not decision.changed:
                 return
             try:
@@ -176,6 +187,9 @@ class LocalRunner:
                 self._retire(run)
                 raise
             run.instance = decision.instance
+            if telemetry.handlers_attached():
+                new = decision.instance.history[len(before.history) :]
+                emit_history(decision.instance, new, step_duration)
             self._dispatch(run, decision.commands)
             if decision.instance.is_terminal:
                 self._retire(run)
@@ -272,11 +286,19 @@ class LocalRunner:
             step=command.step,
             attempt=command.attempt,
         )
+        began = time.perf_counter()
+        if telemetry.handlers_attached():
+            telemetry.emit(
+                "hephaestus.step.start",
+                {"system_time": time.time()},
+                event_metadata(instance, step=command.step, attempt=command.attempt),
+            )
         try:
             outcome = await self._call_step(node, instance, command, context)
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
+        duration = time.perf_counter() - began
         now = self._clock.now
         try:
             await self._apply(
@@ -289,6 +311,7 @@ class LocalRunner:
                     outcome=outcome,
                     now=now(),
                 ),
+                duration,
             )
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
