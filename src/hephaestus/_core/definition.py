@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, cast
 
+from hephaestus._core.records import record
 from hephaestus._core.steps import Config, Done, Step
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ TargetSpec = type[Step] | tuple[type[Step], Config]
 RouteResult = TargetSpec | Sequence[TargetSpec] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Route:
     """A dynamic transition: ``fn(context)`` picks among the declared ``targets`` at run time."""
 
@@ -64,13 +65,13 @@ def route(*targets: type[Step]) -> Callable[[Callable[[Any], RouteResult]], Rout
     return wrap
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Target:
     key: str
     config: Config = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Transition:
     """Where one ``(step, event)`` leads: fixed ``targets``, or a ``route`` among ``declared``."""
 
@@ -79,7 +80,7 @@ class Transition:
     declared: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Node:
     """One step of a workflow graph."""
 
@@ -96,7 +97,7 @@ class Node:
     is_done: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WorkflowDefinition:
     """A validated, runnable workflow (one version of it)."""
 
@@ -117,7 +118,7 @@ class WorkflowDefinition:
         return self.nodes[key].step
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VersionedDefinition:
     """An umbrella over several versions; starts pick one and pin the instance to it."""
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -39,6 +38,7 @@ from hephaestus._core.instance import (
     StepState,
     StepStatus,
 )
+from hephaestus._core.records import record
 from hephaestus._core.steps import Async, Config, Error, Ok, context_key
 from hephaestus.errors import (
     AmbiguousResumeError,
@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunStep:
     """Execute ``step`` (attempt ``attempt``), not before ``not_before`` when set."""
 
@@ -78,7 +78,7 @@ class RunStep:
     not_before: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartTimer:
     """At ``at``, call ``fire_timer`` for ``step``."""
 
@@ -87,12 +87,12 @@ class StartTimer:
     event: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelTimer:
     step: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AbortStep:
     """Stop an in-flight execution of ``step``; its result would be ignored anyway."""
 
@@ -102,7 +102,7 @@ class AbortStep:
 Command = RunStep | StartTimer | CancelTimer | AbortStep
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failure:
     """A failed attempt, as the engine sees it."""
 
@@ -113,7 +113,7 @@ class Failure:
 Outcome = Ok | Async | Failure
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """The engine's answer: the next instance state and what the runner must do.
 
@@ -306,6 +306,13 @@ def interpret(node: Node, raw: object) -> Outcome:
         raw = Ok(raw)
     name = node.step.__qualname__
     if isinstance(raw, Ok):
+        if (
+            type(raw.updates) is dict
+            and type(raw.metadata) is dict
+            and raw.event in node.events
+            and all(type(k) is str for k in raw.updates)
+        ):
+            return raw  # the common case, without the generic Mapping checks below
         if raw.event not in node.events:
             return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
         for what, value in (("updates", raw.updates), ("metadata", raw.metadata)):

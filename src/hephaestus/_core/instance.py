@@ -6,9 +6,11 @@ the engine can be replayed from stored data alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from hephaestus._core.records import record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -57,7 +59,7 @@ class StepStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorInfo:
     """Why a step attempt or a run failed, in plain data."""
 
@@ -69,7 +71,7 @@ class ErrorInfo:
     attempt: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepState:
     """The state of one reached step."""
 
@@ -83,7 +85,7 @@ class StepState:
     error: ErrorInfo | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JoinState:
     """A step some of whose incoming edges are resolved (taken or not taken)."""
 
@@ -92,7 +94,7 @@ class JoinState:
     config: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PendingResume:
     """A resume that arrived before its step started waiting; delivered when it does."""
 
@@ -102,7 +104,7 @@ class PendingResume:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Context:
     """Data threaded through a run: the caller's ``initial`` data and each step's results."""
 
@@ -110,7 +112,7 @@ class Context:
     steps: Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepContext(Context):
     """The context handed to ``Step.execute``, plus what identifies this execution.
 
@@ -145,7 +147,7 @@ class HistoryKind(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HistoryEntry:
     """One line of a run's audit trail."""
 
@@ -159,7 +161,7 @@ class HistoryEntry:
     error: ErrorInfo | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Instance:
     """One run of a workflow.
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus._core.naming import underscore
+from hephaestus._core.records import record
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -34,7 +35,7 @@ Config = Mapping[str, Any] | None
 _debug_log = logging.getLogger("hephaestus.steps.debug")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ok:
     """The step finished and emits ``event``; ``updates`` become ``context.steps[<step key>]``."""
 
@@ -43,7 +44,7 @@ class Ok:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Async:
     """The step waits for a resume; after ``timeout`` seconds it gets ``timeout_event`` instead."""
 
@@ -51,7 +52,7 @@ class Async:
     timeout_event: str = "timeout"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Error:
     """The step failed. It is retried by its retry policy unless ``retryable`` is false."""
 

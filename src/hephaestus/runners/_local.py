@@ -174,12 +174,19 @@ class LocalRunner:
         run: _Run,
         decide: Callable[[Instance], engine.Decision],
         step_duration: float | None = None,
-    ) -> None:
+        *,
+        continue_inline: bool = False,
+    ) -> engine.RunStep | None:
+        """Decide, persist, then carry out the decision's commands.
+
+        With ``continue_inline`` one immediately runnable step is returned instead of spawned,
+        so the calling task runs it next (a sequential run then needs no task per step).
+        """
         async with run.lock:
             before = run.instance
             decision = decide(before)
             if not decision.changed:
-                return
+                return None
             try:
                 await self._storage.put(decision.instance)
             except ConcurrentUpdateError:
@@ -190,14 +197,24 @@ class LocalRunner:
             if telemetry.handlers_attached():
                 new = decision.instance.history[len(before.history) :]
                 emit_history(decision.instance, new, step_duration)
-            self._dispatch(run, decision.commands)
+            follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
             if decision.instance.is_terminal:
                 self._retire(run)
+                return None
+            return follow
 
-    def _dispatch(self, run: _Run, commands: tuple[engine.Command, ...]) -> None:
+    def _dispatch(
+        self, run: _Run, commands: tuple[engine.Command, ...], *, keep_one: bool = False
+    ) -> engine.RunStep | None:
+        kept: engine.RunStep | None = None
         for command in commands:
             if isinstance(command, engine.RunStep):
-                if command.not_before is not None and command.not_before > self._clock.now():
+                if keep_one and kept is None and command.not_before is None:
+                    kept = command
+                    current = asyncio.current_task()
+                    if current is not None:
+                        run.tasks[command.step] = current
+                elif command.not_before is not None and command.not_before > self._clock.now():
                     self._arm(
                         run,
                         ("run", command.step),
@@ -224,6 +241,7 @@ class LocalRunner:
                 task = run.tasks.pop(command.step, None)
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+        return kept
 
     def _arm(
         self,
@@ -276,6 +294,13 @@ class LocalRunner:
         run.tasks[command.step] = self._spawn(self._execute(run, command))
 
     async def _execute(self, run: _Run, command: engine.RunStep) -> None:
+        """Run a step, then the run's next sequential steps, in this one task."""
+        follow = await self._execute_one(run, command)
+        while follow is not None:
+            await asyncio.sleep(0)  # let other tasks in between: fairness, not correctness
+            follow = await self._execute_one(run, follow)
+
+    async def _execute_one(self, run: _Run, command: engine.RunStep) -> engine.RunStep | None:
         instance = run.instance
         node = run.definition.nodes[command.step]
         context = StepContext(
@@ -286,8 +311,9 @@ class LocalRunner:
             step=command.step,
             attempt=command.attempt,
         )
-        began = time.perf_counter()
-        if telemetry.handlers_attached():
+        observed = telemetry.handlers_attached()
+        began = time.perf_counter() if observed else 0.0
+        if observed:
             telemetry.emit(
                 "hephaestus.step.start",
                 {"system_time": time.time()},
@@ -298,10 +324,10 @@ class LocalRunner:
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
-        duration = time.perf_counter() - began
+        duration = time.perf_counter() - began if observed else None
         now = self._clock.now
         try:
-            await self._apply(
+            return await self._apply(
                 run,
                 lambda current: engine.apply_result(
                     run.definition,
@@ -312,35 +338,44 @@ class LocalRunner:
                     now=now(),
                 ),
                 duration,
+                continue_inline=True,
             )
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
+            return None
 
     async def _call_step(
         self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
     ) -> engine.Outcome:
-        step = node.step()
         try:
-            async with asyncio.timeout(node.timeout) as deadline:
-                if node.is_async:
-                    raw: object = await step.execute(  # type: ignore[misc]
-                        instance, command.config, context
-                    )
-                else:
-                    call = functools.partial(step.execute, instance, command.config, context)
-                    raw = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, contextvars.copy_context().run, call
-                    )
-                if inspect.isawaitable(raw):
-                    raw = await raw
+            if node.timeout is None:
+                raw = await self._invoke(node, instance, command, context)
+            else:
+                async with asyncio.timeout(node.timeout) as deadline:
+                    raw = await self._invoke(node, instance, command, context)
         except TimeoutError as exc:
-            if deadline.expired():
+            if node.timeout is not None and deadline.expired():
                 message = f"step {node.key!r} timed out after {node.timeout}s"
                 return engine.Failure(ErrorInfo(kind="timeout", message=message))
             return engine.failure_from_exception(exc)
         except Exception as exc:
             return engine.failure_from_exception(exc)
         return engine.interpret(node, raw)
+
+    async def _invoke(
+        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
+    ) -> object:
+        step = node.step()
+        if node.is_async:
+            raw: object = await step.execute(instance, command.config, context)  # type: ignore[misc]
+        else:
+            call = functools.partial(step.execute, instance, command.config, context)
+            raw = await asyncio.get_running_loop().run_in_executor(
+                self._executor, contextvars.copy_context().run, call
+            )
+            if inspect.isawaitable(raw):  # a plain method that returned a coroutine
+                raw = await raw
+        return raw
 
     def _spawn_timer(self, run: _Run, command: engine.StartTimer) -> None:
         self._spawn(self._fire_timer(run, command))
