@@ -1,0 +1,85 @@
+"""Public API usage that the strict type checker must accept (mypy runs over tests/)."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from hephaestus import (
+    Async,
+    Config,
+    Done,
+    Error,
+    Hephaestus,
+    Instance,
+    Ok,
+    RetryPolicy,
+    Status,
+    Step,
+    StepContext,
+    StepResult,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+    route,
+)
+from hephaestus.testing import FakeClock, run_until_idle
+
+
+class Check(Step):
+    events = ("ok", "bad")
+    retry = RetryPolicy(max_attempts=3, backoff="linear", initial_delay=0.5)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        if context.initial.get("fail"):
+            return Error("not today", retryable=False)
+        return Ok("ok", {"key": context.idempotency_key})
+
+
+class Notify(Step):
+    events = ("sent",)
+
+    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        return "sent"
+
+
+class Approve(Step):
+    events = ("approved",)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        return Async(timeout=60) if config else Ok("approved")
+
+
+@route(Notify, Wait)
+def pick(context: object) -> type[Step] | tuple[type[Step], Config]:
+    return Notify
+
+
+class TypedFlow(Workflow):
+    unique = Unique(key="typed", scope="workflow")
+    start_step = Check
+    transitions = {  # noqa: RUF012 - workflow definitions are class-level constants
+        (Check, "ok"): pick,
+        (Check, "bad"): (Approve, {"manual": True}),
+        (Notify, "sent"): WaitForEvent,
+        (Wait, "timeout"): WaitForEvent,
+        (Approve, "approved"): WaitForEvent,
+        (WaitForEvent, "received"): Done,
+    }
+
+
+async def test_typed_usage() -> None:
+    """The documented API type-checks, and runs: start, resume, get, list."""
+    clock = FakeClock()
+    async with Hephaestus(clock=clock) as app:
+        instance_id = await TypedFlow.start("abc", {"fail": False})
+        assert_type(instance_id, str)
+        await run_until_idle(app)
+        await TypedFlow.resume("abc", "received", {"by": "typing"})
+        await run_until_idle(app)
+        instance = await TypedFlow.get("abc")
+        assert_type(instance, Instance)
+        assert instance.status == Status.COMPLETED
+        assert instance.context.steps["wait_for_event"] == {"by": "typing"}
+        runs = await TypedFlow.list(status="completed")
+        assert [run.id for run in runs] == [instance_id]
