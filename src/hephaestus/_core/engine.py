@@ -58,10 +58,12 @@ __all__ = [
     "RunStep",
     "StartTimer",
     "apply_result",
+    "begin",
     "cancel",
     "failure_from_exception",
     "fire_timer",
     "interpret",
+    "pending",
     "recover",
     "resume",
     "start",
@@ -133,6 +135,38 @@ def _unchanged(instance: Instance) -> Decision:
 # Entry points
 
 
+def pending(
+    definition: WorkflowDefinition,
+    *,
+    instance_id: str,
+    run_id: str,
+    family: str,
+    initial: Mapping[str, Any],
+    now: datetime,
+    unique_key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Instance:
+    """A new run that has not taken its first decision (revision 1, status ``pending``).
+
+    Runners that persist a run before starting it (a transactional outbox) store this and
+    call ``begin`` later; ``start`` does both at once.
+    """
+    return Instance(
+        id=instance_id,
+        run_id=run_id,
+        workflow=definition.name,
+        workflow_version=definition.version,
+        family=family,
+        status=Status.PENDING,
+        context=Context(initial=dict(initial), steps={}),
+        created_at=now,
+        updated_at=now,
+        revision=1,
+        unique_key=unique_key,
+        metadata=dict(metadata or {}),
+    )
+
+
 def start(
     definition: WorkflowDefinition,
     *,
@@ -144,21 +178,48 @@ def start(
     unique_key: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """A new run with its start step active (or already completed when start is ``Done``)."""
-    instance = Instance(
-        id=instance_id,
+    """A new run with its start step active (or already completed when start is ``Done``).
+
+    The returned instance has revision 1: it is meant to be created in storage as is.
+    """
+    new = pending(
+        definition,
+        instance_id=instance_id,
         run_id=run_id,
-        workflow=definition.name,
-        workflow_version=definition.version,
         family=family,
-        status=Status.RUNNING,
-        context=Context(initial=dict(initial), steps={}),
-        created_at=now,
-        updated_at=now,
-        revision=0,
+        initial=initial,
+        now=now,
         unique_key=unique_key,
-        metadata=dict(metadata or {}),
+        metadata=metadata,
     )
+    return _begin(definition, replace_revision(new, 0), now)
+
+
+def begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Decision:
+    """Take a ``pending`` run's first decision: activate its start step."""
+    if instance.status is not Status.PENDING:
+        return _unchanged(instance)
+    return _begin(definition, instance, now)
+
+
+def replace_revision(instance: Instance, revision: int) -> Instance:
+    return Instance(
+        id=instance.id,
+        run_id=instance.run_id,
+        workflow=instance.workflow,
+        workflow_version=instance.workflow_version,
+        family=instance.family,
+        status=instance.status,
+        context=instance.context,
+        created_at=instance.created_at,
+        updated_at=instance.updated_at,
+        revision=revision,
+        unique_key=instance.unique_key,
+        metadata=instance.metadata,
+    )
+
+
+def _begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Decision:
     draft = _Draft(definition, instance, now)
     draft.history.append(HistoryEntry(now, HistoryKind.STARTED))
     start_target = definition.start

@@ -162,6 +162,14 @@ def _check_retry(retry: object, what: str, issues: list[Issue]) -> RetryPolicy |
     return None if problems else retry
 
 
+def _valid_events(events: object) -> bool:
+    return (
+        isinstance(events, tuple | list)
+        and all(isinstance(e, str) and e for e in events)
+        and len(set(events)) == len(events)
+    )
+
+
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -290,15 +298,20 @@ class _GraphBuilder:
         version: int,
         retry: RetryPolicy | None,
     ) -> WorkflowDefinition | None:
+        before = len(self.issues)
         start = self.parse_start()
         self.parse_transitions()
         if start is None:
             return None
+        # With a malformed start or transition the graph is incomplete, so graph and event
+        # rules would report dead ends and unreachable steps that are only parse artefacts.
+        parsed = len(self.issues) == before
         self.check_steps()
         keys = self.check_keys()
         adjacency = self.adjacency()
-        self.check_graph(start[0], adjacency)
-        self.check_events()
+        if parsed:
+            self.check_graph(start[0], adjacency)
+            self.check_events()
         self.check_configs(start)
         if self.issues:
             return None
@@ -415,18 +428,15 @@ class _GraphBuilder:
                 f"a workflow ends in a single Done step, got {[_name(s) for s in done_steps]}",
             )
         for step in self.steps:
-            events = step.events
-            if (
-                not isinstance(events, tuple | list)
-                or not all(isinstance(e, str) and e for e in events)
-                or len(set(events)) != len(events)
-            ):
-                self.add(
-                    IssueCode.INVALID_EVENTS,
-                    f"{_name(step)}.events must be a tuple of distinct non-empty strings, "
-                    f"got {events!r}",
-                    step,
-                )
+            for attribute in ("events", "optional_events"):
+                events = getattr(step, attribute)
+                if not _valid_events(events):
+                    self.add(
+                        IssueCode.INVALID_EVENTS,
+                        f"{_name(step)}.{attribute} must be a tuple of distinct non-empty "
+                        f"strings, got {events!r}",
+                        step,
+                    )
             if step.execute is Step.execute:
                 self.add(
                     IssueCode.MISSING_EXECUTE, f"{_name(step)} does not implement execute()", step
@@ -514,7 +524,9 @@ class _GraphBuilder:
         for edge in self.edges:
             routed.setdefault(edge.source, set()).add(edge.event)
         for step in self.steps:
-            if is_done(step) or not isinstance(step.events, tuple | list):
+            if is_done(step) or not (
+                _valid_events(step.events) and _valid_events(step.optional_events)
+            ):
                 continue
             declared = set(step.events) | set(step.optional_events)
             for event in sorted(routed.get(step, set()) - declared):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
 from hephaestus._core import engine
-from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, StepContext
+from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, Status, StepContext
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -152,9 +152,16 @@ class LocalRunner:
             except UnknownWorkflowError as exc:
                 log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
                 continue
-            run = _Run(definition, instance)
-            self._runs[instance.run_id] = run
-            self._dispatch(run, engine.recover(instance))
+            await self._adopt(_Run(definition, instance))
+
+    async def _adopt(self, run: _Run) -> None:
+        """Take over an active stored run: start it if pending, else re-issue its commands."""
+        self._runs[run.instance.run_id] = run
+        if run.instance.status is Status.PENDING:
+            now = self._clock.now
+            await self._apply(run, lambda current: engine.begin(run.definition, current, now()))
+        else:
+            self._dispatch(run, engine.recover(run.instance))
 
     async def _run_for(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
@@ -165,8 +172,7 @@ class LocalRunner:
         run = _Run(env.registry.resolve(instance.workflow), instance)
         if not instance.is_terminal:
             # Active in storage but not running here (the app opened without recovery): adopt it.
-            self._runs[run_id] = run
-            self._dispatch(run, engine.recover(instance))
+            await self._adopt(run)
         return run
 
     async def _apply(

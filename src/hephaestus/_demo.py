@@ -1,0 +1,348 @@
+"""``hephaestus demo``: an order workflow run live on the embedded defaults.
+
+Read it as an example of the API. ``OrderFlow`` shows
+
+- branching: ``ValidateOrder`` emits ``valid`` or ``invalid``; an invalid order is rejected;
+- fan-out and fan-in: ``ChargePayment`` and ``ReserveStock`` run in parallel and join at ``Ship``;
+- a retried failure: the carrier API behind ``Ship`` fails once, and its ``RetryPolicy`` retries;
+- a durable timer: ``InTransit`` is a ``Wait`` whose length a route takes from the order;
+- an external event: ``AwaitDelivery`` waits until the demo, standing in for a courier's
+  webhook, calls ``OrderFlow.resume(..., "delivered", payload)``.
+
+A telemetry handler prints one line per event, and a table sums up each run at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hephaestus import (
+    Config,
+    Context,
+    Done,
+    Hephaestus,
+    Instance,
+    Ok,
+    RetryPolicy,
+    Status,
+    Step,
+    StepContext,
+    StepResult,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+    route,
+    telemetry,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import TextIO
+
+__all__ = ["ORDERS", "DemoOrder", "OrderFlow", "ProgressPrinter", "run_demo", "use_colour"]
+
+PRICES = {"anvil": 120, "tongs": 25, "hammer": 40}
+TRANSIT_SECONDS = 1.5
+FAST_TRANSIT_SECONDS = 0.1
+POLL_SECONDS = 0.02
+DEADLINE_SECONDS = 10.0
+
+
+# -- steps ----------------------------------------------------------------------------------
+
+
+class ValidateOrder(Step):
+    """Branches: an order of known items is ``valid``, anything else ``invalid``."""
+
+    events = ("valid", "invalid")
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        items: list[str] = context.initial["items"]
+        unknown = [item for item in items if item not in PRICES]
+        if not items or unknown:
+            return Ok("invalid", {"reason": f"unknown items {unknown}" if unknown else "no items"})
+        return Ok("valid", {"total": sum(PRICES[item] for item in items)})
+
+
+class ChargePayment(Step):
+    """Charges the card; runs in parallel with ``ReserveStock``."""
+
+    events = ("charged",)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        await asyncio.sleep(0.15)  # the payment provider is slower than the warehouse
+        # A real provider de-duplicates on this key, so a re-dispatched attempt never charges twice.
+        return Ok("charged", {"payment_ref": context.idempotency_key})
+
+
+class ReserveStock(Step):
+    """Reserves the items in the warehouse; runs in parallel with ``ChargePayment``."""
+
+    events = ("reserved",)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        await asyncio.sleep(0.05)
+        return Ok("reserved", {"items": len(context.initial["items"])})
+
+
+class CarrierUnavailableError(Exception):
+    """The (simulated) carrier API is down."""
+
+
+class Ship(Step):
+    """Books the carrier once payment and stock are both done (the fan-in).
+
+    The carrier API is flaky: the first attempt fails, and the policy retries 0.2 s later.
+    """
+
+    events = ("shipped",)
+    retry = RetryPolicy(max_attempts=3, initial_delay=0.2)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        if context.attempt == 1:
+            raise CarrierUnavailableError("carrier API answered 503")
+        return Ok("shipped", {"tracking": f"TRK-{context.initial['order']}"})
+
+
+class InTransit(Wait):
+    """The parcel travels: a durable timer that emits ``timeout`` when it is up."""
+
+
+class AwaitDelivery(WaitForEvent):
+    """Waits for the courier to report ``delivered``; the payload becomes this step's result."""
+
+    events = ("delivered",)
+
+
+class RejectOrder(Step):
+    """The end of the invalid branch: tells the customer why."""
+
+    events = ("rejected",)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        return Ok("rejected", {"reason": context.steps["validate_order"]["reason"]})
+
+
+@route(InTransit)
+def transit(context: Context) -> tuple[type[Step], Config]:
+    """How long the parcel travels comes from the order (``--fast`` shortens it)."""
+    return InTransit, {"duration": context.initial["transit_seconds"], "unit": "second"}
+
+
+class OrderFlow(Workflow):
+    """An order, from validation to delivery (or rejection)."""
+
+    unique = Unique(key="order")
+    start_step = ValidateOrder
+    transitions = {  # noqa: RUF012 (a declaration read once, when the class is created)
+        (ValidateOrder, "valid"): [ChargePayment, ReserveStock],  # fan-out
+        (ValidateOrder, "invalid"): RejectOrder,  # branch
+        (ChargePayment, "charged"): Ship,  # fan-in: Ship runs once both are done
+        (ReserveStock, "reserved"): Ship,
+        (Ship, "shipped"): transit,  # a route picks the timer's length
+        (InTransit, "timeout"): AwaitDelivery,
+        (AwaitDelivery, "delivered"): Done,
+        (RejectOrder, "rejected"): Done,
+    }
+
+
+# -- the orders -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOrder:
+    """One order the demo places, and the step its run must complete to count as a success.
+
+    Orders with a ``recipient`` are delivered: the courier reports ``courier_delay`` seconds
+    after the run starts waiting for it.
+    """
+
+    value: str
+    items: tuple[str, ...]
+    expected_step: str
+    recipient: str = ""
+    courier_delay: float = 0.0
+
+    def context(self, transit_seconds: float) -> dict[str, Any]:
+        return {"order": self.value, "items": list(self.items), "transit_seconds": transit_seconds}
+
+
+ORDERS = (
+    DemoOrder("1001", ("anvil", "tongs"), "await_delivery", recipient="A. Smith"),
+    DemoOrder("1002", ("hammer",), "await_delivery", recipient="B. Jones", courier_delay=0.3),
+    DemoOrder("1003", ("unobtainium",), "reject_order"),
+)
+
+
+# -- live progress --------------------------------------------------------------------------
+
+GRAPH = """\
+  validate_order -valid--> charge_payment || reserve_stock --> ship (flaky carrier API)
+                                  --> in_transit (timer) --> await_delivery (event) --> done
+                 -invalid-> reject_order --> done"""
+
+_ANSI = {"ok": "32", "wait": "33", "fail": "31", "event": "36", "dim": "2", "bold": "1"}
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def describe(
+    event: str, measurements: Mapping[str, float], meta: Mapping[str, Any]
+) -> tuple[str, str]:
+    """What a telemetry event means, in words, and its tone (a key of ``_ANSI``, or "")."""
+    match event.removeprefix("hephaestus."):
+        case "workflow.start":
+            return "workflow started", "bold"
+        case "workflow.stop":
+            return f"workflow completed in {measurements['duration'] * 1000:.0f} ms", "ok"
+        case "workflow.exception":
+            return f"workflow failed: {meta['error'].message}", "fail"
+        case "workflow.cancel":
+            return "workflow cancelled", "fail"
+        case "step.start" if meta["attempt"] > 1:
+            return f"started (attempt {meta['attempt']})", ""
+        case "step.start":
+            return "started", ""
+        case "step.stop":
+            return f"completed -> {meta['event']}", "ok"
+        case "step.async" if meta["timeout"] is not None:
+            return f"waiting (timer {meta['timeout']:g} s)", "wait"
+        case "step.async":
+            return "waiting for an event", "wait"
+        case "step.exception":
+            then = "retrying" if meta["will_retry"] else "giving up"
+            error = meta["error"]
+            return f"failed attempt {meta['attempt']}, {then}: {error.message}", "fail"
+        case "step.resume" if meta["source"] == "timer":
+            return f"timer fired -> {meta['event']}", "event"
+        case "step.resume":
+            return f"resumed by event -> {meta['event']}", "event"
+    return event, ""
+
+
+class ProgressPrinter:
+    """A telemetry handler printing one line per event: offset, instance, step, what happened."""
+
+    def __init__(self, out: TextIO, *, colour: bool) -> None:
+        self._out = out
+        self._colour = colour
+        self._began = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the printer was made."""
+        return time.perf_counter() - self._began
+
+    def __call__(
+        self, event: str, measurements: Mapping[str, float], meta: Mapping[str, Any]
+    ) -> None:
+        what, tone = describe(event, measurements, meta)
+        self.line(meta["instance_id"], meta.get("step") or "", what, tone)
+
+    def line(self, instance_id: str, step: str, what: str, tone: str = "") -> None:
+        offset = self.paint(f"+{self.elapsed:.3f}s", "dim")
+        self.say(f"{offset}  {instance_id:<12} {step:<15} {self.paint(what, tone)}")
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self._out, flush=True)
+
+    def paint(self, text: str, tone: str) -> str:
+        if not self._colour or tone not in _ANSI:
+            return text
+        return f"\x1b[{_ANSI[tone]}m{text}\x1b[0m"
+
+
+# -- running it -----------------------------------------------------------------------------
+
+
+async def _poll(order: DemoOrder, ready: Callable[[Instance], bool]) -> Instance:
+    """Read the run until ``ready`` holds, it ends, or the demo's deadline passes."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        run = await OrderFlow.get(order.value)
+        if ready(run) or run.is_terminal or time.monotonic() > deadline:
+            return run
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _follow(order: DemoOrder, printer: ProgressPrinter) -> Instance:
+    """Play the courier for one order (deliver once it waits), then wait for the run's end.
+
+    A real courier would call ``OrderFlow.resume`` from a webhook; the demo polls instead.
+    """
+    if order.recipient:
+        run = await _poll(order, lambda run: "await_delivery" in run.waiting_steps)
+        if "await_delivery" in run.waiting_steps:
+            await asyncio.sleep(order.courier_delay)
+            payload = {"signed_by": order.recipient}
+            call = f"OrderFlow.resume({order.value!r}, 'delivered', {payload})"
+            printer.line(run.id, "(courier)", call, "event")
+            await OrderFlow.resume(order.value, "delivered", payload)
+    return await _poll(order, lambda run: run.is_terminal)
+
+
+async def _run_orders(transit_seconds: float, printer: ProgressPrinter) -> list[Instance]:
+    """Start every order on a fresh app, follow each to its end, and return the final runs."""
+    async with Hephaestus():  # the embedded defaults: in-memory storage, local runner
+        for order in ORDERS:
+            await OrderFlow.start(order.value, order.context(transit_seconds))
+        return await asyncio.gather(*(_follow(order, printer) for order in ORDERS))
+
+
+def _succeeded(order: DemoOrder, run: Instance) -> bool:
+    return run.status is Status.COMPLETED and order.expected_step in run.completed_steps
+
+
+def _outcome(run: Instance) -> str:
+    """How the run ended, from the results its last steps stored in the context."""
+    results = run.context.steps
+    if "await_delivery" in results:  # the resume payload became the step's result
+        return f"delivered, signed by {results['await_delivery'].get('signed_by')}"
+    if "reject_order" in results:
+        return f"rejected: {results['reject_order'].get('reason')}"
+    return run.error.message if run.error is not None else "still running"
+
+
+def _summary(printer: ProgressPrinter, runs: list[Instance]) -> int:
+    """Print one row per run; returns how many did not end as expected."""
+    printer.say(
+        f"\n{'instance':<12} {'status':<10} {'steps':>5} {'history':>7}  {'check':<5}  outcome"
+    )
+    failures = 0
+    for order, run in zip(ORDERS, runs, strict=True):
+        ok = _succeeded(order, run)
+        failures += not ok
+        check = printer.paint(f"{'ok' if ok else 'FAIL':<5}", "ok" if ok else "fail")
+        steps, history = len(run.completed_steps), len(run.history)
+        printer.say(
+            f"{run.id:<12} {run.status:<10} {steps:>5} {history:>7}  {check}  {_outcome(run)}"
+        )
+    return failures
+
+
+async def run_demo(*, fast: bool = False, out: TextIO | None = None) -> int:
+    """Run every demo order live; returns 0 when each run ended as expected, else 1."""
+    stream = out if out is not None else sys.stdout
+    printer = ProgressPrinter(stream, colour=use_colour(stream))
+    title = "Hephaestus demo: OrderFlow on in-memory storage, the local runner and the real clock"
+    printer.say(f"{printer.paint(title, 'bold')}\n{GRAPH}\n")
+    telemetry.attach("hephaestus.demo", telemetry.EVENTS, printer)
+    try:
+        runs = await _run_orders(FAST_TRANSIT_SECONDS if fast else TRANSIT_SECONDS, printer)
+    finally:
+        telemetry.detach("hephaestus.demo")
+    failures = _summary(printer, runs)
+    if failures:
+        printer.say(f"\n{failures} of {len(runs)} runs did not end as expected")
+        return 1
+    printer.say(f"\nall {len(runs)} runs ended as expected in {printer.elapsed:.1f} s")
+    return 0
