@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import statistics
 import time
@@ -67,7 +68,7 @@ class LinearBench(Workflow):
     unique = Unique(key="lin", scope="none")
     start_step = LINEAR_STEPS[0]
     transitions = {  # noqa: RUF012 - class-level definition, read once
-        **{(a, "next"): b for a, b in zip(LINEAR_STEPS, LINEAR_STEPS[1:], strict=False)},
+        **{(a, "next"): b for a, b in itertools.pairwise(LINEAR_STEPS)},
         (LINEAR_STEPS[-1], "next"): Done,
     }
 

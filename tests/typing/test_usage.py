@@ -58,7 +58,7 @@ def pick(context: object) -> type[Step] | tuple[type[Step], Config]:
 class TypedFlow(Workflow):
     unique = Unique(key="typed", scope="workflow")
     start_step = Check
-    transitions = {  # noqa: RUF012 - workflow definitions are class-level constants
+    transitions = {
         (Check, "ok"): pick,
         (Check, "bad"): (Approve, {"manual": True}),
         (Notify, "sent"): WaitForEvent,

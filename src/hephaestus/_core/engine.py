@@ -361,6 +361,10 @@ def recover(instance: Instance) -> tuple[Command, ...]:
 # Interpreting what a step returned
 
 
+_MAX_TIMEOUT_SECONDS = 100 * 365 * 86_400.0
+"""Longer (or infinite) timers could not be dated: ``now + timeout`` would overflow."""
+
+
 def interpret(node: Node, raw: object) -> Outcome:
     """Validate a step's return value against its declaration; bad shapes fail the step."""
     if isinstance(raw, str):
@@ -368,13 +372,15 @@ def interpret(node: Node, raw: object) -> Outcome:
     name = node.step.__qualname__
     if isinstance(raw, Ok):
         if (
-            type(raw.updates) is dict
+            type(raw.event) is str
+            and type(raw.updates) is dict
             and type(raw.metadata) is dict
             and raw.event in node.events
             and all(type(k) is str for k in raw.updates)
+            and all(type(k) is str for k in raw.metadata)
         ):
             return raw  # the common case, without the generic Mapping checks below
-        if raw.event not in node.events:
+        if not isinstance(raw.event, str) or raw.event not in node.events:
             return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
         for what, value in (("updates", raw.updates), ("metadata", raw.metadata)):
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
@@ -386,9 +392,13 @@ def interpret(node: Node, raw: object) -> Outcome:
         timeout = raw.timeout
         if timeout is not None:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 <= seconds <= _MAX_TIMEOUT_SECONDS  # also false for NaN
+            ):
                 return _invalid(f"{name} returned Async with invalid timeout {timeout!r}", node)
-            if raw.timeout_event not in node.events:
+            if not isinstance(raw.timeout_event, str) or raw.timeout_event not in node.events:
                 return _invalid(
                     f"{name} returned Async with timeout event {raw.timeout_event!r}, "
                     "which it does not declare",

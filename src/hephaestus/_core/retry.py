@@ -27,7 +27,8 @@ class RetryPolicy:
     def problems(self) -> list[str]:
         """What is wrong with this policy (empty when valid)."""
         found: list[str] = []
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             found.append(f"max_attempts must be a positive integer, got {self.max_attempts!r}")
         if self.backoff not in ("exponential", "linear", "constant"):
             found.append(

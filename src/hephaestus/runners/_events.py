@@ -35,12 +35,22 @@ def _run_duration(instance: Instance, entry: HistoryEntry) -> float:
 
 
 def emit_history(
-    instance: Instance, entries: Iterable[HistoryEntry], step_duration: float | None = None
+    instance: Instance,
+    entries: Iterable[HistoryEntry],
+    step_duration: float | None = None,
+    *,
+    done_step: str,
 ) -> None:
-    """Emit the telemetry events that ``entries`` (just appended to ``instance``) stand for."""
+    """Emit the telemetry events that ``entries`` (just appended to ``instance``) stand for.
+
+    ``done_step`` is the key of the workflow's ``Done`` step. The engine completes it inline
+    (no runner executes it, so it has no ``step.start``); ``workflow.stop`` stands for it.
+    """
     duration = 0.0 if step_duration is None else step_duration
     for entry in entries:
         kind = entry.kind
+        if kind is HistoryKind.STEP_COMPLETED and entry.step == done_step:
+            continue
         if kind is HistoryKind.STARTED:
             first = next(iter(instance.steps), None)
             telemetry.emit(

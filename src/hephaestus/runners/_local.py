@@ -107,7 +107,7 @@ class LocalRunner:
         if not decision.instance.is_terminal:
             self._runs[decision.instance.run_id] = run
         if telemetry.handlers_attached():
-            emit_history(decision.instance, decision.instance.history)
+            emit_history(decision.instance, decision.instance.history, done_step=definition.done)
         self._dispatch(run, decision.commands)
 
     async def resume(
@@ -202,7 +202,7 @@ class LocalRunner:
             run.instance = decision.instance
             if telemetry.handlers_attached():
                 new = decision.instance.history[len(before.history) :]
-                emit_history(decision.instance, new, step_duration)
+                emit_history(decision.instance, new, step_duration, done_step=run.definition.done)
             follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
             if decision.instance.is_terminal:
                 self._retire(run)

@@ -17,6 +17,8 @@ from hephaestus.errors import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hephaestus.storage import InstanceQuery
 
 __all__ = ["InMemoryStorage"]
@@ -87,7 +89,14 @@ class InMemoryStorage:
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
         rows = [instance for instance in self._runs.values() if query.matches(instance)]
+        # Creation time orders rows (as a database would); the stable sort keeps ties in the
+        # order runs were created, which dict order already is.
+        rows.sort(key=_created_at)
         if query.newest_first:
             rows.reverse()
         end = None if query.limit is None else query.offset + query.limit
         return rows[query.offset : end]
+
+
+def _created_at(instance: Instance) -> datetime:
+    return instance.created_at

@@ -1,0 +1,169 @@
+"""The ``hephaestus demo`` command, run as a user runs it: a subprocess on a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from hephaestus._cli import main
+
+TIMEOUT = 60
+ANSI = "\x1b["
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    return {**env, **extra}
+
+
+def _hephaestus(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hephaestus", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+        check=False,
+    )
+
+
+def _lines(output: str, instance_id: str) -> list[str]:
+    """The progress lines of one instance, without their time offsets."""
+    return [
+        line.split("  ", 1)[1].strip()
+        for line in output.splitlines()
+        if re.match(r"\+\d+\.\d{3}s  ", line) and f" {instance_id} " in line
+    ]
+
+
+def _index(lines: list[str], step: str, what: str) -> int:
+    return next(i for i, line in enumerate(lines) if re.fullmatch(rf"\S+ +{step} +{what}", line))
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    return _hephaestus("demo", "--fast")
+
+
+def test_demo_exits_zero_with_every_run_completed(demo: subprocess.CompletedProcess[str]) -> None:
+    """The fast demo exits 0 and its summary shows each order completed as expected."""
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    summary = [line for line in demo.stdout.splitlines() if line.startswith("order::")]
+    assert len(summary) == 3
+    assert all(re.search(r"completed +\d+ +\d+  ok ", line) for line in summary)
+    assert "all 3 runs ended as expected" in demo.stdout
+
+
+def test_demo_fans_out_payment_and_stock_and_joins_at_ship(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """Payment and stock both start before either completes, and ship starts after both."""
+    lines = _lines(demo.stdout, "order::1001")
+    charge = _index(lines, "charge_payment", "started")
+    reserve = _index(lines, "reserve_stock", "started")
+    charged = _index(lines, "charge_payment", "completed -> charged")
+    reserved = _index(lines, "reserve_stock", "completed -> reserved")
+    assert max(charge, reserve) < min(charged, reserved)
+    assert _index(lines, "ship", "started") > max(charged, reserved)
+
+
+def test_demo_shows_the_retried_carrier_failure(demo: subprocess.CompletedProcess[str]) -> None:
+    """The ship step fails on attempt 1, is retried, and completes on attempt 2."""
+    lines = _lines(demo.stdout, "order::1001")
+    failed = _index(lines, "ship", r"failed attempt 1, retrying: .*503")
+    retried = _index(lines, "ship", r"started \(attempt 2\)")
+    assert failed < retried < _index(lines, "ship", "completed -> shipped")
+
+
+def test_demo_shows_the_timer_and_the_external_resume(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """The timer waits and fires, then the courier resumes the waiting delivery step."""
+    lines = _lines(demo.stdout, "order::1002")
+    waiting = _index(lines, "in_transit", r"waiting \(timer 0\.1 s\)")
+    fired = _index(lines, "in_transit", "timer fired -> timeout")
+    parked = _index(lines, "await_delivery", "waiting for an event")
+    courier = _index(lines, r"\(courier\)", r"OrderFlow\.resume\('1002', 'delivered', .*\)")
+    resumed = _index(lines, "await_delivery", "resumed by event -> delivered")
+    assert waiting < fired < parked < courier < resumed
+    assert re.search(r"workflow completed in \d+ ms$", lines[-1])
+    assert "signed by B. Jones" in demo.stdout
+
+
+def test_demo_takes_the_rejection_branch_for_the_invalid_order(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """The invalid order branches to rejection, never reaches payment, and still completes."""
+    lines = _lines(demo.stdout, "order::1003")
+    assert _index(lines, "validate_order", "completed -> invalid") < _index(
+        lines, "reject_order", "completed -> rejected"
+    )
+    assert not any("charge_payment" in line or "ship" in line for line in lines)
+    assert re.search(r"workflow completed in \d+ ms$", lines[-1])
+
+
+def test_piped_output_has_no_colour(demo: subprocess.CompletedProcess[str]) -> None:
+    """When stdout is not a terminal the demo writes no ANSI escape codes."""
+    assert ANSI not in demo.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX only")
+@pytest.mark.parametrize(("no_color", "coloured"), [("", True), ("1", False)])
+def test_terminal_output_is_coloured_unless_no_color(no_color: str, coloured: bool) -> None:
+    """On a terminal the demo uses colour, unless NO_COLOR is set to a non-empty value."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hephaestus", "demo", "--fast"],
+            stdout=terminal,
+            stderr=subprocess.DEVNULL,
+            env=_env(NO_COLOR=no_color),
+        )
+    finally:
+        os.close(terminal)
+    chunks: list[bytes] = []
+    try:
+        while chunk := os.read(controller, 4096):
+            chunks.append(chunk)
+    except OSError:  # the terminal is gone once the demo exits (EIO on Linux)
+        pass
+    finally:
+        os.close(controller)
+    assert process.wait(timeout=TIMEOUT) == 0
+    assert (ANSI in b"".join(chunks).decode()) is coloured
+
+
+def test_help_lists_the_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` exits 0 and lists the demo command."""
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: hephaestus" in out
+    assert "demo" in out
+
+
+def test_unknown_command_exits_2_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown command is a usage error naming the command and the valid choices."""
+    assert main(["bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err
+    assert "demo" in err.split("choose from", 1)[1]
+
+
+def test_missing_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Running without a command is a usage error."""
+    assert main([]) == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_module_entry_point_reports_usage_errors() -> None:
+    """``python -m hephaestus`` with an unknown command exits 2 and prints usage to stderr."""
+    result = _hephaestus("bogus")
+    assert result.returncode == 2
+    assert "usage: hephaestus" in result.stderr
+    assert result.stdout == ""

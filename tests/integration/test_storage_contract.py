@@ -1,0 +1,342 @@
+"""The ``Storage`` contract, run against every backend of the ``storage`` fixture.
+
+Each test speaks only the protocol (``create``, ``put``, ``get``, ``delete``, ``query``), so a
+new backend passes this module unchanged once it is added to ``STORAGE_BACKENDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from hephaestus import (
+    Context,
+    Instance,
+    InstanceAlreadyRunningError,
+    InstanceNotFoundError,
+    Status,
+)
+from hephaestus.errors import ConcurrentUpdateError, StorageError
+from hephaestus.storage import InstanceQuery, Storage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FLOW = "contract.Flow"
+OTHER = "contract.Other"
+
+
+def make(
+    run_id: str,
+    *,
+    instance_id: str = "flow::a",
+    workflow: str = FLOW,
+    version: int = 1,
+    status: Status = Status.RUNNING,
+    at: float = 0,
+    unique_key: str | None = None,
+) -> Instance:
+    """A stored-shaped instance at revision 1, created ``at`` seconds after ``T0``."""
+    created = T0 + timedelta(seconds=at)
+    return Instance(
+        id=instance_id,
+        run_id=run_id,
+        workflow=workflow,
+        workflow_version=version,
+        family=workflow,
+        status=status,
+        context=Context(initial={"n": run_id}, steps={}),
+        created_at=created,
+        updated_at=created,
+        revision=1,
+        unique_key=unique_key,
+        metadata={"source": "contract"},
+    )
+
+
+def bump(instance: Instance, **changes: Any) -> Instance:
+    """The next revision of ``instance`` with ``changes`` applied."""
+    return replace(instance, revision=instance.revision + 1, **changes)
+
+
+@pytest.fixture
+async def store(storage: Storage) -> AsyncIterator[Storage]:
+    """The backend under test, opened and empty."""
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+def run_ids(rows: list[Instance]) -> list[str]:
+    return [row.run_id for row in rows]
+
+
+# -- create / get / put -----------------------------------------------------------------------
+
+
+async def test_a_backend_satisfies_the_protocol(store: Storage) -> None:
+    """Every backend is a runtime ``Storage``."""
+    assert isinstance(store, Storage)
+
+
+async def test_create_then_get_returns_the_instance(store: Storage) -> None:
+    """A created run reads back equal, field for field."""
+    instance = make("r1", unique_key="k")
+    await store.create(instance)
+    assert await store.get("r1") == instance
+
+
+async def test_create_of_an_existing_run_id_raises(store: Storage) -> None:
+    """A run id is created once; a second create fails and keeps the first."""
+    first = make("r1")
+    await store.create(first)
+    with pytest.raises(StorageError):
+        await store.create(make("r1", instance_id="flow::b"))
+    assert await store.get("r1") == first
+
+
+async def test_put_stores_the_next_revision(store: Storage) -> None:
+    """``put`` replaces a run with its next revision."""
+    first = make("r1")
+    await store.create(first)
+    second = bump(first, status=Status.WAITING, updated_at=T0 + timedelta(seconds=3))
+    await store.put(second)
+    assert await store.get("r1") == second
+    third = bump(second, status=Status.COMPLETED)
+    await store.put(third)
+    assert await store.get("r1") == third
+
+
+@pytest.mark.parametrize("revision", [1, 3, 0])
+async def test_put_of_a_stale_or_skipped_revision_raises_concurrent_update(
+    store: Storage, revision: int
+) -> None:
+    """Only revision ``stored + 1`` is accepted; anything else is another writer's conflict."""
+    first = make("r1")
+    await store.create(first)
+    with pytest.raises(ConcurrentUpdateError) as caught:
+        await store.put(replace(first, revision=revision, status=Status.FAILED))
+    assert caught.value.instance_id == "flow::a"
+    assert await store.get("r1") == first
+
+
+async def test_two_writers_from_the_same_revision_conflict(store: Storage) -> None:
+    """Of two updates built from the same revision, the second to arrive is refused."""
+    first = make("r1")
+    await store.create(first)
+    winner = bump(first, status=Status.WAITING)
+    loser = bump(first, status=Status.CANCELLED)
+    await store.put(winner)
+    with pytest.raises(ConcurrentUpdateError):
+        await store.put(loser)
+    assert await store.get("r1") == winner
+
+
+async def test_put_of_an_unknown_run_raises_not_found(store: Storage) -> None:
+    """``put`` never creates: a run that does not exist is not found."""
+    with pytest.raises(InstanceNotFoundError):
+        await store.put(bump(make("ghost")))
+    with pytest.raises(InstanceNotFoundError):
+        await store.get("ghost")
+
+
+async def test_get_of_an_unknown_run_raises_not_found(store: Storage) -> None:
+    """``get`` of a missing run raises ``InstanceNotFoundError``, every time."""
+    for _ in range(2):
+        with pytest.raises(InstanceNotFoundError):
+            await store.get("missing")
+
+
+# -- uniqueness -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.RUNNING, Status.WAITING])
+async def test_an_active_holder_refuses_a_second_run_with_its_key(
+    store: Storage, status: Status
+) -> None:
+    """While a run holding a unique key is active, creating another with that key fails."""
+    await store.create(make("r1", status=status, unique_key="flow|flow::a"))
+    with pytest.raises(InstanceAlreadyRunningError) as caught:
+        await store.create(make("r2", unique_key="flow|flow::a"))
+    assert caught.value.unique_key == "flow|flow::a"
+    assert caught.value.instance_id == "flow::a"
+    with pytest.raises(InstanceNotFoundError):
+        await store.get("r2")
+    assert run_ids(await store.query(InstanceQuery())) == ["r1"]
+
+
+async def test_distinct_or_missing_keys_never_conflict(store: Storage) -> None:
+    """Different unique keys coexist, and runs without a key are never refused."""
+    await store.create(make("r1", unique_key="k1"))
+    await store.create(make("r2", unique_key="k2"))
+    await store.create(make("r3"))
+    await store.create(make("r4"))
+    assert len(await store.query(InstanceQuery())) == 4
+
+
+@pytest.mark.parametrize("final", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
+async def test_a_key_is_free_again_once_its_holder_finished(store: Storage, final: Status) -> None:
+    """When the holding run reaches a final status, a new run may take the key."""
+    holder = make("r1", unique_key="k")
+    await store.create(holder)
+    waiting = bump(holder, status=Status.WAITING)
+    await store.put(waiting)
+    with pytest.raises(InstanceAlreadyRunningError):
+        await store.create(make("r2", unique_key="k"))
+    await store.put(bump(waiting, status=final))
+    await store.create(make("r2", unique_key="k"))
+    with pytest.raises(InstanceAlreadyRunningError):
+        await store.create(make("r3", unique_key="k"))
+    assert run_ids(await store.query(InstanceQuery())) == ["r1", "r2"]
+
+
+async def test_a_finished_run_created_with_a_key_does_not_hold_it(store: Storage) -> None:
+    """A run stored already final (an import, say) leaves its key free."""
+    await store.create(make("r1", status=Status.COMPLETED, unique_key="k"))
+    await store.create(make("r2", unique_key="k"))
+
+
+async def test_deleting_the_holder_frees_its_key(store: Storage) -> None:
+    """A deleted run holds nothing."""
+    await store.create(make("r1", unique_key="k"))
+    await store.delete("r1")
+    await store.create(make("r2", unique_key="k"))
+
+
+# -- delete -----------------------------------------------------------------------------------
+
+
+async def test_delete_removes_a_run_and_is_idempotent(store: Storage) -> None:
+    """Deleting removes the run; deleting it again, or a run never stored, is fine."""
+    await store.create(make("r1"))
+    await store.create(make("r2"))
+    await store.delete("r1")
+    await store.delete("r1")
+    await store.delete("never")
+    with pytest.raises(InstanceNotFoundError):
+        await store.get("r1")
+    assert run_ids(await store.query(InstanceQuery())) == ["r2"]
+
+
+# -- query ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def populated(store: Storage) -> Storage:
+    """Six runs over two workflows, versions and statuses, created one second apart."""
+    rows = [
+        make("r1", instance_id="flow::a", status=Status.RUNNING, at=0),
+        make("r2", instance_id="flow::b", status=Status.WAITING, at=1, version=2),
+        make("r3", instance_id="flow::a", status=Status.COMPLETED, at=2),
+        make("r4", instance_id="other::a", workflow=OTHER, status=Status.FAILED, at=3),
+        make("r5", instance_id="flow::c", status=Status.CANCELLED, at=4, version=2),
+        make("r6", instance_id="flow::b", status=Status.PENDING, at=5),
+    ]
+    for row in rows:
+        await store.create(row)
+    return store
+
+
+async def test_an_empty_query_returns_every_run_oldest_first(populated: Storage) -> None:
+    """No filter: all runs, in creation order."""
+    assert run_ids(await populated.query(InstanceQuery())) == ["r1", "r2", "r3", "r4", "r5", "r6"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (InstanceQuery(id="flow::a"), ["r1", "r3"]),
+        (InstanceQuery(id="flow::zzz"), []),
+        (InstanceQuery(status=Status.WAITING), ["r2"]),
+        (InstanceQuery(status=Status.COMPLETED), ["r3"]),
+        (
+            InstanceQuery(status_in=frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})),
+            ["r1", "r2", "r6"],
+        ),
+        (InstanceQuery(status_in=[Status.FAILED, Status.CANCELLED]), ["r4", "r5"]),
+        (InstanceQuery(status_in=()), []),
+        (InstanceQuery(workflow=FLOW), ["r1", "r2", "r3", "r5", "r6"]),
+        (InstanceQuery(workflow=OTHER), ["r4"]),
+        (InstanceQuery(workflow=[FLOW, OTHER]), ["r1", "r2", "r3", "r4", "r5", "r6"]),
+        (InstanceQuery(workflow=frozenset({OTHER, "nowhere.Flow"})), ["r4"]),
+        (InstanceQuery(workflow="contract"), []),
+        (InstanceQuery(workflow_version=2), ["r2", "r5"]),
+        (InstanceQuery(workflow_version=1), ["r1", "r3", "r4", "r6"]),
+        (InstanceQuery(id="flow::b", status=Status.PENDING), ["r6"]),
+        (InstanceQuery(workflow=FLOW, workflow_version=2, status=Status.CANCELLED), ["r5"]),
+        (InstanceQuery(id="flow::a", workflow=OTHER), []),
+        (InstanceQuery(status=Status.RUNNING, status_in=[Status.WAITING]), []),
+    ],
+)
+async def test_every_filter_matches_and_filters_combine_with_and(
+    populated: Storage, query: InstanceQuery, expected: list[str]
+) -> None:
+    """Each filter keeps only matching runs; several filters must all match."""
+    assert run_ids(await populated.query(query)) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (InstanceQuery(limit=2), ["r1", "r2"]),
+        (InstanceQuery(limit=2, offset=2), ["r3", "r4"]),
+        (InstanceQuery(offset=4), ["r5", "r6"]),
+        (InstanceQuery(offset=6), []),
+        (InstanceQuery(limit=0), []),
+        (InstanceQuery(limit=100), ["r1", "r2", "r3", "r4", "r5", "r6"]),
+        (InstanceQuery(newest_first=True), ["r6", "r5", "r4", "r3", "r2", "r1"]),
+        (InstanceQuery(newest_first=True, limit=1), ["r6"]),
+        (InstanceQuery(newest_first=True, limit=2, offset=1), ["r5", "r4"]),
+        (InstanceQuery(workflow=FLOW, limit=2, offset=1), ["r2", "r3"]),
+        (InstanceQuery(id="flow::a", newest_first=True, limit=1), ["r3"]),
+    ],
+)
+async def test_order_then_offset_then_limit(
+    populated: Storage, query: InstanceQuery, expected: list[str]
+) -> None:
+    """Runs are ordered (``newest_first`` reverses), then ``offset`` skips and ``limit`` caps."""
+    assert run_ids(await populated.query(query)) == expected
+
+
+async def test_order_follows_creation_time_not_arrival(store: Storage) -> None:
+    """Runs are ordered by ``created_at`` even when they were stored in another order."""
+    await store.create(make("late", at=20))
+    await store.create(make("early", at=0))
+    await store.create(make("middle", at=10))
+    assert run_ids(await store.query(InstanceQuery())) == ["early", "middle", "late"]
+    assert run_ids(await store.query(InstanceQuery(newest_first=True))) == [
+        "late",
+        "middle",
+        "early",
+    ]
+
+
+async def test_runs_created_at_the_same_instant_keep_their_creation_order(store: Storage) -> None:
+    """Ties on ``created_at`` (a fake clock) are broken by the order the runs were created."""
+    for run_id in ("t1", "t2", "t3"):
+        await store.create(make(run_id, at=0))
+    assert run_ids(await store.query(InstanceQuery())) == ["t1", "t2", "t3"]
+    assert run_ids(await store.query(InstanceQuery(newest_first=True, limit=1))) == ["t3"]
+
+
+async def test_updates_do_not_reorder_runs(populated: Storage) -> None:
+    """Order is by creation: updating an old run leaves it where it was."""
+    first = await populated.get("r1")
+    await populated.put(bump(first, status=Status.COMPLETED, updated_at=T0 + timedelta(hours=1)))
+    assert run_ids(await populated.query(InstanceQuery())) == ["r1", "r2", "r3", "r4", "r5", "r6"]
+    assert run_ids(await populated.query(InstanceQuery(status=Status.COMPLETED))) == ["r1", "r3"]
+
+
+async def test_query_results_reflect_the_latest_revision(populated: Storage) -> None:
+    """A run is returned as last written, and status filters see the new status."""
+    waiting = await populated.get("r2")
+    done = bump(waiting, status=Status.COMPLETED)
+    await populated.put(done)
+    assert await populated.query(InstanceQuery(id="flow::b", status=Status.COMPLETED)) == [done]
+    assert await populated.query(InstanceQuery(status=Status.WAITING)) == []

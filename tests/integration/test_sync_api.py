@@ -1,0 +1,126 @@
+"""The blocking facade (``Flow.sync``) and how the facade finds its app."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hephaestus import (
+    Config,
+    Done,
+    Hephaestus,
+    Instance,
+    InstanceAlreadyRunningError,
+    InstanceNotActiveError,
+    Ok,
+    Status,
+    Step,
+    StepContext,
+    StepResult,
+    Unique,
+    WaitForEvent,
+    Workflow,
+)
+from hephaestus.errors import AmbiguousAppError, AppError, AppNotOpenError, NoAppRunningError
+from hephaestus.testing import run_until_idle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+POLL_SECONDS = 5.0
+
+
+class Greet(Step):
+    events = ("greeted",)
+
+    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        return Ok("greeted", {"greeting": f"hello {context.initial['name']}"})
+
+
+class Signup(Workflow):
+    unique = Unique(key="signup")
+    start_step = Greet
+    transitions = {(Greet, "greeted"): WaitForEvent, (WaitForEvent, "received"): Done}
+
+
+def _wait_for(read: Callable[[], Instance], status: Status) -> Instance:
+    """Poll ``read`` until the run reaches ``status`` (bounded; the app runs in another thread)."""
+    deadline = time.monotonic() + POLL_SECONDS
+    while True:
+        instance = read()
+        if instance.status is status:
+            return instance
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{instance.id} is {instance.status}, expected {status}")
+        time.sleep(0.005)
+
+
+def test_the_sync_facade_drives_runs_from_plain_code() -> None:
+    """In sync code ``with Hephaestus()`` plus ``Flow.sync`` starts, resumes, lists and cancels."""
+    with Hephaestus() as app:
+        assert Signup.sync.start("ann", {"name": "Ann"}) == "signup::ann"
+        Signup.sync.start("bob", {"name": "Bob"})
+        with pytest.raises(InstanceAlreadyRunningError):
+            Signup.sync.start("bob", {"name": "Bob"})
+        waiting = _wait_for(lambda: Signup.sync.get("ann"), Status.WAITING)
+        assert waiting.context.steps["greet"] == {"greeting": "hello Ann"}
+
+        Signup.sync.resume("ann", "received", {"confirmed": True})
+        done = _wait_for(lambda: Signup.sync.get("ann"), Status.COMPLETED)
+        assert done.context.steps["wait_for_event"] == {"confirmed": True}
+
+        _wait_for(lambda: Signup.sync.get("bob"), Status.WAITING)
+        Signup.sync.cancel("bob", reason="duplicate")
+        assert Signup.sync.get("bob").status is Status.CANCELLED
+        with pytest.raises(InstanceNotActiveError):
+            Signup.sync.cancel("bob")
+
+        assert [r.id for r in Signup.sync.list()] == ["signup::ann", "signup::bob"]
+        assert [r.id for r in Signup.sync.list(status="cancelled")] == ["signup::bob"]
+        assert [r.id for r in Signup.sync.list(limit=1, offset=1, app=app)] == ["signup::bob"]
+    assert not app.is_open
+    with pytest.raises(NoAppRunningError):
+        Signup.sync.get("ann")
+
+
+async def test_the_sync_facade_on_the_apps_own_loop_raises() -> None:
+    """Calling the blocking API from the app's event loop is refused instead of deadlocking."""
+    async with Hephaestus() as app:
+        with pytest.raises(AppError, match="async API"):
+            Signup.sync.start("ann", {"name": "Ann"})
+        with pytest.raises(AppError):
+            Signup.sync.get("ann", app=app)
+        assert await Signup.list() == []
+
+
+async def test_the_facade_without_an_open_app_raises() -> None:
+    """With no app open the facade raises ``NoAppRunningError`` (sync and async alike)."""
+    with pytest.raises(NoAppRunningError):
+        await Signup.start("ann", {"name": "Ann"})
+    with pytest.raises(NoAppRunningError):
+        Signup.sync.start("ann", {"name": "Ann"})
+    closed = Hephaestus()
+    with pytest.raises(AppNotOpenError):
+        await Signup.get("ann", app=closed)
+
+
+async def test_two_open_apps_need_app_to_choose() -> None:
+    """With two apps open the facade refuses to guess; ``app=`` picks one and runs stay apart."""
+    async with Hephaestus() as first, Hephaestus() as second:
+        with pytest.raises(AmbiguousAppError):
+            await Signup.start("ann", {"name": "Ann"})
+        with pytest.raises(AmbiguousAppError):
+            await Signup.list()
+        await Signup.start("ann", {"name": "Ann"}, app=first)
+        await run_until_idle(first)
+        assert (await Signup.get("ann", app=first)).status is Status.WAITING
+        assert await Signup.list(app=second) == []
+        await Signup.start("ann", {"name": "Second"}, app=second)
+        await run_until_idle(second)
+        assert (await Signup.get("ann", app=second)).context.steps["greet"] == {
+            "greeting": "hello Second"
+        }
+    with pytest.raises(NoAppRunningError):
+        await Signup.list()
