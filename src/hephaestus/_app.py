@@ -224,7 +224,7 @@ class Hephaestus:
 
         Raises ``InstanceAlreadyRunningError`` if the unique scope already holds an active run.
         """
-        top = workflow.definition()
+        top, version = self._scope(workflow, version)
         initial = _check_mapping(context, "context")
         meta = _check_mapping(metadata, "metadata")
         definition = self._pick_version(workflow, top, value, initial, version)
@@ -281,7 +281,7 @@ class Hephaestus:
         self, workflow: type[Workflow], value: str, *, version: int | None = None
     ) -> Instance:
         """The latest run of ``workflow`` for ``value``; raises ``InstanceNotFoundError``."""
-        top = workflow.definition()
+        top, version = self._scope(workflow, version)
         instance_id = parse_value(top.unique, value)
         rows = await self._on_loop(
             lambda: self.storage.query(
@@ -311,7 +311,10 @@ class Hephaestus:
         newest_first: bool = False,
     ) -> list[Instance]:
         """Runs, optionally of one workflow, filtered by status and version, paginated."""
-        names = None if workflow is None else self._names(workflow.definition(), version)
+        names = None
+        if workflow is not None:
+            top, version = self._scope(workflow, version)
+            names = self._names(top, version)
         query = InstanceQuery(
             status=None if status is None else Status(status),
             status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
@@ -328,6 +331,26 @@ class Hephaestus:
         await self._on_loop(self.runner.wait_idle)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _scope(
+        self, workflow: type[Workflow], version: int | None
+    ) -> tuple[WorkflowDefinition | VersionedDefinition, int | None]:
+        """The definition that owns ``workflow``'s ids, and the version to restrict to.
+
+        A version class listed in an umbrella shares the umbrella's ids and uniqueness, so
+        starting ``OrderFlowV1`` directly is the same as ``OrderFlow.start(..., version=1)``.
+        """
+        top = workflow.definition()
+        if isinstance(top, VersionedDefinition):
+            return top, version
+        umbrella = self.registry.umbrella_of(top.name)
+        if umbrella is None:
+            return top, version
+        if version is not None and version != top.version:
+            raise UnknownVersionError(
+                f"{top.name} is version {top.version} of {umbrella.name}; got version={version!r}"
+            )
+        return umbrella, top.version
 
     def _pick_version(
         self,
@@ -373,7 +396,7 @@ class Hephaestus:
     async def _active_run(
         self, workflow: type[Workflow], value: str, version: int | None
     ) -> Instance:
-        top = workflow.definition()
+        top, version = self._scope(workflow, version)
         instance_id = parse_value(top.unique, value)
         rows = await self._on_loop(
             lambda: self.storage.query(

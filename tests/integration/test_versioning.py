@@ -172,3 +172,37 @@ async def test_scope_version_lets_each_version_run_the_same_value(
     v2 = await PerVersion.get("f1", version=2)
     assert (v1.status, v2.status) == (Status.COMPLETED, Status.CANCELLED)
     assert v1.context.steps["legacy_fulfil"] == {"by": "legacy"}
+
+
+class ShipV1(Workflow):
+    version = 1
+    unique = Unique(key="ship")
+    start_step = LegacyFulfil
+    transitions = {(LegacyFulfil, "fulfilled"): WaitForEvent, (WaitForEvent, "received"): Done}
+
+
+class ShipV2(Workflow):
+    version = 2
+    unique = Unique(key="ship")
+    start_step = ModernFulfil
+    transitions = {(ModernFulfil, "fulfilled"): WaitForEvent, (WaitForEvent, "received"): Done}
+
+
+class Ship(Workflow):
+    unique = Unique(key="ship")
+    versions = {1: ShipV1, 2: ShipV2}
+
+
+async def test_a_version_class_started_directly_shares_its_umbrella_ids(app: Hephaestus) -> None:
+    """Starting a listed version class directly is the umbrella's start pinned to that version."""
+    await Ship.start("x")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await ShipV1.start("x")
+    await Ship.cancel("x")
+    assert await ShipV1.start("y") == "ship::y"
+    run = await Ship.get("y")
+    assert (run.workflow_version, run.family) == (1, Ship.name)
+    assert [r.id for r in await ShipV1.list()] == ["ship::y"]
+    assert {r.id for r in await Ship.list()} == {"ship::x", "ship::y"}
+    with pytest.raises(UnknownVersionError):
+        await ShipV1.start("z", version=2)

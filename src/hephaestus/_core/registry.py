@@ -22,9 +22,18 @@ class WorkflowRegistry:
 
     def __init__(self) -> None:
         self._definitions: dict[str, WorkflowDefinition | VersionedDefinition] = {}
+        self._umbrellas: dict[str, dict[str, VersionedDefinition]] = {}
 
     def register(self, definition: WorkflowDefinition | VersionedDefinition) -> None:
         self._definitions[definition.name] = definition
+        if isinstance(definition, VersionedDefinition):
+            for version in definition.versions.values():
+                self._umbrellas.setdefault(version.name, {})[definition.name] = definition
+
+    def umbrella_of(self, name: str) -> VersionedDefinition | None:
+        """The one versioned workflow listing ``name`` as a version (``None``: none, or several)."""
+        umbrellas = self._umbrellas.get(name, {})
+        return next(iter(umbrellas.values())) if len(umbrellas) == 1 else None
 
     def resolve(self, name: str) -> WorkflowDefinition:
         """The runnable definition stored instances call ``name``."""
