@@ -20,26 +20,31 @@ carries out. Every runner (local asyncio, Oban) therefore shares the same semant
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from hephaestus._core.definition import Node, Target, WorkflowDefinition, parse_target
+from hephaestus._core.commands import (
+    AbortStep,
+    CancelTimer,
+    Command,
+    Decision,
+    Failure,
+    Outcome,
+    RunStep,
+    StartTimer,
+)
+from hephaestus._core.draft import Draft, close_open_steps, rebuild
 from hephaestus._core.instance import (
     Context,
-    ErrorInfo,
     HistoryEntry,
     HistoryKind,
     Instance,
-    JoinState,
     PendingResume,
     Status,
-    StepState,
     StepStatus,
 )
-from hephaestus._core.records import record
-from hephaestus._core.steps import Async, Config, Error, Ok, context_key
+from hephaestus._core.results import failure_from_exception, interpret
+from hephaestus._core.steps import Async, Ok
 from hephaestus.errors import (
     AmbiguousResumeError,
     InstanceNotActiveError,
@@ -47,6 +52,11 @@ from hephaestus.errors import (
     ResumeError,
     StepNotWaitingError,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from hephaestus._core.definition import WorkflowDefinition
 
 __all__ = [
     "AbortStep",
@@ -68,63 +78,6 @@ __all__ = [
     "resume",
     "start",
 ]
-
-
-@record
-class RunStep:
-    """Execute ``step`` (attempt ``attempt``), not before ``not_before`` when set."""
-
-    step: str
-    attempt: int
-    config: Config
-    not_before: datetime | None = None
-
-
-@record
-class StartTimer:
-    """At ``at``, call ``fire_timer`` for ``step``."""
-
-    step: str
-    at: datetime
-    event: str
-
-
-@record
-class CancelTimer:
-    step: str
-
-
-@record
-class AbortStep:
-    """Stop an in-flight execution of ``step``; its result would be ignored anyway."""
-
-    step: str
-
-
-Command = RunStep | StartTimer | CancelTimer | AbortStep
-
-
-@record
-class Failure:
-    """A failed attempt, as the engine sees it."""
-
-    error: ErrorInfo
-    retryable: bool = True
-
-
-Outcome = Ok | Async | Failure
-
-
-@record
-class Decision:
-    """The engine's answer: the next instance state and what the runner must do.
-
-    ``changed`` is false for stale input (a late result, an old timer): nothing to persist.
-    """
-
-    instance: Instance
-    commands: tuple[Command, ...] = ()
-    changed: bool = True
 
 
 def _unchanged(instance: Instance) -> Decision:
@@ -192,7 +145,7 @@ def start(
         unique_key=unique_key,
         metadata=metadata,
     )
-    return _begin(definition, replace_revision(new, 0), now)
+    return _begin(definition, _with_revision(new, 0), now)
 
 
 def begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Decision:
@@ -202,7 +155,7 @@ def begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> 
     return _begin(definition, instance, now)
 
 
-def replace_revision(instance: Instance, revision: int) -> Instance:
+def _with_revision(instance: Instance, revision: int) -> Instance:
     return Instance(
         id=instance.id,
         run_id=instance.run_id,
@@ -220,7 +173,7 @@ def replace_revision(instance: Instance, revision: int) -> Instance:
 
 
 def _begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Decision:
-    draft = _Draft(definition, instance, now)
+    draft = Draft(definition, instance, now)
     draft.history.append(HistoryEntry(now, HistoryKind.STARTED))
     start_target = definition.start
     draft.activate(start_target.key, start_target.config)
@@ -245,7 +198,7 @@ def apply_result(
         or state.attempt != attempt
     ):
         return _unchanged(instance)
-    draft = _Draft(definition, instance, now)
+    draft = Draft(definition, instance, now)
     if isinstance(outcome, Ok):
         draft.complete(step, outcome.event, outcome.updates, outcome.metadata)
     elif isinstance(outcome, Async):
@@ -284,7 +237,7 @@ def resume(
             step=step,
         )
     target = _resume_target(definition, instance, event, step)
-    draft = _Draft(definition, instance, now)
+    draft = Draft(definition, instance, now)
     state = instance.steps.get(target)
     data = dict(payload or {})
     if state is not None and state.status is StepStatus.WAITING:
@@ -310,7 +263,7 @@ def fire_timer(
         or state.timer_event is None
     ):
         return _unchanged(instance)
-    draft = _Draft(definition, instance, now)
+    draft = Draft(definition, instance, now)
     draft.deliver(step, state.timer_event, {}, source="timer", timer_fired=True)
     return draft.finish()
 
@@ -324,12 +277,12 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
             status=instance.status,
         )
     steps = dict(instance.steps)
-    commands = _close_open_steps(steps)
+    commands = close_open_steps(steps)
     entry = HistoryEntry(
         now, HistoryKind.CANCELLED, data=None if reason is None else {"reason": reason}
     )
     return Decision(
-        _rebuild(
+        rebuild(
             instance,
             now,
             status=Status.CANCELLED,
@@ -355,84 +308,6 @@ def recover(instance: Instance) -> tuple[Command, ...]:
         ):
             commands.append(StartTimer(key, state.timer_at, state.timer_event))
     return tuple(commands)
-
-
-# ---------------------------------------------------------------------------------------------
-# Interpreting what a step returned
-
-
-_MAX_TIMEOUT_SECONDS = 100 * 365 * 86_400.0
-"""Longer (or infinite) timers could not be dated: ``now + timeout`` would overflow."""
-
-
-def interpret(node: Node, raw: object) -> Outcome:
-    """Validate a step's return value against its declaration; bad shapes fail the step."""
-    if isinstance(raw, str):
-        raw = Ok(raw)
-    name = node.step.__qualname__
-    if isinstance(raw, Ok):
-        if (
-            type(raw.event) is str
-            and type(raw.updates) is dict
-            and type(raw.metadata) is dict
-            and raw.event in node.events
-            and all(type(k) is str for k in raw.updates)
-            and all(type(k) is str for k in raw.metadata)
-        ):
-            return raw  # the common case, without the generic Mapping checks below
-        if not isinstance(raw.event, str) or raw.event not in node.events:
-            return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
-        for what, value in (("updates", raw.updates), ("metadata", raw.metadata)):
-            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                return _invalid(
-                    f"{name} returned {what} {value!r}; expected a dict with string keys", node
-                )
-        return raw
-    if isinstance(raw, Async):
-        timeout = raw.timeout
-        if timeout is not None:
-            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not 0 <= seconds <= _MAX_TIMEOUT_SECONDS  # also false for NaN
-            ):
-                return _invalid(f"{name} returned Async with invalid timeout {timeout!r}", node)
-            if not isinstance(raw.timeout_event, str) or raw.timeout_event not in node.events:
-                return _invalid(
-                    f"{name} returned Async with timeout event {raw.timeout_event!r}, "
-                    "which it does not declare",
-                    node,
-                )
-            return Async(timeout=float(seconds), timeout_event=raw.timeout_event)
-        return raw
-    if isinstance(raw, Error):
-        return Failure(ErrorInfo(kind="error", message=str(raw.reason)), retryable=raw.retryable)
-    return _invalid(
-        f"{name} returned {raw!r}; expected Ok(...), Async(...), Error(...) or an event name",
-        node,
-    )
-
-
-def _invalid(message: str, node: Node) -> Failure:
-    declared = sorted(node.events)
-    return Failure(
-        ErrorInfo(kind="invalid_result", message=f"{message} (declared events: {declared})"),
-        retryable=False,
-    )
-
-
-def failure_from_exception(exc: BaseException, kind: str = "exception") -> Failure:
-    """A retryable failure carrying the exception's type, message and traceback."""
-    kind_type = type(exc)
-    return Failure(
-        ErrorInfo(
-            kind=kind,
-            message=str(exc) or kind_type.__name__,
-            type=f"{kind_type.__module__}.{kind_type.__qualname__}",
-            traceback="".join(traceback.format_exception(exc)),
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,381 +373,3 @@ def _resume_target(
         f"no step of {instance.id} waits for or can still take {event!r}",
         instance_id=instance.id,
     )
-
-
-def _close_open_steps(steps: dict[str, StepState]) -> list[Command]:
-    """Mark active and waiting steps cancelled; return the commands that stop them."""
-    commands: list[Command] = []
-    for key, state in steps.items():
-        if state.status is StepStatus.ACTIVE:
-            steps[key] = _with_status(state, StepStatus.CANCELLED)
-            commands.append(AbortStep(key))
-        elif state.status is StepStatus.WAITING:
-            steps[key] = _with_status(state, StepStatus.CANCELLED)
-            if state.timer_at is not None:
-                commands.append(CancelTimer(key))
-    return commands
-
-
-def _with_status(state: StepState, status: StepStatus) -> StepState:
-    return StepState(
-        status=status,
-        attempt=state.attempt,
-        config=state.config,
-        event=state.event,
-        error=state.error,
-    )
-
-
-def _rebuild(
-    instance: Instance,
-    now: datetime,
-    *,
-    status: Status,
-    steps: Mapping[str, StepState],
-    history: tuple[HistoryEntry, ...],
-    joins: Mapping[str, JoinState] | None = None,
-    inbox: tuple[PendingResume, ...] | None = None,
-    context: Context | None = None,
-    runtime_metadata: Mapping[str, Any] | None = None,
-    error: ErrorInfo | None = None,
-) -> Instance:
-    return Instance(
-        id=instance.id,
-        run_id=instance.run_id,
-        workflow=instance.workflow,
-        workflow_version=instance.workflow_version,
-        family=instance.family,
-        status=status,
-        context=instance.context if context is None else context,
-        created_at=instance.created_at,
-        updated_at=now,
-        revision=instance.revision + 1,
-        steps=steps,
-        joins=instance.joins if joins is None else joins,
-        inbox=instance.inbox if inbox is None else inbox,
-        runtime_metadata=(
-            instance.runtime_metadata if runtime_metadata is None else runtime_metadata
-        ),
-        history=history,
-        unique_key=instance.unique_key,
-        metadata=instance.metadata,
-        error=instance.error if error is None else error,
-    )
-
-
-class _Draft:
-    """A mutable working copy used inside one engine call, frozen again by ``finish``."""
-
-    __slots__ = (
-        "commands",
-        "context_steps",
-        "definition",
-        "done",
-        "error",
-        "history",
-        "inbox",
-        "instance",
-        "joins",
-        "joins_copied",
-        "metadata",
-        "now",
-        "steps",
-    )
-
-    def __init__(self, definition: WorkflowDefinition, instance: Instance, now: datetime) -> None:
-        self.definition = definition
-        self.instance = instance
-        self.now = now
-        self.steps: dict[str, StepState] = dict(instance.steps)
-        self.joins: Mapping[str, JoinState] = instance.joins
-        self.joins_copied = False
-        self.context_steps: dict[str, Mapping[str, Any]] | None = None
-        self.metadata: dict[str, Any] | None = None
-        self.inbox = instance.inbox
-        self.history: list[HistoryEntry] = []
-        self.commands: list[Command] = []
-        self.error: ErrorInfo | None = None
-        self.done = False
-
-    # -- step lifecycle -------------------------------------------------------------------
-
-    def activate(self, key: str, config: Config) -> None:
-        node = self.definition.nodes[key]
-        if node.is_done:
-            self.steps[key] = StepState(StepStatus.ACTIVE, config=config)
-            self.complete(key, "done", {}, {})
-            return
-        self.steps[key] = StepState(StepStatus.ACTIVE, config=config)
-        self.commands.append(RunStep(key, 1, config))
-
-    def complete(
-        self,
-        key: str,
-        event: str,
-        updates: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        *,
-        kind: HistoryKind = HistoryKind.STEP_COMPLETED,
-        source: str | None = None,
-    ) -> None:
-        node = self.definition.nodes[key]
-        state = self.steps[key]
-        self.steps[key] = StepState(
-            StepStatus.COMPLETED, attempt=state.attempt, config=state.config, event=event
-        )
-        data = dict(updates)
-        if self.context_steps is None:
-            self.context_steps = dict(self.instance.context.steps)
-        self.context_steps[key] = data
-        if metadata:
-            if self.metadata is None:
-                self.metadata = dict(self.instance.runtime_metadata)
-            self.metadata.update(metadata)
-        self.history.append(
-            HistoryEntry(self.now, kind, key, event, state.attempt, data or None, source)
-        )
-        self.discard_inbox(key)
-        if node.is_done:
-            self.done = True
-            return
-        targets = self.route(node, event)
-        if targets is not None:
-            self.resolve_outgoing(node, targets)
-
-    def wait(self, key: str, outcome: Async) -> None:
-        state = self.steps[key]
-        timer_at = None
-        if outcome.timeout is not None:
-            seconds = (
-                outcome.timeout.total_seconds()
-                if isinstance(outcome.timeout, timedelta)
-                else outcome.timeout
-            )
-            timer_at = self.now + timedelta(seconds=seconds)
-        self.steps[key] = StepState(
-            StepStatus.WAITING,
-            attempt=state.attempt,
-            config=state.config,
-            timer_at=timer_at,
-            timer_event=outcome.timeout_event if timer_at is not None else None,
-        )
-        self.history.append(
-            HistoryEntry(self.now, HistoryKind.STEP_WAITING, key, attempt=state.attempt)
-        )
-        if timer_at is not None:
-            self.commands.append(StartTimer(key, timer_at, outcome.timeout_event))
-        for pending in self.inbox:
-            if pending.step == key:
-                self.inbox = tuple(p for p in self.inbox if p is not pending)
-                self.deliver(key, pending.event, pending.payload, source="external")
-                break
-
-    def deliver(
-        self,
-        key: str,
-        event: str,
-        payload: Mapping[str, Any],
-        *,
-        source: str,
-        timer_fired: bool = False,
-    ) -> None:
-        state = self.steps[key]
-        if state.timer_at is not None and not timer_fired:
-            self.commands.append(CancelTimer(key))
-        self.complete(key, event, payload, {}, kind=HistoryKind.STEP_RESUMED, source=source)
-
-    def attempt_failed(self, key: str, failure: Failure) -> None:
-        node = self.definition.nodes[key]
-        state = self.steps[key]
-        error = ErrorInfo(
-            kind=failure.error.kind,
-            message=failure.error.message,
-            type=failure.error.type,
-            traceback=failure.error.traceback,
-            step=key,
-            attempt=state.attempt,
-        )
-        if failure.retryable and state.attempt < node.retry.max_attempts:
-            run_after = self.now + timedelta(seconds=node.retry.delay_after(state.attempt))
-            attempt = state.attempt + 1
-            self.steps[key] = StepState(
-                StepStatus.ACTIVE,
-                attempt=attempt,
-                config=state.config,
-                run_after=run_after,
-                error=error,
-            )
-            self.history.append(
-                HistoryEntry(
-                    self.now, HistoryKind.STEP_RETRYING, key, attempt=state.attempt, error=error
-                )
-            )
-            self.commands.append(RunStep(key, attempt, state.config, run_after))
-            return
-        self.steps[key] = StepState(
-            StepStatus.FAILED, attempt=state.attempt, config=state.config, error=error
-        )
-        self.history.append(
-            HistoryEntry(self.now, HistoryKind.STEP_FAILED, key, attempt=state.attempt, error=error)
-        )
-        self.error = error
-
-    # -- routing and joins -----------------------------------------------------------------
-
-    def route(self, node: Node, event: str) -> list[Target] | None:
-        """The targets ``event`` leads to; ``None`` when routing failed (the run fails)."""
-        transition = node.transitions.get(event)
-        if transition is None:
-            return []
-        if transition.route is None:
-            return list(transition.targets)
-        context = Context(self.instance.context.initial, self.context_steps or {})
-        try:
-            result = transition.route(context)
-        except Exception as exc:
-            failure = failure_from_exception(exc, kind="route_error").error
-            self.fail_routing(
-                node,
-                f"route for ({node.step.__qualname__}, {event!r}) raised "
-                f"{failure.type}: {failure.message}",
-                failure.traceback,
-            )
-            return None
-        items: Sequence[object]
-        if result is None:
-            items = []
-        elif isinstance(result, list) or (
-            isinstance(result, tuple) and parse_target(result) is None
-        ):
-            items = result
-        else:
-            items = [result]
-        targets: list[Target] = []
-        for item in items:
-            parsed = parse_target(item)
-            key = None if parsed is None else context_key(parsed[0])
-            if (
-                parsed is None
-                or key not in transition.declared
-                or self.definition.nodes[key].step is not parsed[0]
-            ):
-                self.fail_routing(
-                    node,
-                    f"route for ({node.step.__qualname__}, {event!r}) returned {item!r}, "
-                    f"which is not one of its declared targets {sorted(transition.declared)}",
-                )
-                return None
-            if all(t.key != key for t in targets):
-                targets.append(Target(key, parsed[1]))
-        return targets
-
-    def fail_routing(self, node: Node, message: str, trace: str | None = None) -> None:
-        state = self.steps[node.key]
-        self.error = ErrorInfo(
-            kind="route_error",
-            message=message,
-            traceback=trace,
-            step=node.key,
-            attempt=state.attempt,
-        )
-
-    def resolve_outgoing(self, node: Node, targets: list[Target]) -> None:
-        taken = {t.key: t.config for t in targets}
-        work = [(node.key, succ, succ in taken, taken.get(succ)) for succ in node.successors]
-        nodes = self.definition.nodes
-        index = 0
-        while index < len(work):
-            source, key, is_taken, config = work[index]
-            index += 1
-            if key in self.steps:
-                continue
-            target = nodes[key]
-            if len(target.predecessors) > 1:
-                if not self.joins_copied:
-                    self.joins = dict(self.joins)
-                    self.joins_copied = True
-                joins = cast(dict[str, JoinState], self.joins)
-                join = joins.get(key)
-                resolved = frozenset({source}) if join is None else join.resolved | {source}
-                any_taken = is_taken or (join is not None and join.taken)
-                if not (is_taken and config is not None) and join is not None:
-                    config = join.config
-                if len(resolved) < len(target.predecessors):
-                    joins[key] = JoinState(resolved, any_taken, config)
-                    continue
-                joins.pop(key, None)
-                is_taken = any_taken
-            if is_taken:
-                self.activate(key, config)
-            else:
-                self.steps[key] = StepState(StepStatus.SKIPPED)
-                self.history.append(HistoryEntry(self.now, HistoryKind.STEP_SKIPPED, key))
-                self.discard_inbox(key)
-                work.extend((key, succ, False, None) for succ in target.successors)
-
-    def discard_inbox(self, key: str) -> None:
-        if not self.inbox:
-            return
-        dropped = [p for p in self.inbox if p.step == key]
-        if not dropped:
-            return
-        self.inbox = tuple(p for p in self.inbox if p.step != key)
-        for pending in dropped:
-            self.history.append(
-                HistoryEntry(
-                    self.now, HistoryKind.RESUME_DISCARDED, key, pending.event, data=pending.payload
-                )
-            )
-
-    # -- freezing ------------------------------------------------------------------------
-
-    def finish(self) -> Decision:
-        instance = self.instance
-        status: Status
-        error = None
-        if self.error is not None:
-            status = Status.FAILED
-            error = self.error
-            self.commands.extend(_close_open_steps(self.steps))
-            self.history.append(HistoryEntry(self.now, HistoryKind.FAILED, error=error))
-        elif self.done:
-            status = Status.COMPLETED
-            self.history.append(HistoryEntry(self.now, HistoryKind.COMPLETED))
-        else:
-            status = self.open_status()
-            if status is Status.FAILED:
-                skipped = [k for k, s in self.steps.items() if s.status is StepStatus.SKIPPED]
-                error = ErrorInfo(
-                    kind="stalled",
-                    message=(
-                        "the run stalled: no step is active or waiting and Done was not reached "
-                        f"(skipped: {skipped})"
-                    ),
-                )
-                self.history.append(HistoryEntry(self.now, HistoryKind.FAILED, error=error))
-        context = None
-        if self.context_steps is not None:
-            context = Context(instance.context.initial, self.context_steps)
-        new = _rebuild(
-            instance,
-            self.now,
-            status=status,
-            steps=self.steps,
-            history=instance.history + tuple(self.history),
-            joins=self.joins,
-            inbox=self.inbox,
-            context=context,
-            runtime_metadata=self.metadata,
-            error=error,
-        )
-        return Decision(new, tuple(self.commands))
-
-    def open_status(self) -> Status:
-        waiting = False
-        for state in reversed(self.steps.values()):
-            if state.status is StepStatus.ACTIVE:
-                return Status.RUNNING
-            if state.status is StepStatus.WAITING:
-                waiting = True
-        return Status.WAITING if waiting else Status.FAILED
