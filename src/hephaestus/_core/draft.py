@@ -1,6 +1,6 @@
 """The working copy an engine call mutates, and the routing and join rules it applies.
 
-A ``_Draft`` lives for one engine call: it copies what it changes, applies step completions,
+A ``Draft`` lives for one engine call: it copies what it changes, applies step completions,
 routing, branch-aware joins and failure, and ``finish`` freezes the result into a new
 ``Instance`` plus commands. Nothing outside the engine uses it.
 """
