@@ -104,19 +104,16 @@ def pending(
     Runners that persist a run before starting it (a transactional outbox) store this and
     call ``begin`` later; ``start`` does both at once.
     """
-    return Instance(
-        id=instance_id,
+    return _fresh(
+        definition,
+        instance_id=instance_id,
         run_id=run_id,
-        workflow=definition.name,
-        workflow_version=definition.version,
         family=family,
-        status=Status.PENDING,
-        context=Context(initial=dict(initial), steps={}),
-        created_at=now,
-        updated_at=now,
-        revision=1,
+        initial=initial,
+        now=now,
         unique_key=unique_key,
-        metadata=dict(metadata or {}),
+        metadata=metadata,
+        revision=1,
     )
 
 
@@ -135,7 +132,7 @@ def start(
 
     The returned instance has revision 1: it is meant to be created in storage as is.
     """
-    new = pending(
+    new = _fresh(
         definition,
         instance_id=instance_id,
         run_id=run_id,
@@ -144,8 +141,9 @@ def start(
         now=now,
         unique_key=unique_key,
         metadata=metadata,
+        revision=0,
     )
-    return _begin(definition, _with_revision(new, 0), now)
+    return _begin(definition, new, now)
 
 
 def begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Decision:
@@ -155,20 +153,31 @@ def begin(definition: WorkflowDefinition, instance: Instance, now: datetime) -> 
     return _begin(definition, instance, now)
 
 
-def _with_revision(instance: Instance, revision: int) -> Instance:
+def _fresh(
+    definition: WorkflowDefinition,
+    *,
+    instance_id: str,
+    run_id: str,
+    family: str,
+    initial: Mapping[str, Any],
+    now: datetime,
+    unique_key: str | None,
+    metadata: Mapping[str, Any] | None,
+    revision: int,
+) -> Instance:
     return Instance(
-        id=instance.id,
-        run_id=instance.run_id,
-        workflow=instance.workflow,
-        workflow_version=instance.workflow_version,
-        family=instance.family,
-        status=instance.status,
-        context=instance.context,
-        created_at=instance.created_at,
-        updated_at=instance.updated_at,
+        id=instance_id,
+        run_id=run_id,
+        workflow=definition.name,
+        workflow_version=definition.version,
+        family=family,
+        status=Status.PENDING,
+        context=Context(initial=dict(initial), steps={}),
+        created_at=now,
+        updated_at=now,
         revision=revision,
-        unique_key=instance.unique_key,
-        metadata=instance.metadata,
+        unique_key=unique_key,
+        metadata=dict(metadata or {}),
     )
 
 
