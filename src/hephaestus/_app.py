@@ -383,6 +383,11 @@ class Hephaestus:
         top: WorkflowDefinition | VersionedDefinition, version: int | None
     ) -> frozenset[str]:
         if isinstance(top, WorkflowDefinition):
+            if version is not None and version != top.version:
+                raise UnknownVersionError(
+                    f"{top.name} is not versioned; it only has version {top.version}, "
+                    f"got {version!r}"
+                )
             return frozenset({top.name})
         if version is not None:
             if version not in top.versions:

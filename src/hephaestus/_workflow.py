@@ -76,6 +76,7 @@ class _SyncFacade[W: "Workflow"]:
         version: int | None = None,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
         app: Hephaestus | None = None,
     ) -> list[Instance]:
         target = resolve_app(app)
@@ -87,6 +88,7 @@ class _SyncFacade[W: "Workflow"]:
                 version=version,
                 limit=limit,
                 offset=offset,
+                newest_first=newest_first,
             )
         )
 
@@ -259,11 +261,18 @@ class Workflow:
         version: int | None = None,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
         app: Hephaestus | None = None,
     ) -> list[Instance]:
-        """This workflow's runs (all versions of an umbrella), oldest first."""
+        """This workflow's runs (all versions of an umbrella), oldest first unless asked."""
         return await resolve_app(app).list(
-            cls, status=status, status_in=status_in, version=version, limit=limit, offset=offset
+            cls,
+            status=status,
+            status_in=status_in,
+            version=version,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
         )
 
     @classmethod

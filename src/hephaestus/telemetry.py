@@ -13,7 +13,8 @@ one dictionary check.
 | ``hephaestus.step.start`` | ``system_time`` | ``step``, ``attempt`` |
 | ``hephaestus.step.stop`` | ``duration`` | ``step``, ``attempt``, ``event`` |
 | ``hephaestus.step.async`` | ``duration`` | ``step``, ``attempt``, ``timeout`` (s or None) |
-| ``hephaestus.step.exception`` | ``duration`` | ``step``, ``attempt``, ``error``, ``will_retry`` |
+| ``hephaestus.step.exception`` | ``duration`` | ``step``, ``attempt``, ``error``, ``will_retry``, |
+| | | ``retry_in`` (s until the next attempt, or None) |
 | ``hephaestus.step.resume`` | ``system_time`` | ``step``, ``event``, ``source`` (external/timer) |
 
 Caller metadata given at ``start(..., metadata=...)`` is merged into every event's metadata;

@@ -27,7 +27,12 @@ from hephaestus import (
     WaitForEvent,
     Workflow,
 )
-from hephaestus.errors import InvalidEventError, InvalidInstanceIdError, StepNotWaitingError
+from hephaestus.errors import (
+    InvalidEventError,
+    InvalidInstanceIdError,
+    StepNotWaitingError,
+    UnknownVersionError,
+)
 from hephaestus.testing import advance, run_until_idle
 
 if TYPE_CHECKING:
@@ -350,3 +355,16 @@ async def test_list_filters_by_status_and_paginates(app: Hephaestus, clock: Fake
     everything = await app.list()
     assert {row.workflow for row in everything} == {Queue.name, Hold.name}
     assert len(everything) == 6
+
+
+async def test_list_newest_first_and_unknown_version(app: Hephaestus, clock: FakeClock) -> None:
+    """list() can return the newest runs first, and refuses a version the workflow lacks."""
+    for value in ("a", "b", "c"):
+        await Ticket.start(value)
+        clock.advance(1)
+    newest = await Ticket.list(newest_first=True, limit=2)
+    assert [run.id.split("::")[1] for run in newest] == ["c", "b"]
+    with pytest.raises(UnknownVersionError):
+        await Ticket.list(version=2)
+    with pytest.raises(UnknownVersionError):
+        await Ticket.get("ticket::a::00000000", version=2)

@@ -292,6 +292,9 @@ async def test_a_failing_run_emits_step_exceptions_then_workflow_exception(
     first, second = captured[2], captured[4]
     assert (first.metadata["attempt"], first.metadata["will_retry"]) == (1, True)
     assert (second.metadata["attempt"], second.metadata["will_retry"]) == (2, False)
+    assert first.metadata["retry_in"] is not None
+    assert first.metadata["retry_in"] > 0
+    assert second.metadata["retry_in"] is None
     assert captured[3].metadata["attempt"] == 2
     assert first.metadata["error"].message == "kaboom"
     failed = captured[-1]

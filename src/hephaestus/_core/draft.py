@@ -201,13 +201,13 @@ class Draft:
         self.history.append(
             HistoryEntry(self.now, HistoryKind.STEP_WAITING, key, attempt=state.attempt)
         )
+        for pending in self.inbox:
+            if pending.step == key:  # a resume that came early: deliver it, arm no timer
+                self.inbox = tuple(p for p in self.inbox if p is not pending)
+                self.deliver(key, pending.event, pending.payload, source="external", armed=False)
+                return
         if timer_at is not None:
             self.commands.append(StartTimer(key, timer_at, outcome.timeout_event))
-        for pending in self.inbox:
-            if pending.step == key:
-                self.inbox = tuple(p for p in self.inbox if p is not pending)
-                self.deliver(key, pending.event, pending.payload, source="external")
-                break
 
     def deliver(
         self,
@@ -216,10 +216,11 @@ class Draft:
         payload: Mapping[str, Any],
         *,
         source: str,
-        timer_fired: bool = False,
+        armed: bool = True,
     ) -> None:
+        """Complete a waiting step with a resume; ``armed``: its timer is still pending."""
         state = self.steps[key]
-        if state.timer_at is not None and not timer_fired:
+        if state.timer_at is not None and armed:
             self.commands.append(CancelTimer(key))
         self.complete(key, event, payload, {}, kind=HistoryKind.STEP_RESUMED, source=source)
 

@@ -273,7 +273,7 @@ def fire_timer(
     ):
         return _unchanged(instance)
     draft = Draft(definition, instance, now)
-    draft.deliver(step, state.timer_event, {}, source="timer", timer_fired=True)
+    draft.deliver(step, state.timer_event, {}, source="timer", armed=False)
     return draft.finish()
 
 

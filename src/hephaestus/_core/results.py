@@ -9,16 +9,12 @@ from typing import TYPE_CHECKING
 
 from hephaestus._core.commands import Failure, Outcome
 from hephaestus._core.instance import ErrorInfo
-from hephaestus._core.steps import Async, Error, Ok
+from hephaestus._core.steps import Async, Error, Ok, valid_seconds
 
 if TYPE_CHECKING:
     from hephaestus._core.definition import Node
 
 __all__ = ["failure_from_exception", "interpret"]
-
-
-_MAX_TIMEOUT_SECONDS = 100 * 365 * 86_400.0
-"""Longer (or infinite) timers could not be dated: ``now + timeout`` would overflow."""
 
 
 def interpret(node: Node, raw: object) -> Outcome:
@@ -48,11 +44,7 @@ def interpret(node: Node, raw: object) -> Outcome:
         timeout = raw.timeout
         if timeout is not None:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not 0 <= seconds <= _MAX_TIMEOUT_SECONDS  # also false for NaN
-            ):
+            if not valid_seconds(seconds):
                 return _invalid(f"{name} returned Async with invalid timeout {timeout!r}", node)
             if not isinstance(raw.timeout_event, str) or raw.timeout_event not in node.events:
                 return _invalid(

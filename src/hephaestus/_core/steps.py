@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
 
 from hephaestus._core.naming import underscore
 from hephaestus._core.records import record
@@ -113,17 +113,34 @@ class Done(Step):
 
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3_600, "day": 86_400}
 
+MAX_TIMEOUT_SECONDS = 100 * 365 * 86_400.0
+"""Longer (or infinite) timers could not be dated: ``now + timeout`` would overflow."""
+
+
+def valid_seconds(value: object) -> TypeGuard[int | float]:
+    """A finite number of seconds in ``[0, MAX_TIMEOUT_SECONDS]`` (false for NaN and bools)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_TIMEOUT_SECONDS
+    )
+
 
 def _delay_seconds(config: Config) -> float:
     if config is None:
         raise ValueError("Wait needs a config such as {'duration': 5, 'unit': 'second'}")
     duration = config.get("duration")
     unit = str(config.get("unit", "second")).removesuffix("s")
-    if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
-        raise ValueError(f"Wait duration must be a non-negative number, got {duration!r}")
+    if not valid_seconds(duration):
+        raise ValueError(f"Wait duration must be a non-negative finite number, got {duration!r}")
     if unit not in _UNIT_SECONDS:
         raise ValueError(f"Wait unit must be one of {sorted(_UNIT_SECONDS)}, got {unit!r}")
-    return float(duration * _UNIT_SECONDS[unit])
+    seconds = float(duration * _UNIT_SECONDS[unit])
+    if seconds > MAX_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"Wait of {seconds:.0f} s exceeds the limit of {MAX_TIMEOUT_SECONDS:.0f} s"
+        )
+    return seconds
 
 
 class Wait(Step):
@@ -172,8 +189,8 @@ class WaitForEvent(Step):
         if config is None or config.get("timeout") is None:
             return ()
         timeout = config["timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            return [f"timeout must be a non-negative number of seconds, got {timeout!r}"]
+        if not valid_seconds(timeout):
+            return [f"timeout must be a non-negative finite number of seconds, got {timeout!r}"]
         if "timeout" not in routed_events:
             return [f"{cls.__name__} has a timeout but no transition for its 'timeout' event"]
         return ()

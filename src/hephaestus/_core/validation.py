@@ -196,6 +196,13 @@ def _compile_versioned(
 ) -> VersionedDefinition | None:
     if spec.version is not MISSING:
         issues.append(Issue(IssueCode.INVALID_VERSIONS, "cannot use both 'version' and 'versions'"))
+    if spec.retry is not None:
+        issues.append(
+            Issue(
+                IssueCode.INVALID_OPTION,
+                "a versioned workflow runs no steps itself; set retry on its version classes",
+            )
+        )
     if spec.start is not MISSING or spec.transitions is not MISSING:
         issues.append(
             Issue(
@@ -245,7 +252,7 @@ def _compile_versioned(
     current = spec.current
     if current is MISSING:
         current = max(found) if found else 1
-    elif current not in versions:
+    elif not _positive_int(current) or current not in versions:
         issues.append(
             Issue(
                 IssueCode.INVALID_VERSIONS,
@@ -312,7 +319,7 @@ class _GraphBuilder:
         if parsed:
             self.check_graph(start[0], adjacency)
             self.check_events()
-        self.check_configs(start)
+            self.check_configs(start)
         if self.issues:
             return None
         return self.assemble(

@@ -75,6 +75,10 @@ def emit_history(
                 event_metadata(instance, step=entry.step, attempt=entry.attempt, timeout=timeout),
             )
         elif kind in (HistoryKind.STEP_RETRYING, HistoryKind.STEP_FAILED):
+            retry_in = None
+            state = instance.steps.get(entry.step or "")
+            if kind is HistoryKind.STEP_RETRYING and state is not None and state.run_after:
+                retry_in = max(0.0, (state.run_after - entry.at).total_seconds())
             telemetry.emit(
                 "hephaestus.step.exception",
                 {"duration": duration},
@@ -84,6 +88,7 @@ def emit_history(
                     attempt=entry.attempt,
                     error=entry.error,
                     will_retry=kind is HistoryKind.STEP_RETRYING,
+                    retry_in=retry_in,
                 ),
             )
         elif kind is HistoryKind.STEP_RESUMED:
