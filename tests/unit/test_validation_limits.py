@@ -70,7 +70,7 @@ def test_a_malformed_transition_does_not_add_config_issues() -> None:
             start_step = (WaitForEvent, {"timeout": 5})
             transitions = {
                 (WaitForEvent, "received"): Done,
-                (WaitForEvent, "timeout"): "Done",  # a string, not the step
+                (WaitForEvent, "timeout"): "Done",  # type: ignore[dict-item]  # deliberately wrong
             }
 
     assert caught.value.codes == {IssueCode.INVALID_TARGET}
