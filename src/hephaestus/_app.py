@@ -140,6 +140,24 @@ class Hephaestus:
         await self.close()
 
     def __enter__(self) -> Self:
+        return self.open_sync()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+    def open_sync(self) -> Self:
+        """Open the app on a background event loop thread, for sync programs.
+
+        Call it once at process start (a Django ``AppConfig.ready``, a Flask app factory) and
+        ``close_sync()`` at exit; ``with Hephaestus() as app:`` does both.
+        """
+        if self._loop is not None:
+            raise AppError("this Hephaestus app is already open")
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -158,15 +176,13 @@ class Hephaestus:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close_sync(self) -> None:
+        """Close an app opened with ``open_sync`` and stop its background thread."""
         loop = self._loop
         if loop is None:
             return
+        if self._thread is None:
+            raise AppError("this app was opened with `await open()`; close it with `await close()`")
         try:
             asyncio.run_coroutine_threadsafe(self.close(), loop).result()
         finally:

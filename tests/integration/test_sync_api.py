@@ -124,3 +124,25 @@ async def test_two_open_apps_need_app_to_choose() -> None:
         }
     with pytest.raises(NoAppRunningError):
         await Signup.list()
+
+
+def test_open_sync_and_close_sync_serve_a_long_lived_sync_process() -> None:
+    """open_sync() at start-up and close_sync() at exit bracket the app outside any `with`."""
+    app = Hephaestus().open_sync()
+    try:
+        with pytest.raises(AppError):
+            app.open_sync()
+        Signup.sync.start("cid", {"name": "Cid"})
+        app.run_sync(app.run_until_idle)
+        assert Signup.sync.get("cid").status is Status.WAITING
+    finally:
+        app.close_sync()
+    assert not app.is_open
+    app.close_sync()  # closing twice is harmless
+
+
+async def test_close_sync_refuses_an_app_opened_with_await() -> None:
+    """An app opened on the caller's loop must be closed with `await close()`."""
+    async with Hephaestus() as app:
+        with pytest.raises(AppError):
+            app.close_sync()
