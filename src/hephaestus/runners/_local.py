@@ -23,6 +23,7 @@ from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
     HephaestusError,
+    StorageError,
     UnknownWorkflowError,
 )
 from hephaestus.runners._events import emit_history, event_metadata
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["LocalRunner"]
 
 log = logging.getLogger("hephaestus.runner.local")
+
+STORAGE_RETRY_SECONDS = 30.0
+"""How long a step result or timer is retried against a failing storage before giving up."""
 
 
 class _Run:
@@ -209,6 +213,37 @@ class LocalRunner:
                 return None
             return follow
 
+    async def _apply_durably(
+        self,
+        run: _Run,
+        decide: Callable[[Instance], engine.Decision],
+        step_duration: float | None = None,
+        *,
+        continue_inline: bool = False,
+    ) -> engine.RunStep | None:
+        """``_apply`` for runner-side input (step results, timers): storage errors are retried.
+
+        A step's outcome is kept and recorded again, never re-executed, while storage is down;
+        after ``STORAGE_RETRY_SECONDS`` the error is raised and the run waits for recovery.
+        """
+        delay = 0.05
+        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+        while True:
+            try:
+                return await self._apply(
+                    run, decide, step_duration, continue_inline=continue_inline
+                )
+            except ConcurrentUpdateError:
+                raise
+            except StorageError as exc:
+                if time.monotonic() + delay > deadline or run.instance.run_id not in self._runs:
+                    raise
+                log.warning(
+                    "storage failed for %s, retrying in %.2fs: %s", run.instance.id, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _dispatch(
         self, run: _Run, commands: tuple[engine.Command, ...], *, keep_one: bool = False
     ) -> engine.RunStep | None:
@@ -333,7 +368,7 @@ class LocalRunner:
         duration = time.perf_counter() - began if observed else None
         now = self._clock.now
         try:
-            return await self._apply(
+            return await self._apply_durably(
                 run,
                 lambda current: engine.apply_result(
                     run.definition,
@@ -389,7 +424,7 @@ class LocalRunner:
     async def _fire_timer(self, run: _Run, command: engine.StartTimer) -> None:
         now = self._clock.now
         try:
-            await self._apply(
+            await self._apply_durably(
                 run,
                 lambda current: engine.fire_timer(
                     run.definition, current, step=command.step, at=command.at, now=now()
