@@ -227,7 +227,7 @@ class LocalRunner:
         after ``STORAGE_RETRY_SECONDS`` the error is raised and the run waits for recovery.
         """
         delay = 0.05
-        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+        deadline = None
         while True:
             try:
                 return await self._apply(
@@ -236,6 +236,8 @@ class LocalRunner:
             except ConcurrentUpdateError:
                 raise
             except StorageError as exc:
+                if deadline is None:
+                    deadline = time.monotonic() + STORAGE_RETRY_SECONDS
                 if time.monotonic() + delay > deadline or run.instance.run_id not in self._runs:
                     raise
                 log.warning(
