@@ -49,11 +49,11 @@ class FlakyStorage(InMemoryStorage):
         super().__init__()
         self.failures = 0
 
-    async def put(self, instance: Instance) -> None:
+    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise StorageError("connection lost")
-        await super().put(instance)
+        await super().put(instance, previous)
 
 
 async def test_a_step_result_is_recorded_once_storage_recovers(

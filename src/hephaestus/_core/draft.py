@@ -99,6 +99,7 @@ def rebuild(
         unique_key=instance.unique_key,
         metadata=instance.metadata,
         error=instance.error if error is None else error,
+        trace_context=instance.trace_context,
     )
 
 

@@ -98,6 +98,7 @@ def pending(
     now: datetime,
     unique_key: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> Instance:
     """A new run that has not taken its first decision (revision 1, status ``pending``).
 
@@ -113,6 +114,7 @@ def pending(
         now=now,
         unique_key=unique_key,
         metadata=metadata,
+        trace_context=trace_context,
         revision=1,
     )
 
@@ -127,6 +129,7 @@ def start(
     now: datetime,
     unique_key: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> Decision:
     """A new run with its start step active (or already completed when start is ``Done``).
 
@@ -141,6 +144,7 @@ def start(
         now=now,
         unique_key=unique_key,
         metadata=metadata,
+        trace_context=trace_context,
         revision=0,
     )
     return _begin(definition, new, now)
@@ -163,6 +167,7 @@ def _fresh(
     now: datetime,
     unique_key: str | None,
     metadata: Mapping[str, Any] | None,
+    trace_context: Mapping[str, str] | None,
     revision: int,
 ) -> Instance:
     return Instance(
@@ -178,6 +183,7 @@ def _fresh(
         revision=revision,
         unique_key=unique_key,
         metadata=dict(metadata or {}),
+        trace_context=dict(trace_context or {}),
     )
 
 

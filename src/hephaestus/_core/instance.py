@@ -188,6 +188,9 @@ class Instance:
     unique_key: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """Propagation headers (W3C ``traceparent``...) captured at start, so a run resumed later
+    or by another process continues the caller's trace."""
 
     @property
     def is_terminal(self) -> bool:

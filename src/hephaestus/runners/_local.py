@@ -198,7 +198,7 @@ class LocalRunner:
             if not decision.changed:
                 return None
             try:
-                await self._storage.put(decision.instance)
+                await self._storage.put(decision.instance, before)
             except ConcurrentUpdateError:
                 log.warning("run %s was changed by another writer; letting go", run.instance.id)
                 self._retire(run)

@@ -73,11 +73,13 @@ class Storage(Protocol):
         run already holds it; the check and the insert are one atomic step.
         """
 
-    async def put(self, instance: Instance) -> None:
+    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         """Replace a stored run with its next state.
 
         Raises ``InstanceNotFoundError`` if the run does not exist and ``ConcurrentUpdateError``
         unless the stored revision is ``instance.revision - 1`` (someone else wrote first).
+        ``previous``, when given, is the state the writer had at that revision: a storage may
+        use it to write only what changed (records that did not change are the same objects).
         """
 
     async def get(self, run_id: str) -> Instance:

@@ -54,7 +54,8 @@ class InMemoryStorage:
                 self._holders[key] = instance.run_id
         self._runs[instance.run_id] = instance
 
-    async def put(self, instance: Instance) -> None:
+    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
+        del previous  # the whole instance is kept; there is nothing to diff
         stored = self._runs.get(instance.run_id)
         if stored is None:
             raise InstanceNotFoundError(
