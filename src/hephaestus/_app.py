@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from hephaestus import telemetry as _telemetry
 from hephaestus._clock import Clock, SystemClock
 from hephaestus._core import engine
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
@@ -75,6 +76,7 @@ class Hephaestus:
     In sync code, ``with Hephaestus() as app:`` runs the engine on a background event loop and
     ``OrderFlow.sync.start(...)`` blocks until done. Swap ``storage`` or ``runner`` to change
     where runs live and how they execute; workflows and steps stay the same.
+    ``telemetry=False`` turns telemetry events and trace-context capture off for this app.
     """
 
     def __init__(
@@ -85,12 +87,14 @@ class Hephaestus:
         clock: Clock | None = None,
         registry: WorkflowRegistry | None = None,
         recover: bool = True,
+        telemetry: bool = True,
     ) -> None:
         self.storage: Storage = storage if storage is not None else InMemoryStorage()
         self.runner: Runner = runner if runner is not None else LocalRunner()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.registry = registry if registry is not None else default_registry
         self._recover = recover
+        self.telemetry = telemetry
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -100,14 +104,24 @@ class Hephaestus:
     def is_open(self) -> bool:
         return self._loop is not None
 
-    async def open(self) -> None:
-        """Open storage, start the runner and recover the runs it finds."""
+    async def open(self, *, recover: bool | None = None) -> None:
+        """Open storage, start the runner and recover the runs it finds.
+
+        ``recover=False`` opens without taking over the active runs in storage (as the
+        command line does to inspect or resume one run); by default, as constructed.
+        """
         if self._loop is not None:
             raise AppError("this Hephaestus app is already open")
         await self.storage.open()
         self._loop = asyncio.get_running_loop()
         try:
-            env = RuntimeEnv(self.storage, self.registry, self.clock, self._recover)
+            env = RuntimeEnv(
+                self.storage,
+                self.registry,
+                self.clock,
+                self._recover if recover is None else recover,
+                telemetry=self.telemetry,
+            )
             await self.runner.open(env)
         except BaseException:
             self._loop = None
@@ -255,6 +269,11 @@ class Hephaestus:
             now=self.clock.now(),
             unique_key=unique_key_for(top.unique, instance_id, top.name, definition.version),
             metadata=meta,
+            trace_context=(
+                _telemetry.capture_trace_context(definition.name, instance_id)
+                if self.telemetry
+                else None
+            ),
         )
         await self._on_loop(lambda: self.runner.start(definition, decision))
         return instance_id
@@ -345,6 +364,61 @@ class Hephaestus:
     async def run_until_idle(self) -> None:
         """Wait until no step is executing or due (pending timers aside)."""
         await self._on_loop(self.runner.wait_idle)
+
+    # -- operations by instance id (for tools that do not import the workflow class) --------
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        """The newest run stored under ``instance_id`` (``key::value``), of any workflow."""
+        rows = await self._on_loop(
+            lambda: self.storage.query(InstanceQuery(id=instance_id, newest_first=True, limit=1))
+        )
+        if not rows:
+            raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+        return rows[0]
+
+    async def resume_instance(
+        self,
+        instance_id: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+    ) -> Instance:
+        """``resume`` by full id; returns the run resumed. Its workflow must be defined here."""
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"event must be a non-empty string, got {event!r}")
+        run = await self._active_run_by_id(instance_id)
+        await self._on_loop(
+            lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
+        )
+        return run
+
+    async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
+        """``cancel`` by full id; returns the run cancelled."""
+        run = await self._active_run_by_id(instance_id)
+        await self._on_loop(lambda: self.runner.cancel(run.run_id, reason=reason))
+        return run
+
+    async def _active_run_by_id(self, instance_id: str) -> Instance:
+        rows = await self._on_loop(
+            lambda: self.storage.query(InstanceQuery(id=instance_id, newest_first=True))
+        )
+        active = [row for row in rows if row.status in ACTIVE_STATUSES]
+        if len(active) == 1:
+            return active[0]
+        if len(active) > 1:
+            raise AmbiguousInstanceError(
+                f"{instance_id} has {len(active)} active runs "
+                f"({', '.join(row.workflow for row in active)}); use the workflow's own API",
+                instance_id=instance_id,
+            )
+        if rows:
+            raise InstanceNotActiveError(
+                f"instance {instance_id} is {rows[0].status}; it is no longer active",
+                instance_id=instance_id,
+                status=rows[0].status,
+            )
+        raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -335,7 +335,8 @@ async def run_demo(*, fast: bool = False, out: TextIO | None = None) -> int:
     printer = ProgressPrinter(stream, colour=use_colour(stream))
     title = "Hephaestus demo: OrderFlow on in-memory storage, the local runner and the real clock"
     printer.say(f"{printer.paint(title, 'bold')}\n{GRAPH}\n")
-    telemetry.attach("hephaestus.demo", telemetry.EVENTS, printer)
+    shown = [e for e in telemetry.EVENTS if e != "hephaestus.workflow.transition"]
+    telemetry.attach("hephaestus.demo", shown, printer)
     try:
         runs = await _run_orders(FAST_TRANSIT_SECONDS if fast else TRANSIT_SECONDS, printer)
     finally:

@@ -16,7 +16,8 @@ HephaestusError
 │       ├── InvalidEventError          the step does not declare that event
 │       └── AmbiguousResumeError       several steps could take it; pass ``step=``
 ├── StorageError                   a storage backend failed; the cause is chained
-│   └── ConcurrentUpdateError      another writer changed the instance first
+│   ├── ConcurrentUpdateError      another writer changed the instance first
+│   └── CorruptInstanceError       a stored run cannot be decoded; carries ``run_id``
 └── AppError                       the ``Hephaestus`` app object is missing or misused
     ├── NoAppRunningError
     ├── AmbiguousAppError
@@ -39,6 +40,7 @@ __all__ = [
     "AppError",
     "AppNotOpenError",
     "ConcurrentUpdateError",
+    "CorruptInstanceError",
     "HephaestusError",
     "InstanceAlreadyRunningError",
     "InstanceError",
@@ -194,6 +196,17 @@ class ConcurrentUpdateError(StorageError):
     def __init__(self, message: str, *, instance_id: str) -> None:
         super().__init__(message)
         self.instance_id = instance_id
+
+
+class CorruptInstanceError(StorageError):
+    """A stored run's data cannot be decoded (edited by hand, or written by something else).
+
+    ``run_id`` names the row; the decoding error is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class AppError(HephaestusError):

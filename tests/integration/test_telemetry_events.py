@@ -45,8 +45,9 @@ class Captured:
 
     @property
     def short(self) -> tuple[str, str | None]:
-        """``("step.stop", "pack")``: the event without its prefix, and its step."""
-        return self.event.removeprefix("hephaestus."), self.metadata.get("step")
+        """``("step.stop", "pack")``: the event without its prefix, and its (from) step."""
+        step = self.metadata.get("step") or self.metadata.get("from_step")
+        return self.event.removeprefix("hephaestus."), step
 
 
 @pytest.fixture
@@ -107,13 +108,15 @@ class Pack(Step):
 class Linear(Workflow):
     unique = Unique(key="linear")
     start_step = Prepare
+    tags = ("shipping",)
+    metadata = {"team": "fulfilment", "tenant": "default"}
     transitions = {(Prepare, "prepared"): Pack, (Pack, "packed"): Done}
 
 
-async def test_a_linear_run_emits_start_step_pairs_and_stop(
+async def test_a_linear_run_emits_start_step_pairs_transitions_and_stop(
     app: Hephaestus, captured: list[Captured]
 ) -> None:
-    """A two-step run emits workflow.start, a start/stop pair per step, then workflow.stop."""
+    """A two-step run emits workflow.start, start/stop/transition per step, then workflow.stop."""
     await Linear.start("one", metadata={"tenant": "acme", "instance_id": "spoofed"})
     await run_until_idle(app)
     instance = await Linear.get("one")
@@ -121,8 +124,10 @@ async def test_a_linear_run_emits_start_step_pairs_and_stop(
         ("workflow.start", None),
         ("step.start", "prepare"),
         ("step.stop", "prepare"),
+        ("workflow.transition", "prepare"),
         ("step.start", "pack"),
         ("step.stop", "pack"),
+        ("workflow.transition", "pack"),
         ("workflow.stop", None),
     ]
     for event in captured:
@@ -130,17 +135,26 @@ async def test_a_linear_run_emits_start_step_pairs_and_stop(
         assert event.metadata["run_id"] == instance.run_id
         assert event.metadata["workflow"] == Linear.name
         assert event.metadata["workflow_version"] == 1
-        assert event.metadata["tenant"] == "acme"
-    start, prepare_start, prepare_stop, _, pack_stop, stop = captured
+        assert event.metadata["runner"] == "local"
+        assert event.metadata["tags"] == ("shipping",)
+        assert event.metadata["team"] == "fulfilment", "workflow metadata is on every event"
+        assert event.metadata["tenant"] == "acme", "caller metadata wins over the workflow's"
+    start, prepare_start, prepare_stop, prepared, _, pack_stop, packed, stop = captured
     assert start.metadata["initial_step"] == "prepare"
     assert "system_time" in start.measurements
     assert prepare_start.metadata["attempt"] == 1
+    assert prepare_start.metadata["step_key"] == "prepare"
+    assert prepare_start.metadata["step_class"] == f"{Prepare.__module__}.Prepare"
     assert "system_time" in prepare_start.measurements
     assert prepare_stop.metadata["event"] == "prepared"
     assert prepare_stop.measurements["duration"] >= 0
+    assert (prepared.metadata["event"], prepared.metadata["targets"]) == ("prepared", ("pack",))
+    assert prepared.metadata["fan_out"] is False
+    assert prepared.measurements == {"targets_count": 1}
     assert pack_stop.metadata["event"] == "packed"
+    assert packed.metadata["targets"] == ("done",)
     assert stop.metadata["status"] == "completed"
-    assert stop.measurements == {"duration": 0.0}  # no fake time passed
+    assert stop.measurements == {"duration": 0.0, "step_count": 2}  # no fake time passed
 
 
 # -- fan-out ----------------------------------------------------------------------------------
@@ -188,18 +202,41 @@ class Fanned(Workflow):
 async def test_a_fan_out_run_emits_a_pair_per_branch_between_fork_and_join(
     app: Hephaestus, captured: list[Captured]
 ) -> None:
-    """Branch events sit between the fork's stop and the join's start, each start before stop."""
+    """The fork's transition fans out; branch events sit between it and the join's start."""
     await Fanned.start("one")
     await run_until_idle(app)
     events = [c.short for c in captured]
-    assert events[:3] == [("workflow.start", None), ("step.start", "split"), ("step.stop", "split")]
-    assert events[-3:] == [("step.start", "merge"), ("step.stop", "merge"), ("workflow.stop", None)]
-    branches = events[3:-3]
+    assert events[:4] == [
+        ("workflow.start", None),
+        ("step.start", "split"),
+        ("step.stop", "split"),
+        ("workflow.transition", "split"),
+    ]
+    assert events[-4:] == [
+        ("step.start", "merge"),
+        ("step.stop", "merge"),
+        ("workflow.transition", "merge"),
+        ("workflow.stop", None),
+    ]
+    fork = captured[3]
+    assert (fork.metadata["targets"], fork.metadata["fan_out"]) == (("up", "down"), True)
+    assert fork.measurements == {"targets_count": 2}
+    branches = events[4:-4]
     assert sorted(branches) == sorted(
-        [("step.start", "up"), ("step.stop", "up"), ("step.start", "down"), ("step.stop", "down")]
+        [
+            ("step.start", "up"),
+            ("step.stop", "up"),
+            ("workflow.transition", "up"),
+            ("step.start", "down"),
+            ("step.stop", "down"),
+            ("workflow.transition", "down"),
+        ]
     )
     for step in ("up", "down"):
-        assert branches.index(("step.start", step)) < branches.index(("step.stop", step))
+        start, stop = branches.index(("step.start", step)), branches.index(("step.stop", step))
+        assert start < stop < branches.index(("workflow.transition", step))
+    joins = [c.metadata["targets"] for c in captured[4:-4] if c.event.endswith("transition")]
+    assert joins == [(), ("merge",)], "the first branch to finish activates nothing yet"
 
 
 # -- waiting and resuming ---------------------------------------------------------------------
@@ -228,21 +265,26 @@ async def test_an_async_resume_run_emits_async_then_resume(
     """A waiting step emits step.async (with its timeout); the resume emits step.resume."""
     await Approval.start("one")
     await run_until_idle(app)
+    await advance(app, 5)
     await Approval.resume("one", "received", {"by": "alice"})
     await run_until_idle(app)
     assert [c.short for c in captured] == [
         ("workflow.start", None),
         ("step.start", "ask"),
         ("step.stop", "ask"),
+        ("workflow.transition", "ask"),
         ("step.start", "wait_for_event"),
         ("step.async", "wait_for_event"),
         ("step.resume", "wait_for_event"),
+        ("workflow.transition", "wait_for_event"),
         ("workflow.stop", None),
     ]
-    waiting, resumed = captured[4], captured[5]
+    waiting, resumed, onwards = captured[5], captured[6], captured[7]
     assert waiting.metadata["timeout"] == 30.0
     assert waiting.metadata["attempt"] == 1
     assert (resumed.metadata["event"], resumed.metadata["source"]) == ("received", "external")
+    assert resumed.measurements["wait_duration"] == 5.0
+    assert (onwards.metadata["event"], onwards.metadata["targets"]) == ("received", ("done",))
 
 
 async def test_a_timer_resume_is_reported_with_source_timer(
@@ -253,8 +295,9 @@ async def test_a_timer_resume_is_reported_with_source_timer(
     await advance(app, 30)
     resumed = [c for c in captured if c.event == "hephaestus.step.resume"]
     assert [(c.metadata["event"], c.metadata["source"]) for c in resumed] == [("timeout", "timer")]
+    assert resumed[0].measurements["wait_duration"] == 30.0
     assert captured[-1].short == ("workflow.stop", None)
-    assert captured[-1].measurements == {"duration": 30.0}
+    assert captured[-1].measurements == {"duration": 30.0, "step_count": 2}
 
 
 # -- failing ----------------------------------------------------------------------------------
@@ -300,6 +343,7 @@ async def test_a_failing_run_emits_step_exceptions_then_workflow_exception(
     failed = captured[-1]
     assert failed.metadata["status"] == "failed"
     assert failed.metadata["error"].kind == "exception"
+    assert (failed.metadata["kind"], failed.metadata["failed_step"]) == ("exception", "explode")
     assert failed.measurements == {"duration": 1.0}
 
 
@@ -337,6 +381,7 @@ async def test_a_cancelled_run_emits_workflow_cancel_and_no_step_stop(
         ("workflow.cancel", None),
     ]
     assert captured[-1].metadata["status"] == "cancelled"
+    assert captured[-1].metadata["reason"] is None
 
 
 async def test_a_cancelled_waiting_run_emits_async_then_cancel(
@@ -345,12 +390,13 @@ async def test_a_cancelled_waiting_run_emits_async_then_cancel(
     """Cancelling a waiting run emits workflow.cancel right after the step's step.async."""
     await Approval.start("one")
     await run_until_idle(app)
-    await Approval.cancel("one")
+    await Approval.cancel("one", reason="customer changed their mind")
     await advance(app, 60)
     assert [c.short for c in captured][-2:] == [
         ("step.async", "wait_for_event"),
         ("workflow.cancel", None),
     ]
+    assert captured[-1].metadata["reason"] == "customer changed their mind"
 
 
 # -- handler isolation and recovery -----------------------------------------------------------
@@ -374,7 +420,7 @@ async def test_a_raising_handler_is_detached_and_the_run_completes(
     assert telemetry.detach("broken") is False, "the raising handler should have been detached"
     assert (await Linear.get("one")).status is Status.COMPLETED
     assert [c.short for c in captured][-1] == ("workflow.stop", None)
-    assert len(captured) == 6
+    assert len(captured) == 8
     assert any("broken" in r.getMessage() for r in caplog.records)
 
 
@@ -411,5 +457,42 @@ async def test_a_recovered_run_emits_no_second_workflow_start(
         ("step.start", "interrupted"),
         ("step.start", "interrupted"),
         ("step.stop", "interrupted"),
+        ("workflow.transition", "interrupted"),
         ("workflow.stop", None),
     ]
+
+
+# -- switches ---------------------------------------------------------------------------------
+
+
+async def test_an_app_with_telemetry_disabled_emits_nothing_and_captures_no_context(
+    storage: Storage, clock: FakeClock, captured: list[Captured]
+) -> None:
+    """``Hephaestus(telemetry=False)`` emits no event and stores no trace context."""
+    telemetry.set_context_injector(lambda workflow, instance_id: {"traceparent": "x"})
+    try:
+        async with Hephaestus(storage=storage, clock=clock, telemetry=False) as app:
+            await Approval.start("one")
+            await run_until_idle(app)
+            await Approval.resume("one", "received")
+            await run_until_idle(app)
+            instance = await Approval.get("one")
+    finally:
+        telemetry.set_context_injector(None)
+    assert instance.status is Status.COMPLETED
+    assert captured == []
+    assert instance.trace_context == {}
+
+
+async def test_a_started_run_stores_the_injected_trace_context(
+    app: Hephaestus, captured: list[Captured]
+) -> None:
+    """The injector's headers are stored with the run and carried on every event."""
+    telemetry.set_context_injector(lambda workflow, instance_id: {"traceparent": instance_id})
+    try:
+        await Linear.start("one")
+        await run_until_idle(app)
+    finally:
+        telemetry.set_context_injector(None)
+    assert (await Linear.get("one")).trace_context == {"traceparent": "linear::one"}
+    assert {c.metadata["trace_context"]["traceparent"] for c in captured} == {"linear::one"}

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hephaestus
+import hephaestus.codec
 import hephaestus.errors
+import hephaestus.graphs
 import hephaestus.runners
 import hephaestus.storage
+import hephaestus.storage.postgres
 import hephaestus.telemetry
+import hephaestus.telemetry.otel
+import hephaestus.telemetry.prometheus
 import hephaestus.testing
 
 EXPECTED = {
@@ -20,9 +25,32 @@ EXPECTED = {
         "WorkflowRegistry", "context_key", "default_registry", "route",
     },
     hephaestus.storage: {"InMemoryStorage", "InstanceQuery", "Storage"},
+    hephaestus.storage.postgres: {
+        "MIGRATIONS", "UNIQUE_INDEX", "Migration", "PostgresStorage", "applied_versions",
+        "containment", "install", "migrate", "migration_sql", "pending_migrations", "schema_sql",
+        "wrap_exceptions",
+    },
+    hephaestus.codec: {
+        "FORMAT", "TAG", "CodecError", "JSONValue", "decode_context_result", "decode_error_info",
+        "decode_history_entry", "decode_instance", "decode_join_state", "decode_pending_resume",
+        "decode_step_state", "encode_error_info", "encode_history_entry", "encode_instance",
+        "encode_join_state", "encode_pending_resume", "encode_step_state", "from_json",
+        "to_json",
+    },
+    hephaestus.graphs: {
+        "FORMATS", "STATE_MARKERS", "WIDTH", "Format", "GraphSource", "Line", "Segment",
+        "ascii_lines", "definitions", "display_name", "docstring_block", "inject", "layers",
+        "markers", "render",
+    },
     hephaestus.runners: {"LocalRunner", "Runner", "RuntimeEnv"},
     hephaestus.testing: {"FakeClock", "InMemoryStorage", "advance", "run_until_idle"},
-    hephaestus.telemetry: {"EVENTS", "Handler", "attach", "detach", "emit", "handlers_attached"},
+    hephaestus.telemetry: {
+        "DEFAULT_LOG_LEVELS", "EVENTS", "ContextInjector", "Handler", "attach",
+        "attach_log_handler", "capture_trace_context", "detach", "detach_log_handler", "emit",
+        "handlers_attached", "set_context_injector", "span",
+    },
+    hephaestus.telemetry.prometheus: {"DEFAULT_BUCKETS", "PrometheusMetrics", "Scope"},
+    hephaestus.telemetry.otel: {"OpenTelemetryTracing"},
 }  # fmt: skip
 
 

@@ -31,6 +31,12 @@ class RuntimeEnv:
     registry: WorkflowRegistry
     clock: Clock
     recover: bool = True
+    telemetry: bool = True
+    """Whether to emit telemetry events (``Hephaestus(telemetry=False)`` turns them off).
+
+    A runner emits them with ``hephaestus.runners._events``: ``emit_step_start`` as it begins
+    a step attempt, ``emit_decision`` after it persists each decision.
+    """
 
 
 @runtime_checkable

@@ -1,7 +1,9 @@
-"""Telemetry events derived from a run's new history entries (shared by every runner).
+"""Telemetry events derived from each decision (shared by every runner).
 
-Deriving events from history keeps them consistent across runners and recoveries: a recovered
-run adds no ``started`` entry, so it emits no second ``workflow.start``.
+A runner calls ``emit_decision`` after it persists a decision, and ``emit_step_start`` when it
+begins a step attempt; everything else is read from the instance before and after and from the
+history entries the decision appended. Events are therefore the same whichever runner executes
+a run, and a recovered run adds no ``started`` entry, so it emits no second ``workflow.start``.
 """
 
 from __future__ import annotations
@@ -10,108 +12,211 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
-from hephaestus._core.instance import HistoryEntry, HistoryKind, Instance
+from hephaestus._core.instance import HistoryKind, Instance, StepStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from hephaestus._core.definition import WorkflowDefinition
+    from hephaestus._core.instance import HistoryEntry
 
-__all__ = ["emit_history", "event_metadata"]
+__all__ = ["base_metadata", "emit_decision", "emit_step_start"]
+
+_COMPLETIONS = (HistoryKind.STEP_COMPLETED, HistoryKind.STEP_RESUMED)
 
 
-def event_metadata(instance: Instance, **fields: Any) -> dict[str, Any]:
-    """Caller metadata, overlaid with the core fields (which always win)."""
+def base_metadata(
+    definition: WorkflowDefinition, instance: Instance, runner: str
+) -> dict[str, Any]:
+    """Metadata every event of ``instance`` carries.
+
+    Workflow-declared metadata, overlaid by the caller's (given at ``start``), overlaid by the
+    core fields, which always win.
+    """
     return {
+        **definition.metadata,
         **instance.metadata,
         "instance_id": instance.id,
         "run_id": instance.run_id,
         "workflow": instance.workflow,
         "workflow_version": instance.workflow_version,
-        **fields,
+        "tags": definition.tags,
+        "runner": runner,
+        "trace_context": instance.trace_context,
     }
+
+
+def _step_fields(definition: WorkflowDefinition, key: str) -> dict[str, Any]:
+    node = definition.nodes.get(key)
+    cls = None if node is None else node.step
+    return {
+        "step": key,
+        "step_key": key,
+        "step_class": None if cls is None else f"{cls.__module__}.{cls.__qualname__}",
+    }
+
+
+def emit_step_start(
+    definition: WorkflowDefinition, instance: Instance, step: str, attempt: int, *, runner: str
+) -> None:
+    """``step.start``: a runner is about to execute attempt ``attempt`` of ``step``."""
+    telemetry.emit(
+        "hephaestus.step.start",
+        {"system_time": time.time()},
+        {
+            **base_metadata(definition, instance, runner),
+            **_step_fields(definition, step),
+            "attempt": attempt,
+        },
+    )
+
+
+def _activated(
+    definition: WorkflowDefinition, before: Instance | None, after: Instance
+) -> tuple[str, ...]:
+    """Steps this decision activated (newly active; ``Done`` completes inline), in order."""
+    prior = {} if before is None else before.steps
+    return tuple(
+        key
+        for key, state in after.steps.items()
+        if key not in prior
+        and (
+            state.status is StepStatus.ACTIVE
+            or (key == definition.done and state.status is StepStatus.COMPLETED)
+        )
+    )
+
+
+def _waited(after: Instance, entry: HistoryEntry) -> float:
+    for earlier in reversed(after.history):
+        if earlier.kind is HistoryKind.STEP_WAITING and earlier.step == entry.step:
+            return max(0.0, (entry.at - earlier.at).total_seconds())
+    return 0.0
 
 
 def _run_duration(instance: Instance, entry: HistoryEntry) -> float:
     return max(0.0, (entry.at - instance.created_at).total_seconds())
 
 
-def emit_history(
-    instance: Instance,
-    entries: Iterable[HistoryEntry],
+def emit_decision(
+    definition: WorkflowDefinition,
+    before: Instance | None,
+    after: Instance,
     step_duration: float | None = None,
     *,
-    done_step: str,
+    runner: str,
 ) -> None:
-    """Emit the telemetry events that ``entries`` (just appended to ``instance``) stand for.
+    """Emit the events a persisted decision stands for (``before`` is ``None`` for a start).
 
-    ``done_step`` is the key of the workflow's ``Done`` step. The engine completes it inline
-    (no runner executes it, so it has no ``step.start``); ``workflow.stop`` stands for it.
+    ``step_duration`` is how long the step attempt whose result this decision applied ran.
+    ``Done`` is completed inline by the engine (no runner executes it), so it emits no step
+    events: ``workflow.stop`` stands for it.
     """
+    entries = after.history if before is None else after.history[len(before.history) :]
+    base = base_metadata(definition, after, runner)
     duration = 0.0 if step_duration is None else step_duration
+    done = definition.done
+    emit = telemetry.emit
     for entry in entries:
         kind = entry.kind
-        if kind is HistoryKind.STEP_COMPLETED and entry.step == done_step:
+        step = entry.step
+        if step == done:
             continue
         if kind is HistoryKind.STARTED:
-            first = next(iter(instance.steps), None)
-            telemetry.emit(
+            emit(
                 "hephaestus.workflow.start",
                 {"system_time": time.time()},
-                event_metadata(instance, initial_step=first),
+                {**base, "initial_step": definition.start.key},
             )
-        elif kind is HistoryKind.STEP_COMPLETED:
-            telemetry.emit(
-                "hephaestus.step.stop",
-                {"duration": duration},
-                event_metadata(instance, step=entry.step, attempt=entry.attempt, event=entry.event),
+        elif kind is HistoryKind.STEP_COMPLETED or kind is HistoryKind.STEP_RESUMED:
+            fields = {**base, **_step_fields(definition, step or "")}
+            if kind is HistoryKind.STEP_COMPLETED:
+                emit(
+                    "hephaestus.step.stop",
+                    {"duration": duration},
+                    {**fields, "attempt": entry.attempt, "event": entry.event},
+                )
+            else:
+                emit(
+                    "hephaestus.step.resume",
+                    {"system_time": time.time(), "wait_duration": _waited(after, entry)},
+                    {**fields, "event": entry.event, "source": entry.source},
+                )
+            error = after.error
+            if error is not None and error.kind == "route_error" and error.step == step:
+                continue  # routing raised: the run fails, nothing was activated
+            targets = _activated(definition, before, after)
+            emit(
+                "hephaestus.workflow.transition",
+                {"targets_count": len(targets)},
+                {
+                    **base,
+                    "from_step": step,
+                    "event": entry.event,
+                    "targets": targets,
+                    "fan_out": len(targets) > 1,
+                },
             )
         elif kind is HistoryKind.STEP_WAITING:
-            state = instance.steps.get(entry.step or "")
+            state = after.steps.get(step or "")
             timeout = None
             if state is not None and state.timer_at is not None:
                 timeout = (state.timer_at - entry.at).total_seconds()
-            telemetry.emit(
+            emit(
                 "hephaestus.step.async",
                 {"duration": duration},
-                event_metadata(instance, step=entry.step, attempt=entry.attempt, timeout=timeout),
+                {
+                    **base,
+                    **_step_fields(definition, step or ""),
+                    "attempt": entry.attempt,
+                    "timeout": timeout,
+                    "instance_status": after.status.value,
+                },
             )
-        elif kind in (HistoryKind.STEP_RETRYING, HistoryKind.STEP_FAILED):
+        elif kind is HistoryKind.STEP_RETRYING or kind is HistoryKind.STEP_FAILED:
             retry_in = None
-            state = instance.steps.get(entry.step or "")
+            state = after.steps.get(step or "")
             if kind is HistoryKind.STEP_RETRYING and state is not None and state.run_after:
                 retry_in = max(0.0, (state.run_after - entry.at).total_seconds())
-            telemetry.emit(
+            emit(
                 "hephaestus.step.exception",
                 {"duration": duration},
-                event_metadata(
-                    instance,
-                    step=entry.step,
-                    attempt=entry.attempt,
-                    error=entry.error,
-                    will_retry=kind is HistoryKind.STEP_RETRYING,
-                    retry_in=retry_in,
-                ),
-            )
-        elif kind is HistoryKind.STEP_RESUMED:
-            telemetry.emit(
-                "hephaestus.step.resume",
-                {"system_time": time.time()},
-                event_metadata(instance, step=entry.step, event=entry.event, source=entry.source),
+                {
+                    **base,
+                    **_step_fields(definition, step or ""),
+                    "attempt": entry.attempt,
+                    "error": entry.error,
+                    "kind": None if entry.error is None else entry.error.kind,
+                    "will_retry": kind is HistoryKind.STEP_RETRYING,
+                    "retry_in": retry_in,
+                },
             )
         elif kind is HistoryKind.COMPLETED:
-            telemetry.emit(
+            steps = sum(
+                1
+                for key, state in after.steps.items()
+                if state.status is StepStatus.COMPLETED and key != done
+            )
+            emit(
                 "hephaestus.workflow.stop",
-                {"duration": _run_duration(instance, entry)},
-                event_metadata(instance, status="completed"),
+                {"duration": _run_duration(after, entry), "step_count": steps},
+                {**base, "status": "completed"},
             )
         elif kind is HistoryKind.FAILED:
-            telemetry.emit(
+            error = entry.error
+            emit(
                 "hephaestus.workflow.exception",
-                {"duration": _run_duration(instance, entry)},
-                event_metadata(instance, status="failed", error=entry.error),
+                {"duration": _run_duration(after, entry)},
+                {
+                    **base,
+                    "status": "failed",
+                    "error": error,
+                    "kind": None if error is None else error.kind,
+                    "failed_step": None if error is None else error.step,
+                },
             )
         elif kind is HistoryKind.CANCELLED:
-            telemetry.emit(
+            reason = None if entry.data is None else entry.data.get("reason")
+            emit(
                 "hephaestus.workflow.cancel",
-                {"duration": _run_duration(instance, entry)},
-                event_metadata(instance, status="cancelled"),
+                {"duration": _run_duration(after, entry)},
+                {**base, "status": "cancelled", "reason": reason},
             )

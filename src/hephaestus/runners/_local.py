@@ -26,7 +26,7 @@ from hephaestus.errors import (
     StorageError,
     UnknownWorkflowError,
 )
-from hephaestus.runners._events import emit_history, event_metadata
+from hephaestus.runners._events import emit_decision, emit_step_start
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
@@ -64,6 +64,9 @@ class LocalRunner:
     ``max_threads`` bounds the pool that runs plain (``def``) steps.
     """
 
+    name = "local"
+    """The ``runner`` field of the telemetry events this runner emits."""
+
     def __init__(self, *, max_threads: int | None = None) -> None:
         self._max_threads = max_threads
         self._runs: dict[str, _Run] = {}
@@ -72,11 +75,13 @@ class LocalRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._env: RuntimeEnv | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._observe = True
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self, env: RuntimeEnv) -> None:
         self._env = env
+        self._observe = env.telemetry
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(
@@ -110,8 +115,8 @@ class LocalRunner:
         run = _Run(definition, decision.instance)
         if not decision.instance.is_terminal:
             self._runs[decision.instance.run_id] = run
-        if telemetry.handlers_attached():
-            emit_history(decision.instance, decision.instance.history, done_step=definition.done)
+        if self._observe and telemetry.handlers_attached():
+            emit_decision(definition, None, decision.instance, runner=self.name)
         self._dispatch(run, decision.commands)
 
     async def resume(
@@ -204,9 +209,10 @@ class LocalRunner:
                 self._retire(run)
                 raise
             run.instance = decision.instance
-            if telemetry.handlers_attached():
-                new = decision.instance.history[len(before.history) :]
-                emit_history(decision.instance, new, step_duration, done_step=run.definition.done)
+            if self._observe and telemetry.handlers_attached():
+                emit_decision(
+                    run.definition, before, decision.instance, step_duration, runner=self.name
+                )
             follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
             if decision.instance.is_terminal:
                 self._retire(run)
@@ -354,13 +360,11 @@ class LocalRunner:
             step=command.step,
             attempt=command.attempt,
         )
-        observed = telemetry.handlers_attached()
+        observed = self._observe and telemetry.handlers_attached()
         began = time.perf_counter() if observed else 0.0
         if observed:
-            telemetry.emit(
-                "hephaestus.step.start",
-                {"system_time": time.time()},
-                event_metadata(instance, step=command.step, attempt=command.attempt),
+            emit_step_start(
+                run.definition, instance, command.step, command.attempt, runner=self.name
             )
         try:
             outcome = await self._call_step(node, instance, command, context)

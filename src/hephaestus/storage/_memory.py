@@ -6,11 +6,13 @@ uniqueness needs no lock.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
 from hephaestus.errors import (
     ConcurrentUpdateError,
+    CorruptInstanceError,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     StorageError,
@@ -19,17 +21,29 @@ from hephaestus.errors import (
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import InstanceQuery
 
 __all__ = ["InMemoryStorage"]
 
 
 class InMemoryStorage:
-    """Keeps instances in a dict; fast, process-local, gone when the process exits."""
+    """Keeps instances in a dict; fast, process-local, gone when the process exits.
 
-    def __init__(self) -> None:
+    With ``serialize=True`` every write is encoded to JSON text with ``hephaestus.codec`` and
+    every read decoded from it (step references through ``registry``, by default every defined
+    workflow), exactly what a database storage does: use it to check in tests that your context
+    data survives a database.
+    """
+
+    def __init__(
+        self, *, serialize: bool = False, registry: WorkflowRegistry | None = None
+    ) -> None:
         self._runs: dict[str, Instance] = {}
         self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
+        self._serialize = serialize
+        self._registry = registry
+        self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
 
     async def open(self) -> None:
         return None
@@ -52,7 +66,7 @@ class InMemoryStorage:
                 )
             if instance.status in ACTIVE_STATUSES:
                 self._holders[key] = instance.run_id
-        self._runs[instance.run_id] = instance
+        self._store(instance)
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         del previous  # the whole instance is kept; there is nothing to diff
@@ -67,7 +81,7 @@ class InMemoryStorage:
                 f"cannot write revision {instance.revision}",
                 instance_id=instance.id,
             )
-        self._runs[instance.run_id] = instance
+        self._store(instance)
         key = instance.unique_key
         if (
             key is not None
@@ -80,10 +94,11 @@ class InMemoryStorage:
         instance = self._runs.get(run_id)
         if instance is None:
             raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
-        return instance
+        return self._load(instance)
 
     async def delete(self, run_id: str) -> None:
         instance = self._runs.pop(run_id, None)
+        self._texts.pop(run_id, None)
         key = None if instance is None else instance.unique_key
         if key is not None and self._holders.get(key) == run_id:
             del self._holders[key]
@@ -96,7 +111,29 @@ class InMemoryStorage:
         if query.newest_first:
             rows.reverse()
         end = None if query.limit is None else query.offset + query.limit
-        return rows[query.offset : end]
+        return [self._load(row) for row in rows[query.offset : end]]
+
+    def _store(self, instance: Instance) -> None:
+        if self._serialize:
+            from hephaestus.codec import encode_instance
+
+            # Encode before storing anything, so a value that cannot be encoded changes nothing.
+            self._texts[instance.run_id] = json.dumps(encode_instance(instance))
+        self._runs[instance.run_id] = instance
+
+    def _load(self, instance: Instance) -> Instance:
+        if not self._serialize:
+            return instance
+        from hephaestus._core.registry import default_registry
+        from hephaestus.codec import CodecError, decode_instance
+
+        registry = default_registry if self._registry is None else self._registry
+        try:
+            return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
+        except CodecError as exc:
+            raise CorruptInstanceError(
+                f"run {instance.run_id} cannot be decoded: {exc}", run_id=instance.run_id
+            ) from exc
 
 
 def _created_at(instance: Instance) -> datetime:

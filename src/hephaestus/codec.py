@@ -1,0 +1,521 @@
+"""The canonical JSON codec for instances and the values they carry.
+
+One codec serves every storage that writes JSON (PostgreSQL, and ``InMemoryStorage(
+serialize=True)``), so an instance read back is equal to the one written, whatever the backend.
+
+Values (``to_json`` / ``from_json``):
+
+- ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list`` and ``dict`` with ``str``
+  keys are written as themselves. Keys are strings everywhere: a non-string key is refused.
+- What JSON cannot hold is written as a tagged object ``{"$type": tag, "value": ...}``:
+  ``datetime``, ``date``, ``time``, ``timedelta``, ``Decimal``, ``UUID``, ``set``,
+  ``frozenset``, ``tuple``,
+  non-finite ``float``, step classes (``step``: their qualified name) and dicts that themselves
+  have a ``"$type"`` key (``dict``, so user data can never pass for a tag).
+- Anything else raises ``TypeError`` naming the value and where it sits: nothing is silently
+  turned into a string.
+
+Decoding never imports a module or creates anything named by stored data: a step reference is
+resolved only among the steps of workflows defined in the given ``WorkflowRegistry``, and an
+unknown name raises ``UnknownWorkflowError``. Malformed data raises ``CodecError`` (a
+``ValueError``); storages re-raise it as ``CorruptInstanceError`` with the run id.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from hephaestus._core.definition import VersionedDefinition
+from hephaestus._core.instance import (
+    Context,
+    ErrorInfo,
+    HistoryEntry,
+    HistoryKind,
+    Instance,
+    JoinState,
+    PendingResume,
+    Status,
+    StepState,
+    StepStatus,
+)
+from hephaestus._core.steps import Step
+from hephaestus.errors import UnknownWorkflowError
+
+if TYPE_CHECKING:
+    from hephaestus._core.registry import WorkflowRegistry
+
+__all__ = [
+    "FORMAT",
+    "TAG",
+    "CodecError",
+    "JSONValue",
+    "decode_context_result",
+    "decode_error_info",
+    "decode_history_entry",
+    "decode_instance",
+    "decode_join_state",
+    "decode_pending_resume",
+    "decode_step_state",
+    "encode_error_info",
+    "encode_history_entry",
+    "encode_instance",
+    "encode_join_state",
+    "encode_pending_resume",
+    "encode_step_state",
+    "from_json",
+    "to_json",
+]
+
+type JSONValue = bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None
+
+TAG = "$type"
+"""The key that marks a tagged value; a user dict with this key is itself wrapped."""
+
+FORMAT = 1
+"""Version of the instance layout written by ``encode_instance``."""
+
+
+class CodecError(ValueError):
+    """Stored data does not have the shape this codec writes (a corrupt or foreign document)."""
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def to_json(value: object, *, path: str = "$") -> JSONValue:
+    """``value`` as plain JSON data, tagging what JSON cannot hold; ``TypeError`` if impossible."""
+    # Exact type checks first: they are the common case and bool is an int subclass.
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is int:
+        return value  # type: ignore[return-value]
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        if math.isfinite(number):
+            return number
+        return {TAG: "float", "value": repr(number)}
+    if isinstance(value, Mapping):
+        return _mapping_to_json(value, path)
+    if kind is list:
+        items: list[object] = value  # type: ignore[assignment]
+        return [to_json(item, path=f"{path}[{index}]") for index, item in enumerate(items)]
+    if isinstance(value, datetime):
+        return {TAG: "datetime", "value": value.isoformat()}
+    if isinstance(value, date):
+        return {TAG: "date", "value": value.isoformat()}
+    if isinstance(value, time):
+        return {TAG: "time", "value": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {TAG: "timedelta", "value": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, Decimal):
+        return {TAG: "decimal", "value": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {TAG: "uuid", "value": str(value)}
+    if isinstance(value, tuple):
+        return {
+            TAG: "tuple",
+            "value": [to_json(item, path=f"{path}[{index}]") for index, item in enumerate(value)],
+        }
+    if isinstance(value, set | frozenset):
+        members = [to_json(item, path=f"{path}{{}}") for item in value]
+        members.sort(key=_sort_key)  # a stable document for equal sets
+        return {TAG: "frozenset" if isinstance(value, frozenset) else "set", "value": members}
+    if isinstance(value, type) and issubclass(value, Step):
+        return {TAG: "step", "value": f"{value.__module__}.{value.__qualname__}"}
+    for base in (bool, int, float, str):  # subclasses (IntEnum, StrEnum...) would come back plain
+        if isinstance(value, base):
+            raise TypeError(
+                f"cannot encode {value!r} at {path}: {kind.__qualname__} is a subclass of "
+                f"{base.__qualname__}; store the plain value instead"
+            )
+    raise TypeError(
+        f"cannot encode {value!r} at {path}: {kind.__qualname__} has no JSON form; store plain "
+        "data (str, int, float, bool, None, list, dict with str keys, tuple, set, datetime, "
+        "date, time, timedelta, Decimal, UUID or a step class)"
+    )
+
+
+def _mapping_to_json(value: Mapping[Any, Any], path: str) -> JSONValue:
+    out: dict[str, JSONValue] = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise TypeError(f"cannot encode key {key!r} at {path}: keys must be str")
+        out[key] = to_json(item, path=f"{path}.{key}")
+    if TAG in out:
+        return {TAG: "dict", "value": out}
+    return out
+
+
+def _sort_key(item: JSONValue) -> str:
+    return repr(item)
+
+
+def from_json(data: JSONValue, registry: WorkflowRegistry | None = None) -> Any:
+    """The value ``to_json`` encoded as ``data``; step references resolve through ``registry``."""
+    kind = type(data)
+    if data is None or kind is str or kind is int or kind is bool or kind is float:
+        return data
+    if kind is list:
+        items: list[JSONValue] = data  # type: ignore[assignment]
+        return [from_json(item, registry) for item in items]
+    if kind is not dict:
+        raise CodecError(f"not JSON data: {data!r}")
+    mapping: dict[str, JSONValue] = data  # type: ignore[assignment]
+    tag = mapping.get(TAG)
+    if tag is None:
+        return {key: from_json(item, registry) for key, item in mapping.items()}
+    payload = mapping.get("value")
+    try:
+        return _untag(tag, payload, registry)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"malformed {tag!r} value {payload!r}: {exc}") from exc
+
+
+def _untag(tag: JSONValue, payload: JSONValue, registry: WorkflowRegistry | None) -> Any:
+    if tag == "dict" and isinstance(payload, dict):
+        return {key: from_json(item, registry) for key, item in payload.items()}
+    if isinstance(payload, str):
+        if tag == "datetime":
+            return datetime.fromisoformat(payload)
+        if tag == "date":
+            return date.fromisoformat(payload)
+        if tag == "time":
+            return time.fromisoformat(payload)
+        if tag == "decimal":
+            return Decimal(payload)
+        if tag == "uuid":
+            return uuid.UUID(payload)
+        if tag == "float":
+            return float(payload)
+        if tag == "step":
+            return _resolve_step(payload, registry)
+    if isinstance(payload, list):
+        if tag == "timedelta":
+            days, seconds, microseconds = payload
+            return timedelta(days=days, seconds=seconds, microseconds=microseconds)  # type: ignore[arg-type]
+        if tag == "tuple":
+            return tuple(from_json(item, registry) for item in payload)
+        if tag == "set":
+            return {from_json(item, registry) for item in payload}
+        if tag == "frozenset":
+            return frozenset(from_json(item, registry) for item in payload)
+    raise CodecError(f"unknown tag {tag!r} (or a malformed value for it): {payload!r}")
+
+
+def _resolve_step(name: str, registry: WorkflowRegistry | None) -> type[Step]:
+    """The step class named ``name`` among the registry's workflows; never an import."""
+    if registry is not None:
+        for definition in registry:
+            candidates = (
+                definition.versions.values()
+                if isinstance(definition, VersionedDefinition)
+                else (definition,)
+            )
+            for candidate in candidates:
+                for node in candidate.nodes.values():
+                    step = node.step
+                    if f"{step.__module__}.{step.__qualname__}" == name:
+                        return step
+    raise UnknownWorkflowError(
+        f"no defined workflow uses a step named {name!r}; import the module that defines it "
+        "before reading instances that refer to it"
+    )
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def _opt_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _read_time(value: JSONValue) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CodecError(f"expected an ISO-8601 timestamp, got {value!r}")
+    return datetime.fromisoformat(value)
+
+
+def _need_time(value: JSONValue) -> datetime:
+    moment = _read_time(value)
+    if moment is None:
+        raise CodecError("a required timestamp is missing")
+    return moment
+
+
+def encode_error_info(error: ErrorInfo | None) -> JSONValue:
+    """An ``ErrorInfo`` (or ``None``) as JSON data."""
+    if error is None:
+        return None
+    return {
+        "kind": error.kind,
+        "message": error.message,
+        "type": error.type,
+        "traceback": error.traceback,
+        "step": error.step,
+        "attempt": error.attempt,
+    }
+
+
+def decode_error_info(data: JSONValue) -> ErrorInfo | None:
+    """The ``ErrorInfo`` ``encode_error_info`` wrote."""
+    if data is None:
+        return None
+    fields = _obj(data)
+    return ErrorInfo(
+        kind=_str(fields["kind"]),
+        message=_str(fields["message"]),
+        type=_opt_str(fields.get("type")),
+        traceback=_opt_str(fields.get("traceback")),
+        step=_opt_str(fields.get("step")),
+        attempt=_opt_int(fields.get("attempt")),
+    )
+
+
+def _opt_mapping(value: Mapping[str, Any] | None, path: str) -> JSONValue:
+    return None if value is None else to_json(value, path=path)
+
+
+def encode_step_state(state: StepState) -> dict[str, JSONValue]:
+    """One step's state as JSON data."""
+    return {
+        "status": state.status.value,
+        "attempt": state.attempt,
+        "config": _opt_mapping(state.config, "$.config"),
+        "event": state.event,
+        "run_after": _opt_time(state.run_after),
+        "timer_at": _opt_time(state.timer_at),
+        "timer_event": state.timer_event,
+        "error": encode_error_info(state.error),
+    }
+
+
+def decode_step_state(data: JSONValue, registry: WorkflowRegistry | None = None) -> StepState:
+    """The ``StepState`` ``encode_step_state`` wrote."""
+    fields = _obj(data)
+    config = fields.get("config")
+    return StepState(
+        status=StepStatus(_str(fields["status"])),
+        attempt=_int(fields["attempt"]),
+        config=None if config is None else from_json(config, registry),
+        event=_opt_str(fields.get("event")),
+        run_after=_read_time(fields.get("run_after")),
+        timer_at=_read_time(fields.get("timer_at")),
+        timer_event=_opt_str(fields.get("timer_event")),
+        error=decode_error_info(fields.get("error")),
+    )
+
+
+def encode_join_state(state: JoinState) -> dict[str, JSONValue]:
+    """A join's state as JSON data."""
+    return {
+        "resolved": _str_list(sorted(state.resolved)),
+        "taken": state.taken,
+        "config": _opt_mapping(state.config, "$.config"),
+    }
+
+
+def decode_join_state(data: JSONValue, registry: WorkflowRegistry | None = None) -> JoinState:
+    """The ``JoinState`` ``encode_join_state`` wrote."""
+    fields = _obj(data)
+    resolved = fields["resolved"]
+    if not isinstance(resolved, list):
+        raise CodecError(f"join 'resolved' must be a list, got {resolved!r}")
+    config = fields.get("config")
+    return JoinState(
+        resolved=frozenset(_str(item) for item in resolved),
+        taken=bool(fields["taken"]),
+        config=None if config is None else from_json(config, registry),
+    )
+
+
+def encode_history_entry(entry: HistoryEntry) -> dict[str, JSONValue]:
+    """One history entry as JSON data."""
+    return {
+        "at": entry.at.isoformat(),
+        "kind": entry.kind.value,
+        "step": entry.step,
+        "event": entry.event,
+        "attempt": entry.attempt,
+        "data": _opt_mapping(entry.data, "$.data"),
+        "source": entry.source,
+        "error": encode_error_info(entry.error),
+    }
+
+
+def decode_history_entry(data: JSONValue, registry: WorkflowRegistry | None = None) -> HistoryEntry:
+    """The ``HistoryEntry`` ``encode_history_entry`` wrote."""
+    fields = _obj(data)
+    payload = fields.get("data")
+    return HistoryEntry(
+        at=_need_time(fields["at"]),
+        kind=HistoryKind(_str(fields["kind"])),
+        step=_opt_str(fields.get("step")),
+        event=_opt_str(fields.get("event")),
+        attempt=_opt_int(fields.get("attempt")),
+        data=None if payload is None else from_json(payload, registry),
+        source=_opt_str(fields.get("source")),
+        error=decode_error_info(fields.get("error")),
+    )
+
+
+def decode_context_result(data: JSONValue, registry: WorkflowRegistry | None = None) -> Any:
+    """One step's context result (a mapping) as ``to_json`` wrote it."""
+    value = from_json(data, registry)
+    if not isinstance(value, dict):
+        raise CodecError(f"a step's context result must be an object, got {data!r}")
+    return value
+
+
+def encode_pending_resume(resume: PendingResume) -> dict[str, JSONValue]:
+    """A buffered resume as JSON data."""
+    return {
+        "step": resume.step,
+        "event": resume.event,
+        "payload": to_json(resume.payload, path="$.payload"),
+        "at": resume.at.isoformat(),
+    }
+
+
+def decode_pending_resume(
+    data: JSONValue, registry: WorkflowRegistry | None = None
+) -> PendingResume:
+    """The ``PendingResume`` ``encode_pending_resume`` wrote."""
+    fields = _obj(data)
+    return PendingResume(
+        step=_str(fields["step"]),
+        event=_str(fields["event"]),
+        payload=from_json(fields["payload"], registry),
+        at=_need_time(fields["at"]),
+    )
+
+
+def encode_instance(instance: Instance) -> dict[str, JSONValue]:
+    """The whole instance as one JSON object (string keys, tagged values)."""
+    return {
+        "format": FORMAT,
+        "id": instance.id,
+        "run_id": instance.run_id,
+        "workflow": instance.workflow,
+        "workflow_version": instance.workflow_version,
+        "family": instance.family,
+        "status": instance.status.value,
+        "context": {
+            "initial": to_json(instance.context.initial, path="$.context.initial"),
+            "steps": {
+                key: to_json(value, path=f"$.context.steps.{key}")
+                for key, value in instance.context.steps.items()
+            },
+        },
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+        "revision": instance.revision,
+        "steps": {key: encode_step_state(state) for key, state in instance.steps.items()},
+        "joins": {key: encode_join_state(state) for key, state in instance.joins.items()},
+        "inbox": [encode_pending_resume(resume) for resume in instance.inbox],
+        "runtime_metadata": to_json(instance.runtime_metadata, path="$.runtime_metadata"),
+        "history": [encode_history_entry(entry) for entry in instance.history],
+        "unique_key": instance.unique_key,
+        "metadata": to_json(instance.metadata, path="$.metadata"),
+        "error": encode_error_info(instance.error),
+        "trace_context": to_json(instance.trace_context, path="$.trace_context"),
+    }
+
+
+def decode_instance(
+    data: JSONValue, registry: WorkflowRegistry | None = None, *, strict: bool = True
+) -> Instance:
+    """The instance ``encode_instance`` wrote.
+
+    Step references inside values resolve through ``registry``. When ``strict`` (the default)
+    the workflow name must also be one the registry defines, else ``UnknownWorkflowError``.
+    Storages decode with ``strict=False``: a run of a workflow this process does not define is
+    still listed (recovery reports it), and the runner resolves the name before running
+    anything. Malformed data raises ``CodecError``.
+    """
+    try:
+        fields = _obj(data)
+        workflow = _str(fields["workflow"])
+        if strict and (registry is None or registry.get(workflow) is None):
+            raise UnknownWorkflowError(
+                f"no workflow named {workflow!r} is defined in this process; import the module "
+                "that defines it before reading its instances"
+            )
+        context = _obj(fields["context"])
+        steps = _obj(fields.get("steps") or {})
+        joins = _obj(fields.get("joins") or {})
+        inbox = fields.get("inbox") or []
+        history = fields.get("history") or []
+        if not isinstance(inbox, list) or not isinstance(history, list):
+            raise CodecError("'inbox' and 'history' must be lists")
+        return Instance(
+            id=_str(fields["id"]),
+            run_id=_str(fields["run_id"]),
+            workflow=workflow,
+            workflow_version=_int(fields["workflow_version"]),
+            family=_str(fields["family"]),
+            status=Status(_str(fields["status"])),
+            context=Context(
+                initial=decode_context_result(context["initial"], registry),
+                steps={
+                    key: decode_context_result(value, registry)
+                    for key, value in _obj(context["steps"]).items()
+                },
+            ),
+            created_at=_need_time(fields["created_at"]),
+            updated_at=_need_time(fields["updated_at"]),
+            revision=_int(fields["revision"]),
+            steps={key: decode_step_state(value, registry) for key, value in steps.items()},
+            joins={key: decode_join_state(value, registry) for key, value in joins.items()},
+            inbox=tuple(decode_pending_resume(item, registry) for item in inbox),
+            runtime_metadata=from_json(fields.get("runtime_metadata") or {}, registry),
+            history=tuple(decode_history_entry(item, registry) for item in history),
+            unique_key=_opt_str(fields.get("unique_key")),
+            metadata=from_json(fields.get("metadata") or {}, registry),
+            error=decode_error_info(fields.get("error")),
+            trace_context=from_json(fields.get("trace_context") or {}, registry),
+        )
+    except CodecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"not an encoded instance: {exc!r}") from exc
+
+
+def _str_list(items: list[str]) -> list[JSONValue]:
+    return list(items)
+
+
+# -- shape checks ----------------------------------------------------------------------------
+
+
+def _obj(value: JSONValue) -> dict[str, JSONValue]:
+    if not isinstance(value, dict):
+        raise CodecError(f"expected an object, got {value!r}")
+    return value
+
+
+def _str(value: JSONValue) -> str:
+    if not isinstance(value, str):
+        raise CodecError(f"expected a string, got {value!r}")
+    return value
+
+
+def _opt_str(value: JSONValue) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _int(value: JSONValue) -> int:
+    if type(value) is not int:
+        raise CodecError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _opt_int(value: JSONValue) -> int | None:
+    return None if value is None else _int(value)

@@ -1,0 +1,46 @@
+"""PostgreSQL storage (the ``hephaestus[postgres]`` extra): psycopg 3 async and psycopg_pool.
+
+```python
+from hephaestus.storage.postgres import PostgresStorage, install
+
+await install("postgresql://localhost/app")            # or: hephaestus db install
+async with Hephaestus(storage=PostgresStorage("postgresql://localhost/app")):
+    ...
+```
+
+See ``docs/postgres.md`` for tables, tenants (one schema each), migrations and queries.
+"""
+
+from __future__ import annotations
+
+from hephaestus.storage.postgres._migrations import (
+    MIGRATIONS,
+    Migration,
+    applied_versions,
+    install,
+    migrate,
+    migration_sql,
+    pending_migrations,
+    schema_sql,
+)
+from hephaestus.storage.postgres._storage import (
+    UNIQUE_INDEX,
+    PostgresStorage,
+    containment,
+    wrap_exceptions,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "UNIQUE_INDEX",
+    "Migration",
+    "PostgresStorage",
+    "applied_versions",
+    "containment",
+    "install",
+    "migrate",
+    "migration_sql",
+    "pending_migrations",
+    "schema_sql",
+    "wrap_exceptions",
+]

@@ -1,0 +1,126 @@
+"""The only module that touches SQL: statements loaded from ``sql/`` and bound to one schema.
+
+Statement text lives in ``.sql`` files beside this module, read once. A schema name enters
+SQL only as a ``psycopg.sql.Identifier`` through ``SQL.format`` (never string editing), and each
+statement is rendered to bytes once per schema, so executing one costs no formatting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import LiteralString
+
+from psycopg import sql
+
+__all__ = ["MIGRATIONS", "Migration", "Queries", "load_sql", "render"]
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@cache
+def load_sql(path: str) -> LiteralString:
+    """The text of ``sql/<path>``, read once."""
+    # The files ship with the package and are never built from input: literal SQL.
+    text: LiteralString = (
+        resources.files(__package__).joinpath("sql", *path.split("/")).read_text("utf-8")
+    )
+    return text
+
+
+def render(text: LiteralString, schema: str, **fragments: sql.Composable) -> bytes:
+    """``text`` with ``{schema}`` bound to the quoted identifier ``schema`` (and fragments)."""
+    return sql.SQL(text).format(schema=sql.Identifier(schema), **fragments).as_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One versioned schema change, from ``sql/migrations/NNNN_name.sql``."""
+
+    version: int
+    name: str
+    path: str
+
+    @property
+    def text(self) -> LiteralString:
+        return load_sql(self.path)
+
+
+def _migrations() -> tuple[Migration, ...]:
+    found: list[Migration] = []
+    for entry in resources.files(__package__).joinpath("sql", "migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match is not None:
+            found.append(Migration(int(match.group(1)), match.group(2), f"migrations/{entry.name}"))
+    found.sort(key=lambda migration: migration.version)
+    versions = [migration.version for migration in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1, 2, 3... without gaps: {versions}")
+    return tuple(found)
+
+
+MIGRATIONS = _migrations()
+"""Every migration, in the order they apply."""
+
+
+class Queries:
+    """Every statement the PostgreSQL storage runs, rendered for one schema."""
+
+    __slots__ = (
+        "applied_migrations",
+        "bootstrap",
+        "delete_instance",
+        "explain_contains",
+        "get_instance",
+        "insert_instance",
+        "lock_migrations",
+        "query_contains",
+        "query_newest",
+        "query_oldest",
+        "record_migration",
+        "schema",
+        "stored_revision",
+        "stored_revisions",
+        "update_instances",
+    )
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+        def query(name: LiteralString, **fragments: sql.Composable) -> bytes:
+            return render(load_sql(f"queries/{name}.sql"), schema, **fragments)
+
+        self.bootstrap = render(load_sql("bootstrap.sql"), schema)
+        self.insert_instance = query("insert_instance")
+        self.update_instances = query("update_instances")
+        self.stored_revision = query("stored_revision")
+        self.stored_revisions = query("stored_revisions")
+        self.delete_instance = query("delete_instance")
+        self.get_instance = query("get_instance")
+        self.query_oldest = query("query_instances", direction=sql.SQL("ASC"))
+        self.query_newest = query("query_instances", direction=sql.SQL("DESC"))
+        self.query_contains = (
+            query("query_contains", direction=sql.SQL("ASC")),
+            query("query_contains", direction=sql.SQL("DESC")),
+        )
+        self.explain_contains = query("explain_contains")
+        self.applied_migrations = query("applied_migrations")
+        self.record_migration = query("record_migration")
+        self.lock_migrations = query("lock_migrations")
+
+    def migration(self, migration: Migration) -> bytes:
+        return render(migration.text, self.schema)
+
+    def record_literal(self, migration: Migration) -> bytes:
+        """The statement recording ``migration``, with its values inlined (printed SQL)."""
+        return render(
+            load_sql("record_migration.sql"),
+            self.schema,
+            version=sql.Literal(migration.version),
+            name=sql.Literal(migration.name),
+        )
+
+    def current_schema(self) -> bytes:
+        return render(load_sql("schema.sql"), self.schema)

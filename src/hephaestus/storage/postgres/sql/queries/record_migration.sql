@@ -1,0 +1,3 @@
+-- Record one applied migration.
+INSERT INTO {schema}.hephaestus_migrations (version, name) VALUES (%(version)s, %(name)s)
+ON CONFLICT (version) DO NOTHING

@@ -1,0 +1,291 @@
+"""``hephaestus instances`` as a subprocess against a real PostgreSQL database.
+
+A test app creates runs in a fresh database (kept as a template); read-only tests share one
+copy of it and each test that changes runs gets its own copy. The CLI then runs as a user runs
+it, with ``--dsn`` (or ``--app``) and ``--import``, and its output is compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from hephaestus import Hephaestus
+from hephaestus._cli import main
+from hephaestus.storage.postgres import PostgresStorage
+from tests._pg import (
+    create_database,
+    create_installed_database,
+    drop_database,
+    dsn,
+    require_postgres,
+    unique_name,
+)
+from tests.cli._helpers import clean_env, hephaestus
+from tests.cli.example_workflows import FanOutFlow, LinearFlow, OrderFlow
+from tests.cli.fixtures.apps import DSN_VARIABLE
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+
+IMPORT = ("--import", "tests.cli.example_workflows")
+UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=nothing connect_timeout=2"
+
+
+async def _create_runs(url: str) -> None:
+    """Five runs: two waiting for the courier, three completed (one of them a version-1 run)."""
+    async with Hephaestus(storage=PostgresStorage(url)) as app:
+        await app.start(FanOutFlow, "1001", {"items": ["anvil"]})
+        await app.start(FanOutFlow, "1002", {"items": []})
+        await app.start(FanOutFlow, "1003", {"items": ["tongs"]})
+        await app.start(LinearFlow, "a1")
+        await app.start(OrderFlow, "5", {"items": [1]}, version=1)
+        await app.run_until_idle()
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[str]:
+    """A migrated database holding the test app's runs; only ever copied, never connected to."""
+    require_postgres()
+    name = create_installed_database("hx_cli_template")
+    try:
+        asyncio.run(_create_runs(dsn(name)))
+        yield name
+    finally:
+        drop_database(name)
+
+
+def _copy(template: str) -> Iterator[str]:
+    name = unique_name("hx_cli")
+    create_database(name, template=template)
+    try:
+        yield dsn(name)
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def shared(template: str) -> Iterator[str]:
+    """The DSN of a copy the read-only tests share."""
+    yield from _copy(template)
+
+
+@pytest.fixture
+def own(template: str) -> Iterator[str]:
+    """The DSN of a copy for one test that resumes or cancels runs."""
+    yield from _copy(template)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+def _json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(_ok(result))
+
+
+def test_list_prints_a_table_of_every_run_newest_first(shared: str) -> None:
+    """``list`` shows each run's id, workflow, version, status and waiting steps, newest first."""
+    out = _ok(hephaestus("instances", "list", "--dsn", shared))
+    rows = [line for line in out.splitlines() if "::" in line]
+    ids = [row.split("│")[1].strip() for row in rows]
+    assert ids == ["vorder::5", "doc::a1", "order::1003", "order::1002", "order::1001"]
+    cells = [cell.strip() for cell in rows[-1].split("│")[1:-1]]
+    assert cells[:5] == ["order::1001", "FanOutFlow", "1", "waiting", "await_delivery"]
+    assert [cell.strip() for cell in rows[0].split("│")[2:5]] == ["OrderFlowV1", "1", "completed"]
+    assert out.rstrip().endswith("5 runs")
+
+
+def test_list_filters_and_paginates_as_json(shared: str) -> None:
+    """``--status``, ``--workflow``, ``--limit/--offset`` and ``--oldest-first`` narrow the JSON."""
+    waiting = _json(
+        hephaestus("instances", "list", "--dsn", shared, "--status", "waiting", "--json")
+    )
+    assert [row["id"] for row in waiting] == ["order::1003", "order::1001"]
+    assert waiting[0]["waiting_steps"] == ["await_delivery"]
+    assert waiting[0]["workflow"] == "tests.cli.example_workflows.FanOutFlow"
+    by_name = _json(
+        hephaestus(
+            "instances", "list", "--dsn", shared, *IMPORT, "--workflow", "OrderFlow", "--json"
+        )
+    )
+    assert [(row["id"], row["version"]) for row in by_name] == [("vorder::5", 1)]
+    page = _json(
+        hephaestus(
+            "instances", "list", "--dsn", shared, "--oldest-first", "--limit", "2",
+            "--offset", "1", "--json",
+        )
+    )  # fmt: skip
+    assert [row["id"] for row in page] == ["order::1002", "order::1003"]
+
+
+def test_show_prints_steps_waiting_context_history_and_the_coloured_graph(shared: str) -> None:
+    """``show`` lists the run's steps, what it waits for, its context, history and graph."""
+    out = _ok(hephaestus("instances", "show", "order::1001", "--dsn", shared, *IMPORT))
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert lines[0] == "id        order::1001"
+    assert "workflow  tests.cli.example_workflows.FanOutFlow (version 1)" in lines
+    assert "status    waiting" in lines
+    steps = {line.split("│")[1].strip(): line for line in lines if line.startswith("│ ")}
+    assert [cell.strip() for cell in steps["validate"].split("│")[1:5]] == [
+        "validate", "completed", "1", "valid",
+    ]  # fmt: skip
+    assert "skipped" in steps["reject"]
+    assert "  await_delivery: resume with delivered, timeout" in lines
+    assert '      "anvil"' in lines
+    assert any("step_waiting" in line and "await_delivery" in line for line in lines)
+    assert " 3  [~] [await_delivery]" in lines
+    assert " 0  [✓] [*validate]" in lines
+
+
+def test_show_as_json_and_without_the_workflow_module(shared: str) -> None:
+    """``--json`` prints the whole run; without ``--import`` the graph is explained, not drawn."""
+    data = _json(hephaestus("instances", "show", "order::1002", "--dsn", shared, "--json"))
+    assert (data["id"], data["status"]) == ("order::1002", "completed")
+    assert data["steps"]["reject"]["status"] == "completed"
+    assert data["context"]["initial"] == {"items": []}
+    assert [entry["kind"] for entry in data["history"]][-1] == "completed"
+    out = _ok(hephaestus("instances", "show", "order::1002", "--dsn", shared))
+    assert "(not available: --import the module that defines" in out
+
+
+def test_graph_with_an_instance_reads_its_states_from_the_database(shared: str) -> None:
+    """``graph --instance`` marks each step with its state in the stored run."""
+    out = _ok(
+        hephaestus(
+            "graph", "tests.cli.example_workflows:FanOutFlow", "--instance", "order::1001",
+            "--dsn", shared,
+        )
+    )  # fmt: skip
+    assert "instance order::1001  run " in out
+    assert " 2  [✓] [ship]  <── charge, reserve  (fan-in)" in out
+    assert " 3  [~] [await_delivery]" in out
+
+
+def test_resume_delivers_the_event_runs_to_the_end_and_prints_the_status(own: str) -> None:
+    """``resume`` with a JSON payload completes the waiting run; the payload is its step result."""
+    payload = '{"signed_by": "A. Smith"}'
+    out = _ok(
+        hephaestus(
+            "instances", "resume", "order::1001", "delivered", "--payload", payload,
+            "--dsn", own, *IMPORT,
+        )
+    )  # fmt: skip
+    assert out.strip() == "order::1001: resumed with delivered; waiting -> completed"
+    data = _json(hephaestus("instances", "show", "order::1001", "--dsn", own, "--json"))
+    assert data["status"] == "completed"
+    assert data["context"]["steps"]["await_delivery"] == {"signed_by": "A. Smith"}
+    untouched = _json(hephaestus("instances", "show", "order::1003", "--dsn", own, "--json"))
+    assert untouched["status"] == "waiting"  # the CLI did not recover or run other runs
+
+
+def test_cancel_is_final_and_further_operations_fail(own: str) -> None:
+    """``cancel`` stops a waiting run; resuming or cancelling it again exits 1 with the reason."""
+    out = _ok(
+        hephaestus("instances", "cancel", "order::1003", "--reason", "lost", "--dsn", own, *IMPORT)
+    )
+    assert out.strip() == "order::1003: cancelled; waiting -> cancelled"
+    again = hephaestus("instances", "resume", "order::1003", "delivered", "--dsn", own, *IMPORT)
+    assert again.returncode == 1
+    assert "Error: instance order::1003 is cancelled; it is no longer active" in again.stderr
+
+
+def test_app_option_opens_a_user_app_factory(shared: str) -> None:
+    """``--app module:function`` builds the user's app (here on PostgreSQL) and lists its runs."""
+    result = hephaestus(
+        "instances", "list", "--app", "tests.cli.fixtures.apps:postgres_app", "--json",
+        env=clean_env(**{DSN_VARIABLE: shared}),
+    )  # fmt: skip
+    assert len(_json(result)) == 5
+
+
+def test_dsn_from_the_environment_is_used(shared: str) -> None:
+    """HEPHAESTUS_DSN configures the storage when no flag is given."""
+    result = hephaestus(
+        "instances", "list", "--status", "completed", "--json",
+        env=clean_env(HEPHAESTUS_DSN=shared),
+    )  # fmt: skip
+    assert {row["id"] for row in _json(result)} == {"vorder::5", "doc::a1", "order::1002"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "order::9999"], "Error: no instance order::9999"),
+        (["resume", "order::1001", "bogus"], "no waiting step of order::1001 declares 'bogus'"),
+    ],
+)
+def test_operation_errors_exit_1_with_a_clear_message(
+    shared: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unknown instances and undeclared events exit 1 and say why; nothing changes."""
+    assert main(["instances", *args, "--dsn", shared]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_the_workflow_module_asks_for_import(shared: str) -> None:
+    """Resuming needs the workflow's definition: without ``--import`` it exits 1 with a hint."""
+    result = hephaestus("instances", "resume", "order::1001", "delivered", "--dsn", shared)
+    assert result.returncode == 1
+    assert "no workflow named 'tests.cli.example_workflows.FanOutFlow'" in result.stderr
+    assert "(pass --import MODULE)" in result.stderr
+
+
+def test_unreachable_database_exits_1_with_the_driver_message() -> None:
+    """A DSN whose server is down fails fast with exit 1 and the driver's reason."""
+    result = hephaestus("instances", "list", "--dsn", UNREACHABLE)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot connect to host=127.0.0.1 port=1")
+    assert "Connection refused" in result.stderr or "connection failed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list"], "no storage to read: pass --app MODULE:ATTR or --dsn DSN"),
+        (["list", "--app", "tests.cli.fixtures.apps:not_an_app"], "is int, not a Hephaestus app"),
+        (
+            ["list", "--app", "tests.cli.nothing_here:app"],
+            "no module named 'tests.cli.nothing_here'",
+        ),
+        (["list", "--app", "tests.cli.fixtures.apps"], "expected --app as module:attr"),
+        (["list", "--dsn", UNREACHABLE, "--import", "tests.cli.nope"], "no module named"),
+        (["resume", "x::1", "go", "--payload", "{oops", "--dsn", UNREACHABLE], "not valid JSON"),
+        (["resume", "x::1", "go", "--payload", "[1]", "--dsn", UNREACHABLE], "a JSON object"),
+        (["list", "--status", "sleeping"], "'sleeping' is not one of"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Missing storage settings, bad --app targets, modules and payloads are usage errors."""
+    assert main(["instances", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_uninstalled_schema_says_how_to_install_it() -> None:
+    """A database without the tables exits 1 and points to ``hephaestus db install``."""
+    require_postgres()
+    name = unique_name("hx_cli_empty")
+    create_database(name)
+    try:
+        result = hephaestus("instances", "list", "--dsn", dsn(name), "--schema", "tenant_x")
+    finally:
+        drop_database(name)
+    assert result.returncode == 1
+    assert 'relation "tenant_x.workflow_instances" does not exist' in result.stderr
+    assert "(is the schema installed? hephaestus db install --schema tenant_x)" in result.stderr
+
+
+def test_in_memory_app_is_opened_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    """An --app on in-memory storage works but warns that it sees no other process's runs."""
+    assert main(["instances", "list", "--app", "tests.cli.fixtures.apps:memory_app"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().endswith("0 runs")
+    assert captured.err.startswith("note: tests.cli.fixtures.apps:memory_app keeps runs in memory")
