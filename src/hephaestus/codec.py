@@ -12,8 +12,8 @@ Values (``to_json`` / ``from_json``):
   ``frozenset``, ``tuple``,
   non-finite ``float``, step classes (``step``: their qualified name) and dicts that themselves
   have a ``"$type"`` key (``dict``, so user data can never pass for a tag).
-- Anything else raises ``TypeError`` naming the value and where it sits: nothing is silently
-  turned into a string.
+- Anything else raises ``UnencodableValueError`` (a ``TypeError``) naming the value and where
+  it sits: nothing is silently turned into a string.
 
 Decoding never imports a module or creates anything named by stored data: a step reference is
 resolved only among the steps of workflows defined in the given ``WorkflowRegistry``, and an
@@ -44,7 +44,7 @@ from hephaestus._core.instance import (
     StepStatus,
 )
 from hephaestus._core.steps import Step
-from hephaestus.errors import UnknownWorkflowError
+from hephaestus.errors import UnencodableValueError, UnknownWorkflowError
 
 if TYPE_CHECKING:
     from hephaestus._core.registry import WorkflowRegistry
@@ -88,7 +88,7 @@ class CodecError(ValueError):
 
 
 def to_json(value: object, *, path: str = "$") -> JSONValue:
-    """``value`` as plain JSON data, tagging what JSON cannot hold; ``TypeError`` if impossible."""
+    """``value`` as plain JSON, tagging what JSON cannot hold; else ``UnencodableValueError``."""
     # Exact type checks first: they are the common case and bool is an int subclass.
     kind = type(value)
     if value is None or kind is str or kind is bool or kind is int:
@@ -128,11 +128,11 @@ def to_json(value: object, *, path: str = "$") -> JSONValue:
         return {TAG: "step", "value": f"{value.__module__}.{value.__qualname__}"}
     for base in (bool, int, float, str):  # subclasses (IntEnum, StrEnum...) would come back plain
         if isinstance(value, base):
-            raise TypeError(
+            raise UnencodableValueError(
                 f"cannot encode {value!r} at {path}: {kind.__qualname__} is a subclass of "
                 f"{base.__qualname__}; store the plain value instead"
             )
-    raise TypeError(
+    raise UnencodableValueError(
         f"cannot encode {value!r} at {path}: {kind.__qualname__} has no JSON form; store plain "
         "data (str, int, float, bool, None, list, dict with str keys, tuple, set, datetime, "
         "date, time, timedelta, Decimal, UUID or a step class)"
@@ -143,7 +143,7 @@ def _mapping_to_json(value: Mapping[Any, Any], path: str) -> JSONValue:
     out: dict[str, JSONValue] = {}
     for key, item in value.items():
         if type(key) is not str:
-            raise TypeError(f"cannot encode key {key!r} at {path}: keys must be str")
+            raise UnencodableValueError(f"cannot encode key {key!r} at {path}: keys must be str")
         out[key] = to_json(item, path=f"{path}.{key}")
     if TAG in out:
         return {TAG: "dict", "value": out}

@@ -6,6 +6,7 @@ HephaestusError
 ├── InvalidInstanceIdError         a malformed business-key value or id (also ValueError)
 ├── UnknownVersionError            a version that the workflow does not have (also ValueError)
 ├── UnknownWorkflowError           a stored name that no defined workflow carries
+├── UnencodableValueError          a value the storage's JSON codec cannot hold (also TypeError)
 ├── InstanceError                  about one instance; carries ``instance_id``
 │   ├── InstanceNotFoundError
 │   ├── InstanceAlreadyRunningError    uniqueness scope already holds an active instance
@@ -54,6 +55,7 @@ __all__ = [
     "ResumeError",
     "StepNotWaitingError",
     "StorageError",
+    "UnencodableValueError",
     "UnknownVersionError",
     "UnknownWorkflowError",
     "WorkflowDefinitionError",
@@ -134,6 +136,13 @@ class UnknownWorkflowError(HephaestusError, LookupError):
 
     Stored names are only ever resolved through the registry of defined workflows: nothing is
     imported or created from a stored value.
+    """
+
+
+class UnencodableValueError(HephaestusError, TypeError):
+    """A context value, payload or step result has no JSON form in the storage's codec.
+
+    Nothing is written. A step whose result cannot be stored fails (kind ``invalid_result``).
     """
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+
+import pytest
 
 from hephaestus import (
     Config,
@@ -18,12 +19,9 @@ from hephaestus import (
     Unique,
     Workflow,
 )
-from hephaestus.errors import StorageError
-from hephaestus.storage import InMemoryStorage
+from hephaestus.errors import StorageError, UnencodableValueError
+from hephaestus.storage import InMemoryStorage, Storage
 from hephaestus.testing import FakeClock, run_until_idle
-
-if TYPE_CHECKING:
-    import pytest
 
 executions: list[str] = []
 
@@ -73,3 +71,38 @@ async def test_a_step_result_is_recorded_once_storage_recovers(
     assert len(executions) == 1
     assert storage.failures == 0
     assert sum("storage failed" in r.getMessage() for r in caplog.records) == 3
+
+
+class Opaque:
+    """A value no JSON codec can hold."""
+
+
+class ReturnsOpaque(Step):
+    events = ("made",)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        return Ok("made", {"thing": Opaque()})
+
+
+class MakesOpaque(Workflow):
+    unique = Unique(key="opaque")
+    start_step = ReturnsOpaque
+    transitions = {(ReturnsOpaque, "made"): Done}
+
+
+async def test_a_result_the_storage_cannot_encode_fails_the_step_cleanly(
+    app: Hephaestus, storage: Storage
+) -> None:
+    """Where runs are serialised, an unencodable result fails the run instead of stranding it."""
+    await MakesOpaque.start("one")
+    await run_until_idle(app)
+    run = await MakesOpaque.get("one")
+    if isinstance(storage, InMemoryStorage) and not storage.serialize:
+        assert run.status is Status.COMPLETED  # objects are kept as they are
+        return
+    assert run.status is Status.FAILED
+    assert run.error is not None
+    assert (run.error.kind, run.error.step) == ("invalid_result", "returns_opaque")
+    assert "cannot be stored" in run.error.message
+    with pytest.raises(UnencodableValueError):
+        await MakesOpaque.start("two", {"bad": Opaque()})

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from click.testing import CliRunner
@@ -14,6 +15,9 @@ from click.testing import CliRunner
 from hephaestus.storage.postgres import MIGRATIONS, applied_versions, schema_sql
 from hephaestus.storage.postgres._cli import db
 from tests._pg import create_database, drop_database, dsn, unique_name
+
+if TYPE_CHECKING:
+    import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LATEST = MIGRATIONS[-1].version
@@ -104,5 +108,24 @@ def test_install_runs_as_a_real_process(template_database: str) -> None:
         with psycopg.connect(dsn(name)) as conn:
             row = conn.execute("SELECT count(*) FROM workflow_instances").fetchone()
         assert row == (0,)
+    finally:
+        drop_database(name)
+
+
+def test_db_commands_read_the_layered_configuration(
+    template_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like every command, ``db`` takes dsn and schema from hephaestus.toml and HEPHAESTUS_DSN."""
+    name = fresh_database()
+    try:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "hephaestus.toml").write_text('schema = "from_file"\n')
+        no_db = CliRunner().invoke(db, ["install"], env={"HEPHAESTUS_DSN": None})
+        assert no_db.exit_code == 2
+        assert "no database" in no_db.output
+        result = CliRunner().invoke(db, ["install"], env={"HEPHAESTUS_DSN": dsn(name)})
+        assert result.exit_code == 0, result.output
+        assert "installed schema 'from_file'" in result.output
+        assert asyncio.run(applied_versions(dsn(name), "from_file"))
     finally:
         drop_database(name)

@@ -24,6 +24,7 @@ from hephaestus.errors import (
     ConcurrentUpdateError,
     HephaestusError,
     StorageError,
+    UnencodableValueError,
     UnknownWorkflowError,
 )
 from hephaestus.runners._events import emit_decision, emit_step_start
@@ -372,24 +373,40 @@ class LocalRunner:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
         duration = time.perf_counter() - began if observed else None
-        now = self._clock.now
         try:
-            return await self._apply_durably(
-                run,
-                lambda current: engine.apply_result(
-                    run.definition,
-                    current,
-                    step=command.step,
-                    attempt=command.attempt,
-                    outcome=outcome,
-                    now=now(),
-                ),
-                duration,
-                continue_inline=True,
-            )
+            try:
+                return await self._record(run, command, outcome, duration)
+            except UnencodableValueError as exc:
+                # The storage cannot hold what the step returned: fail the step, keep the run.
+                error = ErrorInfo(kind="invalid_result", message=f"result cannot be stored: {exc}")
+                return await self._record(
+                    run, command, engine.Failure(error, retryable=False), duration
+                )
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
             return None
+
+    async def _record(
+        self,
+        run: _Run,
+        command: engine.RunStep,
+        outcome: engine.Outcome,
+        duration: float | None,
+    ) -> engine.RunStep | None:
+        now = self._clock.now
+        return await self._apply_durably(
+            run,
+            lambda current: engine.apply_result(
+                run.definition,
+                current,
+                step=command.step,
+                attempt=command.attempt,
+                outcome=outcome,
+                now=now(),
+            ),
+            duration,
+            continue_inline=True,
+        )
 
     async def _call_step(
         self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext

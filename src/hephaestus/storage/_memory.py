@@ -45,6 +45,11 @@ class InMemoryStorage:
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
 
+    @property
+    def serialize(self) -> bool:
+        """Whether runs are stored as JSON text (and so must be encodable), like a database."""
+        return self._serialize
+
     async def open(self) -> None:
         return None
 

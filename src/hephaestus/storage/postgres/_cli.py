@@ -13,15 +13,13 @@ _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 dsn_option = click.option(
     "--dsn",
-    envvar="HEPHAESTUS_DATABASE_URL",
-    required=True,
-    help="PostgreSQL connection string (env: HEPHAESTUS_DATABASE_URL).",
+    default=None,
+    help="PostgreSQL connection string (default: the configuration, env HEPHAESTUS_DSN).",
 )
 schema_option = click.option(
     "--schema",
-    default="public",
-    show_default=True,
-    help="PostgreSQL schema holding the tables (one per tenant).",
+    default=None,
+    help="PostgreSQL schema holding the tables, one per tenant (default: config, or public).",
 )
 
 
@@ -32,6 +30,21 @@ def _check_schema(schema: str) -> str:
     return schema
 
 
+def _target(dsn: str | None, schema: str | None, *, need_dsn: bool = True) -> tuple[str, str]:
+    """Flags over the layered configuration (file < environment), like every other command."""
+    from hephaestus._cli._common import CliUsageError, settings
+
+    try:
+        config = settings().with_flags(dsn=dsn, schema=schema)
+    except CliUsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if need_dsn and not config.dsn:
+        raise click.UsageError(
+            "no database: pass --dsn, set HEPHAESTUS_DSN, or set dsn in [tool.hephaestus]"
+        )
+    return config.dsn or "", _check_schema(config.schema)
+
+
 @click.group()
 def db() -> None:
     """Manage the PostgreSQL schema of the hephaestus[postgres] storage."""
@@ -40,13 +53,14 @@ def db() -> None:
 @db.command()
 @dsn_option
 @schema_option
-def install(dsn: str, schema: str) -> None:
+def install(dsn: str | None, schema: str | None) -> None:
     """Create the tables (or apply pending migrations when they exist)."""
     from hephaestus.errors import StorageError
     from hephaestus.storage.postgres import install as do_install
 
     try:
-        applied = asyncio.run(do_install(dsn, _check_schema(schema)))
+        dsn, schema = _target(dsn, schema)
+        applied = asyncio.run(do_install(dsn, schema))
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
     if applied:
@@ -58,13 +72,14 @@ def install(dsn: str, schema: str) -> None:
 @db.command()
 @dsn_option
 @schema_option
-def migrate(dsn: str, schema: str) -> None:
+def migrate(dsn: str | None, schema: str | None) -> None:
     """Apply the migrations not applied yet, in order."""
     from hephaestus.errors import StorageError
     from hephaestus.storage.postgres import migrate as do_migrate
 
     try:
-        applied = asyncio.run(do_migrate(dsn, _check_schema(schema)))
+        dsn, schema = _target(dsn, schema)
+        applied = asyncio.run(do_migrate(dsn, schema))
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
     for migration in applied:
@@ -81,10 +96,10 @@ def migrate(dsn: str, schema: str) -> None:
     default=None,
     help="Print only the migrations after this version (default: the whole current schema).",
 )
-def sql(schema: str, after: int | None) -> None:
+def sql(schema: str | None, after: int | None) -> None:
     """Print the SQL (for Alembic, Django or hand-run migrations); touches no database."""
     from hephaestus.storage.postgres import migration_sql, schema_sql
 
-    schema = _check_schema(schema)
+    _, schema = _target(None, schema, need_dsn=False)
     text = schema_sql(schema) if after is None else migration_sql(schema, after=after)
     click.echo(text, nl=False)
