@@ -400,25 +400,7 @@ class Hephaestus:
         return run
 
     async def _active_run_by_id(self, instance_id: str) -> Instance:
-        rows = await self._on_loop(
-            lambda: self.storage.query(InstanceQuery(id=instance_id, newest_first=True))
-        )
-        active = [row for row in rows if row.status in ACTIVE_STATUSES]
-        if len(active) == 1:
-            return active[0]
-        if len(active) > 1:
-            raise AmbiguousInstanceError(
-                f"{instance_id} has {len(active)} active runs "
-                f"({', '.join(row.workflow for row in active)}); use the workflow's own API",
-                instance_id=instance_id,
-            )
-        if rows:
-            raise InstanceNotActiveError(
-                f"instance {instance_id} is {rows[0].status}; it is no longer active",
-                instance_id=instance_id,
-                status=rows[0].status,
-            )
-        raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+        return await self._find_active(instance_id, None)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -493,26 +475,30 @@ class Hephaestus:
     ) -> Instance:
         top, version = self._scope(workflow, version)
         instance_id = parse_value(top.unique, value)
-        rows = await self._on_loop(
-            lambda: self.storage.query(
-                InstanceQuery(id=instance_id, workflow=self._names(top, version), newest_first=True)
+        return await self._find_active(instance_id, self._names(top, version))
+
+    async def _find_active(self, instance_id: str, names: frozenset[str] | None) -> Instance:
+        """The one active run of ``instance_id`` (among ``names``); reads no finished runs."""
+
+        def query(**filters: Any) -> Coroutine[Any, Any, list[Instance]]:
+            return self.storage.query(
+                InstanceQuery(id=instance_id, workflow=names, newest_first=True, **filters)
             )
-        )
-        active = [row for row in rows if row.status in ACTIVE_STATUSES]
+
+        active = await self._on_loop(lambda: query(status_in=ACTIVE_STATUSES))
         if len(active) == 1:
             return active[0]
         if len(active) > 1:
-            versions = sorted(row.workflow_version for row in active)
+            runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
             raise AmbiguousInstanceError(
-                f"{instance_id} has active runs in versions {versions}; pass version=",
+                f"{instance_id} has {len(active)} active runs ({runs}); pass version=",
                 instance_id=instance_id,
             )
-        if rows:
+        latest = await self._on_loop(lambda: query(limit=1))
+        if latest:
             raise InstanceNotActiveError(
-                f"instance {instance_id} is {rows[0].status}; it is no longer active",
+                f"instance {instance_id} is {latest[0].status}; it is no longer active",
                 instance_id=instance_id,
-                status=rows[0].status,
+                status=latest[0].status,
             )
-        raise InstanceNotFoundError(
-            f"no instance {instance_id} of {top.name}", instance_id=instance_id
-        )
+        raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
