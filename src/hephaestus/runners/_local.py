@@ -62,14 +62,21 @@ class _Run:
 class LocalRunner:
     """Runs steps as asyncio tasks in this process.
 
-    ``max_threads`` bounds the pool that runs plain (``def``) steps.
+    ``max_threads`` bounds the pool that runs plain (``def``) steps. ``shutdown_timeout`` is how
+    long ``close()`` lets steps already executing finish (their results are recorded) before
+    cancelling the rest; meanwhile no new step starts and no timer fires. Whatever is left is
+    in storage as it was, and is picked up by recovery when an app opens again.
     """
 
     name = "local"
     """The ``runner`` field of the telemetry events this runner emits."""
 
-    def __init__(self, *, max_threads: int | None = None) -> None:
+    def __init__(self, *, max_threads: int | None = None, shutdown_timeout: float = 0.0) -> None:
+        if shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
         self._max_threads = max_threads
+        self._shutdown_timeout = shutdown_timeout
+        self._closing = False
         self._runs: dict[str, _Run] = {}
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -82,6 +89,7 @@ class LocalRunner:
 
     async def open(self, env: RuntimeEnv) -> None:
         self._env = env
+        self._closing = False
         self._observe = env.telemetry
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,8 +100,11 @@ class LocalRunner:
             await self._recover()
 
     async def close(self) -> None:
+        self._closing = True  # from here on nothing new is dispatched
         for run in list(self._runs.values()):
             self._disarm(run)
+        if self._shutdown_timeout and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._shutdown_timeout)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -258,6 +269,8 @@ class LocalRunner:
     ) -> engine.RunStep | None:
         kept: engine.RunStep | None = None
         for command in commands:
+            if self._closing and isinstance(command, engine.RunStep | engine.StartTimer):
+                continue  # persisted as active/waiting: recovery dispatches it next time
             if isinstance(command, engine.RunStep):
                 if keep_one and kept is None and command.not_before is None:
                     kept = command
