@@ -387,7 +387,7 @@ class Hephaestus:
         """``resume`` by full id; returns the run resumed. Its workflow must be defined here."""
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string, got {event!r}")
-        run = await self._active_run_by_id(instance_id)
+        run = await self._find_active(instance_id, None)
         await self._on_loop(
             lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
         )
@@ -395,12 +395,9 @@ class Hephaestus:
 
     async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
         """``cancel`` by full id; returns the run cancelled."""
-        run = await self._active_run_by_id(instance_id)
+        run = await self._find_active(instance_id, None)
         await self._on_loop(lambda: self.runner.cancel(run.run_id, reason=reason))
         return run
-
-    async def _active_run_by_id(self, instance_id: str) -> Instance:
-        return await self._find_active(instance_id, None)
 
     # -- helpers ----------------------------------------------------------------------------
 
