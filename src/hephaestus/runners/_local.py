@@ -435,6 +435,12 @@ class LocalRunner:
                 message = f"step {node.key!r} timed out after {node.timeout}s"
                 return engine.Failure(ErrorInfo(kind="timeout", message=message))
             return engine.failure_from_exception(exc)
+        except asyncio.CancelledError as exc:
+            if self._closing or _being_cancelled():
+                raise  # the run is being cancelled, or the runner is closing: stop here
+            # The step raised it itself (a cancelled inner task, a timeout helper that
+            # re-raises): an ordinary failed attempt, retried per policy.
+            return engine.failure_from_exception(exc)
         except Exception as exc:
             return engine.failure_from_exception(exc)
         return engine.interpret(node, raw)
@@ -468,3 +474,10 @@ class LocalRunner:
             )
         except HephaestusError as exc:
             log.error("could not fire timer of %s for %s: %s", command.step, run.instance.id, exc)
+
+
+def _being_cancelled() -> bool:
+    """Whether someone asked to cancel the current task (``Task.cancel``), as opposed to a
+    ``CancelledError`` that code inside the task raised on its own."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
