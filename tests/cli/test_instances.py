@@ -137,7 +137,8 @@ def test_show_prints_steps_waiting_context_history_and_the_coloured_graph(shared
         "validate", "completed", "1", "valid",
     ]  # fmt: skip
     assert "skipped" in steps["reject"]
-    assert "  await_delivery: resume with delivered, timeout" in lines
+    # only routable events: FanOutFlow routes no "timeout" from await_delivery
+    assert "  await_delivery: resume with delivered" in lines
     assert '      "anvil"' in lines
     assert any("step_waiting" in line and "await_delivery" in line for line in lines)
     assert " 3  [~] [await_delivery]" in lines
@@ -218,7 +219,11 @@ def test_dsn_from_the_environment_is_used(shared: str) -> None:
     ("args", "message"),
     [
         (["show", "order::9999"], "Error: no instance order::9999"),
-        (["resume", "order::1001", "bogus"], "no waiting step of order::1001 declares 'bogus'"),
+        (["resume", "order::1001", "bogus"], "no waiting step of order::1001 can take 'bogus'"),
+        (
+            ["resume", "order::1001", "timeout", *IMPORT],
+            "{'await_delivery': ['delivered']}",
+        ),
     ],
 )
 def test_operation_errors_exit_1_with_a_clear_message(

@@ -293,7 +293,7 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
             state = instance.steps[key]
             line = f"  {key}"
             if isinstance(definition, WorkflowDefinition) and key in definition.nodes:
-                line += f": resume with {', '.join(sorted(definition.nodes[key].events))}"
+                line += f": resume with {', '.join(sorted(definition.nodes[key].routed_events))}"
             if state.timer_at is not None:
                 line += f" (timer {_time(state.timer_at)} -> {state.timer_event or 'timeout'})"
             out.print(escape(line))

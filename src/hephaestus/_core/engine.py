@@ -341,9 +341,10 @@ def _resume_target(
                 instance_id=instance.id,
                 step=step,
             )
-        if event not in node.events:
+        if event not in node.routed_events:
             raise InvalidEventError(
-                f"step {step!r} does not declare event {event!r} (declared: {sorted(node.events)})",
+                f"no transition of {definition.name} routes event {event!r} from step "
+                f"{step!r} (routable: {sorted(node.routed_events)})",
                 instance_id=instance.id,
                 step=step,
             )
@@ -356,7 +357,7 @@ def _resume_target(
             )
         return step
     waiting = instance.waiting_steps
-    matching = [key for key in waiting if event in nodes[key].events]
+    matching = [key for key in waiting if event in nodes[key].routed_events]
     if len(matching) == 1:
         return matching[0]
     if len(matching) > 1:
@@ -368,7 +369,7 @@ def _resume_target(
         key
         for key, node in nodes.items()
         if not node.is_done
-        and event in node.events
+        and event in node.routed_events
         and (instance.steps.get(key) is None or instance.steps[key].status is StepStatus.ACTIVE)
     ]
     if len(upcoming) == 1:
@@ -379,9 +380,22 @@ def _resume_target(
             instance_id=instance.id,
         )
     if waiting:
-        accepted = {key: sorted(nodes[key].events) for key in waiting}
+        accepted = {key: sorted(nodes[key].routed_events) for key in waiting}
         raise InvalidEventError(
-            f"no waiting step of {instance.id} declares {event!r} (waiting: {accepted})",
+            f"no waiting step of {instance.id} can take {event!r}: no transition routes it "
+            f"(waiting steps and their routable events: {accepted})",
+            instance_id=instance.id,
+        )
+    unrouted = sorted(
+        key
+        for key, node in nodes.items()
+        if event in node.events
+        and (instance.steps.get(key) is None or instance.steps[key].status is StepStatus.ACTIVE)
+    )
+    if unrouted:
+        raise InvalidEventError(
+            f"steps {unrouted} of {instance.id} declare {event!r} but no transition of "
+            f"{definition.name} routes it from them, so it cannot be delivered",
             instance_id=instance.id,
         )
     raise StepNotWaitingError(
