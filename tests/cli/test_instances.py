@@ -186,6 +186,17 @@ def test_resume_delivers_the_event_runs_to_the_end_and_prints_the_status(own: st
     assert untouched["status"] == "waiting"  # the CLI did not recover or run other runs
 
 
+async def test_show_lists_scheduled_resumes(own: str) -> None:
+    """A resume scheduled with ``schedule_resume`` is shown with its step, event, time and id."""
+    async with Hephaestus(storage=PostgresStorage(own), recover=False) as app:
+        item = await app.schedule_resume("order::1003", "await_delivery", 3600, event="delivered")
+    out = _ok(hephaestus("instances", "show", "order::1003", "--dsn", own, *IMPORT))
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert "Scheduled" in lines
+    when = item.at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"  await_delivery: delivered at {when} (id {item.id})" in lines
+
+
 def test_cancel_is_final_and_further_operations_fail(own: str) -> None:
     """``cancel`` stops a waiting run; resuming or cancelling it again exits 1 with the reason."""
     out = _ok(
