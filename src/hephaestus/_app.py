@@ -7,14 +7,16 @@ import secrets
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from hephaestus import telemetry as _telemetry
 from hephaestus._clock import Clock, SystemClock
 from hephaestus._core import engine
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
-from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status
+from hephaestus._core.instance import ACTIVE_STATUSES, Instance, ScheduledResume, Status
 from hephaestus._core.registry import WorkflowRegistry, default_registry
+from hephaestus._core.steps import MAX_TIMEOUT_SECONDS, valid_seconds
 from hephaestus._core.unique import build_id, parse_value, unique_key_for
 from hephaestus.errors import (
     AmbiguousAppError,
@@ -63,6 +65,22 @@ def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{what} must be a dict with string keys, got {value!r}")
     return dict(value)
+
+
+def _delay_seconds(delay: float | timedelta) -> float:
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if not valid_seconds(seconds):
+        raise ValueError(
+            f"delay must be a number of seconds (or a timedelta) between 0 and "
+            f"{MAX_TIMEOUT_SECONDS:.0f}, got {delay!r}"
+        )
+    return float(seconds)
+
+
+def _check_names(**names: object) -> None:
+    for what, name in names.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{what} must be a non-empty string, got {name!r}")
 
 
 class Hephaestus:
@@ -392,6 +410,61 @@ class Hephaestus:
             lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
         )
         return run
+
+    async def schedule_resume(
+        self,
+        instance_id: str,
+        step: str,
+        delay: float | timedelta,
+        *,
+        event: str = "timeout",
+        payload: Mapping[str, Any] | None = None,
+    ) -> ScheduledResume:
+        """Resume ``step`` of the run ``instance_id`` with ``event`` after ``delay`` (durably).
+
+        ``delay`` is seconds or a ``timedelta``. The event must be one a transition routes from
+        ``step`` (else ``InvalidEventError``); a step that already resolved raises
+        ``StepNotWaitingError``, a finished run ``InstanceNotActiveError``; nothing changes when
+        it raises. When due, it is delivered like ``resume`` (kept until the step waits if it
+        is not waiting yet); it is dropped if the step resolves first or the run ends. It is
+        stored with the run, so it survives restarts with durable storage.
+        """
+        seconds = _delay_seconds(delay)
+        _check_names(step=step, event=event)
+        run = await self._find_active(instance_id, None)
+        return await self._schedule(run, step, seconds, event, payload)
+
+    async def _schedule_resume_of(
+        self,
+        workflow: type[Workflow],
+        value: str,
+        step: str,
+        delay: float | timedelta,
+        *,
+        event: str,
+        payload: Mapping[str, Any] | None,
+        version: int | None,
+    ) -> ScheduledResume:
+        """``schedule_resume`` for the facade: the run is named by workflow and value."""
+        seconds = _delay_seconds(delay)
+        _check_names(step=step, event=event)
+        run = await self._active_run(workflow, value, version)
+        return await self._schedule(run, step, seconds, event, payload)
+
+    async def _schedule(
+        self,
+        run: Instance,
+        step: str,
+        seconds: float,
+        event: str,
+        payload: Mapping[str, Any] | None,
+    ) -> ScheduledResume:
+        at = self.clock.now() + timedelta(seconds=seconds)
+        return await self._on_loop(
+            lambda: self.runner.schedule_resume(
+                run.run_id, step=step, event=event, payload=payload, at=at
+            )
+        )
 
     async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
         """``cancel`` by full id; returns the run cancelled."""

@@ -12,9 +12,10 @@ from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
+    from datetime import timedelta
 
     from hephaestus._app import Hephaestus
-    from hephaestus._core.instance import Instance, Status
+    from hephaestus._core.instance import Instance, ScheduledResume, Status
     from hephaestus._core.retry import RetryPolicy
     from hephaestus._core.steps import Step
     from hephaestus._core.unique import Unique
@@ -60,6 +61,24 @@ class _SyncFacade[W: "Workflow"]:
         target = resolve_app(app)
         target.run_sync(
             lambda: target.resume(self._workflow, value, event, payload, step=step, version=version)
+        )
+
+    def schedule_resume(
+        self,
+        value: str,
+        step: str,
+        delay: float | timedelta,
+        *,
+        event: str = "timeout",
+        payload: Mapping[str, Any] | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> ScheduledResume:
+        target = resolve_app(app)
+        return target.run_sync(
+            lambda: target._schedule_resume_of(
+                self._workflow, value, step, delay, event=event, payload=payload, version=version
+            )
         )
 
     def get(
@@ -244,6 +263,27 @@ class Workflow:
     ) -> None:
         """Deliver ``event`` (with an optional ``payload``) to the run's waiting step."""
         await resolve_app(app).resume(cls, value, event, payload, step=step, version=version)
+
+    @classmethod
+    async def schedule_resume(
+        cls,
+        value: str,
+        step: str,
+        delay: float | timedelta,
+        *,
+        event: str = "timeout",
+        payload: Mapping[str, Any] | None = None,
+        version: int | None = None,
+        app: Hephaestus | None = None,
+    ) -> ScheduledResume:
+        """Resume ``step`` of the run with ``event`` after ``delay`` seconds (or a timedelta).
+
+        Durable: stored with the run and re-armed after a restart. The event must be routed
+        from ``step``; the resume is dropped if the step resolves first or the run ends.
+        """
+        return await resolve_app(app)._schedule_resume_of(
+            cls, value, step, delay, event=event, payload=payload, version=version
+        )
 
     @classmethod
     async def get(

@@ -39,6 +39,7 @@ from hephaestus._core.instance import (
     Instance,
     JoinState,
     PendingResume,
+    ScheduledResume,
     Status,
     StepState,
     StepStatus,
@@ -60,12 +61,14 @@ __all__ = [
     "decode_instance",
     "decode_join_state",
     "decode_pending_resume",
+    "decode_scheduled_resume",
     "decode_step_state",
     "encode_error_info",
     "encode_history_entry",
     "encode_instance",
     "encode_join_state",
     "encode_pending_resume",
+    "encode_scheduled_resume",
     "encode_step_state",
     "from_json",
     "to_json",
@@ -381,6 +384,7 @@ def encode_pending_resume(resume: PendingResume) -> dict[str, JSONValue]:
         "event": resume.event,
         "payload": to_json(resume.payload, path="$.payload"),
         "at": resume.at.isoformat(),
+        **({} if resume.source == "external" else {"source": resume.source}),
     }
 
 
@@ -394,7 +398,44 @@ def decode_pending_resume(
         event=_str(fields["event"]),
         payload=from_json(fields["payload"], registry),
         at=_need_time(fields["at"]),
+        source=_str(fields.get("source", "external")),
     )
+
+
+def encode_scheduled_resume(item: ScheduledResume) -> dict[str, JSONValue]:
+    """A scheduled resume as JSON data."""
+    return {
+        "id": item.id,
+        "step": item.step,
+        "event": item.event,
+        "payload": to_json(item.payload, path="$.scheduled.payload"),
+        "at": item.at.isoformat(),
+    }
+
+
+def decode_scheduled_resume(
+    data: JSONValue, registry: WorkflowRegistry | None = None
+) -> ScheduledResume:
+    """The ``ScheduledResume`` ``encode_scheduled_resume`` wrote."""
+    fields = _obj(data)
+    return ScheduledResume(
+        id=_str(fields["id"]),
+        step=_str(fields["step"]),
+        event=_str(fields["event"]),
+        payload=from_json(fields["payload"], registry),
+        at=_need_time(fields["at"]),
+    )
+
+
+def _decode_scheduled(
+    data: JSONValue, registry: WorkflowRegistry | None = None
+) -> tuple[ScheduledResume, ...]:
+    """The ``scheduled`` list of an encoded instance; absent (older rows) means none."""
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise CodecError("'scheduled' must be a list")
+    return tuple(decode_scheduled_resume(item, registry) for item in data)
 
 
 def encode_instance(instance: Instance) -> dict[str, JSONValue]:
@@ -426,6 +467,7 @@ def encode_instance(instance: Instance) -> dict[str, JSONValue]:
         "metadata": to_json(instance.metadata, path="$.metadata"),
         "error": encode_error_info(instance.error),
         "trace_context": to_json(instance.trace_context, path="$.trace_context"),
+        "scheduled": [encode_scheduled_resume(item) for item in instance.scheduled],
     }
 
 
@@ -481,6 +523,7 @@ def decode_instance(
             metadata=from_json(fields.get("metadata") or {}, registry),
             error=decode_error_info(fields.get("error")),
             trace_context=from_json(fields.get("trace_context") or {}, registry),
+            scheduled=_decode_scheduled(fields.get("scheduled"), registry),
         )
     except CodecError:
         raise

@@ -14,7 +14,7 @@ HephaestusError
 │   ├── InstanceNotActiveError         the instance is completed, failed or cancelled
 │   └── ResumeError                    a resume that cannot be delivered
 │       ├── StepNotWaitingError        the step already finished or does not exist
-│       ├── InvalidEventError          the step does not declare that event
+│       ├── InvalidEventError          no transition routes that event from the step
 │       └── AmbiguousResumeError       several steps could take it; pass ``step=``
 ├── StorageError                   a storage backend failed; the cause is chained
 │   ├── ConcurrentUpdateError      another writer changed the instance first
@@ -188,7 +188,11 @@ class StepNotWaitingError(ResumeError):
 
 
 class InvalidEventError(ResumeError):
-    """The event is not declared by the step that would receive it."""
+    """No transition of the workflow routes the event from the step that would receive it.
+
+    A step's optional event (``WaitForEvent``'s ``timeout``) counts only where the workflow
+    routes it. Nothing changes when this is raised.
+    """
 
 
 class AmbiguousResumeError(ResumeError):

@@ -137,7 +137,8 @@ def test_show_prints_steps_waiting_context_history_and_the_coloured_graph(shared
         "validate", "completed", "1", "valid",
     ]  # fmt: skip
     assert "skipped" in steps["reject"]
-    assert "  await_delivery: resume with delivered, timeout" in lines
+    # only routable events: FanOutFlow routes no "timeout" from await_delivery
+    assert "  await_delivery: resume with delivered" in lines
     assert '      "anvil"' in lines
     assert any("step_waiting" in line and "await_delivery" in line for line in lines)
     assert " 3  [~] [await_delivery]" in lines
@@ -185,6 +186,17 @@ def test_resume_delivers_the_event_runs_to_the_end_and_prints_the_status(own: st
     assert untouched["status"] == "waiting"  # the CLI did not recover or run other runs
 
 
+async def test_show_lists_scheduled_resumes(own: str) -> None:
+    """A resume scheduled with ``schedule_resume`` is shown with its step, event, time and id."""
+    async with Hephaestus(storage=PostgresStorage(own), recover=False) as app:
+        item = await app.schedule_resume("order::1003", "await_delivery", 3600, event="delivered")
+    out = _ok(hephaestus("instances", "show", "order::1003", "--dsn", own, *IMPORT))
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert "Scheduled" in lines
+    when = item.at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"  await_delivery: delivered at {when} (id {item.id})" in lines
+
+
 def test_cancel_is_final_and_further_operations_fail(own: str) -> None:
     """``cancel`` stops a waiting run; resuming or cancelling it again exits 1 with the reason."""
     out = _ok(
@@ -218,7 +230,11 @@ def test_dsn_from_the_environment_is_used(shared: str) -> None:
     ("args", "message"),
     [
         (["show", "order::9999"], "Error: no instance order::9999"),
-        (["resume", "order::1001", "bogus"], "no waiting step of order::1001 declares 'bogus'"),
+        (["resume", "order::1001", "bogus"], "no waiting step of order::1001 can take 'bogus'"),
+        (
+            ["resume", "order::1001", "timeout", *IMPORT],
+            "{'await_delivery': ['delivered']}",
+        ),
     ],
 )
 def test_operation_errors_exit_1_with_a_clear_message(

@@ -209,6 +209,25 @@ async def test_resume_with_an_undeclared_event_raises_and_changes_nothing(
     assert after.revision == before.revision
 
 
+@pytest.mark.parametrize("step", [None, "wait_for_event"])
+async def test_resume_with_an_unrouted_timeout_is_refused_and_changes_nothing(
+    app: Hephaestus, step: str | None
+) -> None:
+    """'timeout' where no transition routes it is refused; revision and history are unchanged."""
+    await Hold.start("one")
+    await run_until_idle(app)
+    before = await Hold.get("one")
+    with pytest.raises(InvalidEventError, match=r"\['received'\]"):
+        await Hold.resume("one", "timeout", step=step)
+    await run_until_idle(app)
+    after = await Hold.get("one")
+    assert after.status is Status.WAITING
+    assert (after.revision, after.history) == (before.revision, before.history)
+    await Hold.resume("one", "received")
+    await run_until_idle(app)
+    assert (await Hold.get("one")).status is Status.COMPLETED
+
+
 async def test_operations_on_an_unknown_value_raise_not_found(app: Hephaestus) -> None:
     """get, resume and cancel of a value that never ran raise ``InstanceNotFoundError``."""
     with pytest.raises(InstanceNotFoundError) as caught:

@@ -85,6 +85,20 @@ def test_the_sync_facade_drives_runs_from_plain_code() -> None:
         Signup.sync.get("ann")
 
 
+def test_the_sync_facade_schedules_a_resume() -> None:
+    """``Flow.sync.schedule_resume`` stores a delayed resume that completes the run when due."""
+    with Hephaestus():
+        Signup.sync.start("ann", {"name": "Ann"})
+        _wait_for(lambda: Signup.sync.get("ann"), Status.WAITING)
+        item = Signup.sync.schedule_resume(
+            "ann", "wait_for_event", 0.05, event="received", payload={"late": True}
+        )
+        assert Signup.sync.get("ann").scheduled == (item,)
+        done = _wait_for(lambda: Signup.sync.get("ann"), Status.COMPLETED)
+        assert done.context.steps["wait_for_event"] == {"late": True}
+        assert done.scheduled == ()
+
+
 async def test_the_sync_facade_on_the_apps_own_loop_raises() -> None:
     """Calling the blocking API from the app's event loop is refused instead of deadlocking."""
     async with Hephaestus() as app:

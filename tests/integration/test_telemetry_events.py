@@ -287,6 +287,22 @@ async def test_an_async_resume_run_emits_async_then_resume(
     assert (onwards.metadata["event"], onwards.metadata["targets"]) == ("received", ("done",))
 
 
+async def test_a_scheduled_resume_is_reported_with_source_scheduled(
+    app: Hephaestus, captured: list[Captured]
+) -> None:
+    """A resume scheduled with schedule_resume is reported as step.resume, source=scheduled."""
+    await Approval.start("one")
+    await run_until_idle(app)
+    await Approval.schedule_resume("one", "wait_for_event", 10, event="received")
+    await advance(app, 10)
+    resumed = [c for c in captured if c.event == "hephaestus.step.resume"]
+    assert [(c.metadata["event"], c.metadata["source"]) for c in resumed] == [
+        ("received", "scheduled")
+    ]
+    assert resumed[0].measurements["wait_duration"] == 10.0
+    assert captured[-1].short == ("workflow.stop", None)
+
+
 async def test_a_timer_resume_is_reported_with_source_timer(
     app: Hephaestus, captured: list[Captured]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import assert_type
 
 from hephaestus import (
@@ -13,6 +14,7 @@ from hephaestus import (
     Instance,
     Ok,
     RetryPolicy,
+    ScheduledResume,
     Status,
     Step,
     StepContext,
@@ -23,7 +25,7 @@ from hephaestus import (
     Workflow,
     route,
 )
-from hephaestus.testing import FakeClock, run_until_idle
+from hephaestus.testing import FakeClock, advance, run_until_idle
 
 
 class Check(Step):
@@ -83,3 +85,19 @@ async def test_typed_usage() -> None:
         assert instance.context.steps["wait_for_event"] == {"by": "typing"}
         runs = await TypedFlow.list(status="completed")
         assert [run.id for run in runs] == [instance_id]
+
+
+async def test_typed_schedule_resume() -> None:
+    """schedule_resume type-checks with seconds or a timedelta and returns a ScheduledResume."""
+    clock = FakeClock()
+    async with Hephaestus(clock=clock) as app:
+        instance_id = await TypedFlow.start("abc", {"fail": False})
+        await run_until_idle(app)
+        item = await TypedFlow.schedule_resume("abc", "wait_for_event", 5.0, event="received")
+        assert_type(item, ScheduledResume)
+        later = await app.schedule_resume(
+            instance_id, "wait_for_event", timedelta(seconds=10), event="received", payload={}
+        )
+        assert_type(later, ScheduledResume)
+        await advance(app, 5)
+        assert (await TypedFlow.get("abc")).status == Status.COMPLETED

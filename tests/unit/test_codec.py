@@ -22,6 +22,7 @@ from hephaestus import (
     HistoryKind,
     Instance,
     Ok,
+    ScheduledResume,
     Status,
     Step,
     StepState,
@@ -29,7 +30,7 @@ from hephaestus import (
     Workflow,
     WorkflowRegistry,
 )
-from hephaestus._core.instance import JoinState
+from hephaestus._core.instance import JoinState, PendingResume
 from hephaestus.codec import CodecError, decode_instance, encode_instance, from_json, to_json
 from hephaestus.errors import UnknownWorkflowError
 from hephaestus.storage import InMemoryStorage
@@ -192,6 +193,10 @@ def full_instance() -> Instance:
             ),
         },
         joins={"j": JoinState(frozenset({"a", "b"}), taken=True, config={"c": 1})},
+        inbox=(
+            PendingResume("b", "ok", {"n": 1}, T0),
+            PendingResume("b", "ok", {}, T0, source="scheduled"),
+        ),
         runtime_metadata={"worker": "w1"},
         history=(
             HistoryEntry(T0, HistoryKind.STARTED, data={"n": Decimal(1)}, source="api"),
@@ -201,6 +206,7 @@ def full_instance() -> Instance:
         metadata={"tenant": "t"},
         error=error,
         trace_context={"traceparent": "00-abc-def-01"},
+        scheduled=(ScheduledResume("5", "b", "ok", {"when": T0}, T0 + timedelta(minutes=5)),),
     )
 
 
@@ -209,6 +215,13 @@ def test_an_instance_round_trips_equal() -> None:
     instance = full_instance()
     text = json.dumps(encode_instance(instance))
     assert decode_instance(json.loads(text), registry_with_flow()) == instance
+
+
+def test_a_document_without_scheduled_resumes_decodes_to_none() -> None:
+    """Runs stored before scheduled resumes existed (no ``scheduled`` key) decode to ``()``."""
+    data = encode_instance(full_instance())
+    del data["scheduled"]
+    assert decode_instance(data, registry_with_flow()).scheduled == ()
 
 
 def test_decoding_an_unknown_workflow_is_a_clear_error_unless_lenient() -> None:
@@ -227,6 +240,8 @@ def test_decoding_an_unknown_workflow_is_a_clear_error_unless_lenient() -> None:
         lambda d: d.update(revision="7"),
         lambda d: d.update(history=[{"at": "yesterday", "kind": "started"}]),
         lambda d: d.update(steps={"a": {"status": "completed"}}),
+        lambda d: d.update(scheduled={"id": "1"}),
+        lambda d: d.update(scheduled=[{"id": "1", "step": "b"}]),
     ],
 )
 def test_a_corrupt_document_is_a_codec_error(mutate: Any) -> None:

@@ -204,6 +204,13 @@ class Hold(WaitForEvent):
     """Waits for ``received``; may time out with ``timeout``."""
 
 
+class Poll(Emits):
+    """Emits ``ok``; declares an optional ``expired`` that a workflow may leave unrouted."""
+
+    events = ("ok",)
+    optional_events = ("expired",)
+
+
 # ---------------------------------------------------------------------------------------------
 # Workflows
 
@@ -331,6 +338,11 @@ class BufferFlow(Workflow):
         (Hold, "received"): Done,
         (Reject, "ok"): Done,
     }
+
+
+class OptionalFlow(Workflow):
+    start_step = Poll
+    transitions = {(Poll, "ok"): Done}
 
 
 def waiting_for_approval(timeout: float | None = None) -> Instance:

@@ -32,6 +32,7 @@ from tests.unit.test_engine import (
     ApprovalFlow,
     BufferFlow,
     FanFlow,
+    OptionalFlow,
     SignoffFlow,
     begin,
     complete,
@@ -363,16 +364,56 @@ def test_stale_timers_change_nothing(case: Callable[[], tuple[Instance, str, dat
     assert decision.commands == ()
 
 
-def test_an_unrouted_optional_event_skips_the_path_and_the_run_stalls() -> None:
-    """A timer event with no transition skips what follows; with no other path the run stalls."""
+def test_a_timeout_with_no_transition_fails_the_attempt_at_once() -> None:
+    """Async(timeout=) whose timeout event no transition routes fails as invalid_result now."""
     instance = complete(BufferFlow, begin(BufferFlow), "review", "approved")
     decision = returns(BufferFlow, instance, "hold", Async(timeout=5))
-    at = NOW + timedelta(seconds=5)
-    instance = engine.fire_timer(
-        definition(BufferFlow), decision.instance, step="hold", at=at, now=at
-    ).instance
-    assert instance.steps["hold"].event == "timeout"
-    assert instance.steps["done"].status is StepStatus.SKIPPED
+    assert decision.commands == ()
+    instance = decision.instance
     assert instance.status is Status.FAILED
     assert instance.error is not None
-    assert instance.error.kind == "stalled"
+    assert instance.error.kind == "invalid_result"
+    assert "'timeout'" in instance.error.message
+    assert "no transition" in instance.error.message
+
+
+def test_completing_with_an_unrouted_optional_event_fails_the_attempt() -> None:
+    """Ok(event) with an optional event no transition routes is an invalid result, not a stall."""
+    instance = returns(OptionalFlow, begin(OptionalFlow), "poll", "expired").instance
+    assert instance.status is Status.FAILED
+    assert instance.error is not None
+    assert instance.error.kind == "invalid_result"
+    assert "'expired'" in instance.error.message
+    assert "no transition" in instance.error.message
+
+
+@pytest.mark.parametrize("step", ["hold", None])
+def test_resume_with_an_unrouted_optional_event_is_refused(step: str | None) -> None:
+    """Resuming WaitForEvent with 'timeout' where nothing routes it is refused; nothing changes."""
+    instance = complete(BufferFlow, begin(BufferFlow), "review", "approved")
+    instance = returns(BufferFlow, instance, "hold", Async()).instance
+    snapshot = copy.deepcopy(instance)
+    with pytest.raises(InvalidEventError, match=r"routable.*\['received'\]") as raised:
+        resume(BufferFlow, instance, "timeout", step=step)
+    assert "'timeout'" not in str(raised.value).split("routable")[1]
+    assert instance == snapshot
+
+
+@pytest.mark.parametrize("step", ["poll", None])
+def test_resume_of_an_upcoming_step_with_an_unrouted_event_is_refused(step: str | None) -> None:
+    """An unrouted optional event is refused for a step not waiting yet, and nothing is buffered."""
+    instance = begin(OptionalFlow)
+    snapshot = copy.deepcopy(instance)
+    with pytest.raises(InvalidEventError, match="no transition"):
+        resume(OptionalFlow, instance, "expired", step=step)
+    assert instance == snapshot
+    assert instance.inbox == ()
+
+
+def test_routed_events_exclude_unrouted_optional_events() -> None:
+    """Node.routed_events holds declared events and only the optional ones a transition routes."""
+    assert definition(BufferFlow).nodes["hold"].routed_events == frozenset({"received"})
+    assert definition(ApprovalFlow).nodes["hold"].routed_events == frozenset(
+        {"received", "timeout"}
+    )
+    assert definition(OptionalFlow).nodes["poll"].routed_events == frozenset({"ok"})

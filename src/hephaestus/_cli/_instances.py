@@ -248,6 +248,28 @@ def show(
     return 0
 
 
+def _print_waiting(out: Console, instance: Instance, definition: object) -> None:
+    """What the run waits for: each waiting step's routable events, and scheduled resumes."""
+    from rich.markup import escape
+
+    from hephaestus._core.definition import WorkflowDefinition
+
+    if instance.waiting_steps:
+        out.print("[bold]Waiting[/]")
+        for key in instance.waiting_steps:
+            state = instance.steps[key]
+            line = f"  {key}"
+            if isinstance(definition, WorkflowDefinition) and key in definition.nodes:
+                line += f": resume with {', '.join(sorted(definition.nodes[key].routed_events))}"
+            if state.timer_at is not None:
+                line += f" (timer {_time(state.timer_at)} -> {state.timer_event or 'timeout'})"
+            out.print(escape(line))
+    if instance.scheduled:
+        out.print("[bold]Scheduled[/]")
+        for item in instance.scheduled:
+            out.print(escape(f"  {item.step}: {item.event} at {_time(item.at)} (id {item.id})"))
+
+
 def _print_instance(out: Console, instance: Instance, definition: object) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -287,17 +309,7 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
         )
     out.print(steps)
 
-    if instance.waiting_steps:
-        out.print("[bold]Waiting[/]")
-        for key in instance.waiting_steps:
-            state = instance.steps[key]
-            line = f"  {key}"
-            if isinstance(definition, WorkflowDefinition) and key in definition.nodes:
-                line += f": resume with {', '.join(sorted(definition.nodes[key].events))}"
-            if state.timer_at is not None:
-                line += f" (timer {_time(state.timer_at)} -> {state.timer_event or 'timeout'})"
-            out.print(escape(line))
-
+    _print_waiting(out, instance, definition)
     out.print("[bold]Context[/]")
     context = {"initial": instance.context.initial, "steps": instance.context.steps}
     out.print(escape(json.dumps(to_json(context), indent=2)), soft_wrap=True)

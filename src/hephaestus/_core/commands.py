@@ -37,16 +37,24 @@ class RunStep:
 
 @record
 class StartTimer:
-    """At ``at``, call ``fire_timer`` for ``step``."""
+    """At ``at``, call ``fire_timer`` for ``step`` (passing ``timer``).
+
+    ``timer`` is ``None`` for the step's own timeout (``Async(timeout=)``), else the id of a
+    ``ScheduledResume``: a step may have both, so runners key timers by ``(step, timer)``.
+    """
 
     step: str
     at: datetime
     event: str
+    timer: str | None = None
 
 
 @record
 class CancelTimer:
+    """Disarm the timer ``StartTimer(step, ..., timer=timer)`` armed."""
+
     step: str
+    timer: str | None = None
 
 
 @record

@@ -87,7 +87,7 @@ class Node:
     key: str
     step: type[Step]
     events: frozenset[str]
-    """Declared events plus optional ones: everything the step may complete with."""
+    """Declared events plus optional ones: everything the step declares."""
     transitions: Mapping[str, Transition]
     successors: tuple[str, ...]
     predecessors: frozenset[str]
@@ -95,6 +95,9 @@ class Node:
     retry: RetryPolicy
     timeout: float | None
     is_done: bool
+    routed_events: frozenset[str] = frozenset()
+    """The events a transition of this workflow routes from this step: the only ones it may
+    complete with, be resumed with, or time out with (``Done`` completes with ``done``)."""
 
 
 @record

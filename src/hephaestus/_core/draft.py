@@ -28,6 +28,7 @@ from hephaestus._core.instance import (
     Instance,
     JoinState,
     PendingResume,
+    ScheduledResume,
     Status,
     StepState,
     StepStatus,
@@ -38,7 +39,7 @@ from hephaestus._core.steps import Async, Config, context_key
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Draft", "close_open_steps", "rebuild"]
+__all__ = ["Draft", "close_open_steps", "drop_scheduled", "rebuild"]
 
 
 def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
@@ -53,6 +54,11 @@ def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
             if state.timer_at is not None:
                 commands.append(CancelTimer(key))
     return commands
+
+
+def drop_scheduled(scheduled: tuple[ScheduledResume, ...]) -> list[Command]:
+    """The commands that disarm the timers of ``scheduled`` (the run ended before they fired)."""
+    return [CancelTimer(item.step, item.id) for item in scheduled]
 
 
 def _with_status(state: StepState, status: StepStatus) -> StepState:
@@ -77,6 +83,7 @@ def rebuild(
     context: Context | None = None,
     runtime_metadata: Mapping[str, Any] | None = None,
     error: ErrorInfo | None = None,
+    scheduled: tuple[ScheduledResume, ...] | None = None,
 ) -> Instance:
     return Instance(
         id=instance.id,
@@ -100,6 +107,7 @@ def rebuild(
         metadata=instance.metadata,
         error=instance.error if error is None else error,
         trace_context=instance.trace_context,
+        scheduled=instance.scheduled if scheduled is None else scheduled,
     )
 
 
@@ -119,6 +127,7 @@ class Draft:
         "joins_copied",
         "metadata",
         "now",
+        "scheduled",
         "steps",
     )
 
@@ -132,6 +141,7 @@ class Draft:
         self.context_steps: dict[str, Mapping[str, Any]] | None = None
         self.metadata: dict[str, Any] | None = None
         self.inbox = instance.inbox
+        self.scheduled = instance.scheduled
         self.history: list[HistoryEntry] = []
         self.commands: list[Command] = []
         self.error: ErrorInfo | None = None
@@ -205,7 +215,9 @@ class Draft:
         for pending in self.inbox:
             if pending.step == key:  # a resume that came early: deliver it, arm no timer
                 self.inbox = tuple(p for p in self.inbox if p is not pending)
-                self.deliver(key, pending.event, pending.payload, source="external", armed=False)
+                self.deliver(
+                    key, pending.event, pending.payload, source=pending.source, armed=False
+                )
                 return
         if timer_at is not None:
             self.commands.append(StartTimer(key, timer_at, outcome.timeout_event))
@@ -355,6 +367,9 @@ class Draft:
                 work.extend((key, succ, False, None) for succ in target.successors)
 
     def discard_inbox(self, key: str) -> None:
+        """Drop what was kept for ``key`` (buffered and scheduled resumes): it resolved."""
+        if self.scheduled:
+            self.discard_scheduled(key)
         if not self.inbox:
             return
         dropped = [p for p in self.inbox if p.step == key]
@@ -365,6 +380,24 @@ class Draft:
             self.history.append(
                 HistoryEntry(
                     self.now, HistoryKind.RESUME_DISCARDED, key, pending.event, data=pending.payload
+                )
+            )
+
+    def discard_scheduled(self, key: str) -> None:
+        dropped = [item for item in self.scheduled if item.step == key]
+        if not dropped:
+            return
+        self.scheduled = tuple(item for item in self.scheduled if item.step != key)
+        for item in dropped:
+            self.commands.append(CancelTimer(key, item.id))
+            self.history.append(
+                HistoryEntry(
+                    self.now,
+                    HistoryKind.RESUME_DISCARDED,
+                    key,
+                    item.event,
+                    data=item.payload,
+                    source="scheduled",
                 )
             )
 
@@ -394,6 +427,9 @@ class Draft:
                     ),
                 )
                 self.history.append(HistoryEntry(self.now, HistoryKind.FAILED, error=error))
+        if status in (Status.FAILED, Status.COMPLETED) and self.scheduled:
+            self.commands.extend(drop_scheduled(self.scheduled))
+            self.scheduled = ()
         context = None
         if self.context_steps is not None:
             context = Context(instance.context.initial, self.context_steps)
@@ -408,6 +444,7 @@ class Draft:
             context=context,
             runtime_metadata=self.metadata,
             error=error,
+            scheduled=self.scheduled,
         )
         return Decision(new, tuple(self.commands))
 

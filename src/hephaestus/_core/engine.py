@@ -12,6 +12,9 @@ carries out. Every runner (local asyncio, Oban) therefore shares the same semant
 * **Per-step waiting.** Any number of steps may wait at once; a resume targets one of them;
   ready branches keep running meanwhile. A resume that arrives before its step waits is
   buffered and delivered when it does.
+* **Scheduled resumes** (``schedule_resume``) live in the instance with their own timer: when
+  due they are delivered like a resume (buffered if the step is not waiting yet); they are
+  dropped, and their timers cancelled, when the step resolves first or the run ends.
 * **Terminal statuses are absorbing**; results, timers and resumes that arrive late are ignored
   (runner input) or refused (caller input).
 * **Completed means Done ran.** A run with nothing active or waiting that did not reach Done
@@ -33,13 +36,14 @@ from hephaestus._core.commands import (
     RunStep,
     StartTimer,
 )
-from hephaestus._core.draft import Draft, close_open_steps, rebuild
+from hephaestus._core.draft import Draft, close_open_steps, drop_scheduled, rebuild
 from hephaestus._core.instance import (
     Context,
     HistoryEntry,
     HistoryKind,
     Instance,
     PendingResume,
+    ScheduledResume,
     Status,
     StepStatus,
 )
@@ -76,6 +80,7 @@ __all__ = [
     "pending",
     "recover",
     "resume",
+    "schedule_resume",
     "start",
 ]
 
@@ -237,20 +242,7 @@ def resume(
     Raises ``InstanceNotActiveError`` for a finished run and a ``ResumeError`` subclass when no
     step can take the event; nothing changes in either case.
     """
-    if instance.is_terminal:
-        raise InstanceNotActiveError(
-            f"instance {instance.id} is {instance.status}; it cannot be resumed",
-            instance_id=instance.id,
-            status=instance.status,
-        )
-    if payload is not None and not (
-        isinstance(payload, Mapping) and all(isinstance(k, str) for k in payload)
-    ):
-        raise ResumeError(
-            f"resume payload must be a dict with string keys, got {payload!r}",
-            instance_id=instance.id,
-            step=step,
-        )
+    _check_resumable(instance, payload, step)
     target = _resume_target(definition, instance, event, step)
     draft = Draft(definition, instance, now)
     state = instance.steps.get(target)
@@ -265,10 +257,60 @@ def resume(
     return draft.finish()
 
 
-def fire_timer(
-    definition: WorkflowDefinition, instance: Instance, *, step: str, at: datetime, now: datetime
+def schedule_resume(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    *,
+    step: str,
+    event: str,
+    payload: Mapping[str, Any] | None,
+    at: datetime,
+    now: datetime,
 ) -> Decision:
-    """A step's timer expired; stale timers (step resumed, run over) change nothing."""
+    """Schedule ``event`` for ``step`` at ``at``: a durable, caller-side delayed resume.
+
+    The event must be one a transition routes from ``step``, and ``step`` must be waiting or
+    still able to wait (``InvalidEventError`` / ``StepNotWaitingError``; a finished run raises
+    ``InstanceNotActiveError``); nothing changes when it raises. The decision stores a
+    ``ScheduledResume`` (the last of ``instance.scheduled``) and emits ``StartTimer`` with its
+    id as ``timer``; the runner calls ``fire_timer(..., timer=id)`` when it is due.
+    """
+    _check_resumable(instance, payload, step)
+    target = _resume_target(definition, instance, event, step)
+    item = ScheduledResume(
+        id=str(instance.revision + 1), step=target, event=event, payload=dict(payload or {}), at=at
+    )
+    draft = Draft(definition, instance, now)
+    draft.scheduled = (*draft.scheduled, item)
+    draft.history.append(
+        HistoryEntry(
+            now,
+            HistoryKind.RESUME_SCHEDULED,
+            target,
+            event,
+            data={"id": item.id, "at": at.isoformat()},
+            source="scheduled",
+        )
+    )
+    draft.commands.append(StartTimer(target, at, event, item.id))
+    return draft.finish()
+
+
+def fire_timer(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    *,
+    step: str,
+    at: datetime,
+    now: datetime,
+    timer: str | None = None,
+) -> Decision:
+    """A timer expired: the step's own timeout, or the scheduled resume ``timer`` names.
+
+    Stale timers (step resumed, scheduled resume dropped, run over) change nothing.
+    """
+    if timer is not None:
+        return _fire_scheduled(definition, instance, step=step, timer=timer, now=now)
     state = instance.steps.get(step)
     if (
         instance.is_terminal
@@ -283,6 +325,36 @@ def fire_timer(
     return draft.finish()
 
 
+def _fire_scheduled(
+    definition: WorkflowDefinition, instance: Instance, *, step: str, timer: str, now: datetime
+) -> Decision:
+    item = next((s for s in instance.scheduled if s.id == timer and s.step == step), None)
+    if instance.is_terminal or item is None:
+        return _unchanged(instance)
+    draft = Draft(definition, instance, now)
+    draft.scheduled = tuple(s for s in draft.scheduled if s is not item)
+    state = instance.steps.get(step)
+    if state is not None and state.status is StepStatus.WAITING:
+        draft.deliver(step, item.event, item.payload, source="scheduled")
+    elif state is None or state.status is StepStatus.ACTIVE:
+        # Not waiting yet: kept like an early resume, delivered when the step waits.
+        draft.inbox = (
+            *draft.inbox,
+            PendingResume(step, item.event, item.payload, now, source="scheduled"),
+        )
+        draft.history.append(
+            HistoryEntry(
+                now,
+                HistoryKind.RESUME_BUFFERED,
+                step,
+                item.event,
+                data=item.payload,
+                source="scheduled",
+            )
+        )
+    return draft.finish()
+
+
 def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Decision:
     """Cancel a run: stop its executions and timers. Finished runs raise."""
     if instance.is_terminal:
@@ -293,6 +365,7 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
         )
     steps = dict(instance.steps)
     commands = close_open_steps(steps)
+    commands.extend(drop_scheduled(instance.scheduled))
     entry = HistoryEntry(
         now, HistoryKind.CANCELLED, data=None if reason is None else {"reason": reason}
     )
@@ -303,6 +376,7 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
             status=Status.CANCELLED,
             steps=steps,
             history=(*instance.history, entry),
+            scheduled=(),
         ),
         tuple(commands),
     )
@@ -322,11 +396,31 @@ def recover(instance: Instance) -> tuple[Command, ...]:
             and state.timer_event is not None
         ):
             commands.append(StartTimer(key, state.timer_at, state.timer_event))
+    commands.extend(StartTimer(s.step, s.at, s.event, s.id) for s in instance.scheduled)
     return tuple(commands)
 
 
 # ---------------------------------------------------------------------------------------------
 # Internals
+
+
+def _check_resumable(
+    instance: Instance, payload: Mapping[str, Any] | None, step: str | None
+) -> None:
+    if instance.is_terminal:
+        raise InstanceNotActiveError(
+            f"instance {instance.id} is {instance.status}; it cannot be resumed",
+            instance_id=instance.id,
+            status=instance.status,
+        )
+    if payload is not None and not (
+        isinstance(payload, Mapping) and all(isinstance(k, str) for k in payload)
+    ):
+        raise ResumeError(
+            f"resume payload must be a dict with string keys, got {payload!r}",
+            instance_id=instance.id,
+            step=step,
+        )
 
 
 def _resume_target(
@@ -341,9 +435,10 @@ def _resume_target(
                 instance_id=instance.id,
                 step=step,
             )
-        if event not in node.events:
+        if event not in node.routed_events:
             raise InvalidEventError(
-                f"step {step!r} does not declare event {event!r} (declared: {sorted(node.events)})",
+                f"no transition of {definition.name} routes event {event!r} from step "
+                f"{step!r} (routable: {sorted(node.routed_events)})",
                 instance_id=instance.id,
                 step=step,
             )
@@ -356,7 +451,7 @@ def _resume_target(
             )
         return step
     waiting = instance.waiting_steps
-    matching = [key for key in waiting if event in nodes[key].events]
+    matching = [key for key in waiting if event in nodes[key].routed_events]
     if len(matching) == 1:
         return matching[0]
     if len(matching) > 1:
@@ -368,7 +463,7 @@ def _resume_target(
         key
         for key, node in nodes.items()
         if not node.is_done
-        and event in node.events
+        and event in node.routed_events
         and (instance.steps.get(key) is None or instance.steps[key].status is StepStatus.ACTIVE)
     ]
     if len(upcoming) == 1:
@@ -379,9 +474,22 @@ def _resume_target(
             instance_id=instance.id,
         )
     if waiting:
-        accepted = {key: sorted(nodes[key].events) for key in waiting}
+        accepted = {key: sorted(nodes[key].routed_events) for key in waiting}
         raise InvalidEventError(
-            f"no waiting step of {instance.id} declares {event!r} (waiting: {accepted})",
+            f"no waiting step of {instance.id} can take {event!r}: no transition routes it "
+            f"(waiting steps and their routable events: {accepted})",
+            instance_id=instance.id,
+        )
+    unrouted = sorted(
+        key
+        for key, node in nodes.items()
+        if event in node.events
+        and (instance.steps.get(key) is None or instance.steps[key].status is StepStatus.ACTIVE)
+    )
+    if unrouted:
+        raise InvalidEventError(
+            f"steps {unrouted} of {instance.id} declare {event!r} but no transition of "
+            f"{definition.name} routes it from them, so it cannot be delivered",
             instance_id=instance.id,
         )
     raise StepNotWaitingError(

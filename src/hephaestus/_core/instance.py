@@ -26,6 +26,7 @@ __all__ = [
     "Instance",
     "JoinState",
     "PendingResume",
+    "ScheduledResume",
     "Status",
     "StepContext",
     "StepState",
@@ -102,6 +103,23 @@ class PendingResume:
     event: str
     payload: Mapping[str, Any]
     at: datetime
+    source: str = "external"
+    """``external`` (a caller's resume) or ``scheduled`` (a ``ScheduledResume`` that came due)."""
+
+
+@record
+class ScheduledResume:
+    """A resume the caller scheduled (``schedule_resume``): deliver ``event`` to ``step`` at ``at``.
+
+    ``id`` is unique within the run and names the runner's timer. It is dropped (and its timer
+    cancelled) when the step resolves first or the run ends.
+    """
+
+    id: str
+    step: str
+    event: str
+    payload: Mapping[str, Any]
+    at: datetime
 
 
 @record
@@ -142,6 +160,7 @@ class HistoryKind(StrEnum):
     STEP_SKIPPED = "step_skipped"
     RESUME_BUFFERED = "resume_buffered"
     RESUME_DISCARDED = "resume_discarded"
+    RESUME_SCHEDULED = "resume_scheduled"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -191,6 +210,8 @@ class Instance:
     trace_context: Mapping[str, str] = field(default_factory=dict)
     """Propagation headers (W3C ``traceparent``...) captured at start, so a run resumed later
     or by another process continues the caller's trace."""
+    scheduled: tuple[ScheduledResume, ...] = ()
+    """Resumes scheduled for later (``schedule_resume``), oldest first; durable like the rest."""
 
     @property
     def is_terminal(self) -> bool:

@@ -27,13 +27,15 @@ def interpret(node: Node, raw: object) -> Outcome:
             type(raw.event) is str
             and type(raw.updates) is dict
             and type(raw.metadata) is dict
-            and raw.event in node.events
+            and raw.event in node.routed_events
             and all(type(k) is str for k in raw.updates)
             and all(type(k) is str for k in raw.metadata)
         ):
             return raw  # the common case, without the generic Mapping checks below
         if not isinstance(raw.event, str) or raw.event not in node.events:
             return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
+        if raw.event not in node.routed_events:
+            return _unrouted(f"{name} returned event {raw.event!r}", node)
         for what, value in (("updates", raw.updates), ("metadata", raw.metadata)):
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                 return _invalid(
@@ -52,6 +54,10 @@ def interpret(node: Node, raw: object) -> Outcome:
                     "which it does not declare",
                     node,
                 )
+            if raw.timeout_event not in node.routed_events:
+                return _unrouted(
+                    f"{name} returned Async with timeout event {raw.timeout_event!r}", node
+                )
             return Async(timeout=float(seconds), timeout_event=raw.timeout_event)
         return raw
     if isinstance(raw, Error):
@@ -66,6 +72,19 @@ def _invalid(message: str, node: Node) -> Failure:
     declared = sorted(node.events)
     return Failure(
         ErrorInfo(kind="invalid_result", message=f"{message} (declared events: {declared})"),
+        retryable=False,
+    )
+
+
+def _unrouted(message: str, node: Node) -> Failure:
+    # Declared but optional, and this workflow routes it nowhere: completing with it would
+    # skip every successor and stall the run later, so the attempt fails now instead.
+    routed = sorted(node.routed_events)
+    return Failure(
+        ErrorInfo(
+            kind="invalid_result",
+            message=f"{message}, which has no transition in this workflow (routed: {routed})",
+        ),
         retryable=False,
     )
 

@@ -595,6 +595,9 @@ class _GraphBuilder:
                 retry=step.retry or retry or DEFAULT_RETRY,
                 timeout=None if step.timeout is None else float(step.timeout),
                 is_done=is_done(step),
+                routed_events=(
+                    frozenset(step.events) if is_done(step) else frozenset(transitions[step])
+                ),
             )
             for step in self.steps
         }

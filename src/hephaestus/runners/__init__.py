@@ -13,10 +13,12 @@ from hephaestus.runners._local import LocalRunner
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
     from hephaestus._clock import Clock
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.engine import Decision
+    from hephaestus._core.instance import ScheduledResume
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import Storage
 
@@ -56,6 +58,22 @@ class Runner(Protocol):
         self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
     ) -> None:
         """Deliver an external event; raises the engine's errors when it cannot be delivered."""
+
+    async def schedule_resume(
+        self,
+        run_id: str,
+        *,
+        step: str,
+        event: str,
+        payload: Mapping[str, Any] | None,
+        at: datetime,
+    ) -> ScheduledResume:
+        """Persist a resume of ``step`` due at ``at`` (``engine.schedule_resume``) and arm it.
+
+        Raises the engine's errors when it cannot be delivered; nothing changes then. The runner
+        fires it with ``engine.fire_timer(..., timer=id)``, also after a restart (from
+        ``engine.recover``).
+        """
 
     async def cancel(self, run_id: str, *, reason: str | None) -> None:
         """Cancel a run, stopping its executions and timers."""

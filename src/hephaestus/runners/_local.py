@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
 from hephaestus._core import engine
-from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, Status, StepContext
+from hephaestus._core.instance import (
+    ACTIVE_STATUSES,
+    ErrorInfo,
+    Instance,
+    ScheduledResume,
+    Status,
+    StepContext,
+)
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -44,6 +51,11 @@ log = logging.getLogger("hephaestus.runner.local")
 
 STORAGE_RETRY_SECONDS = 30.0
 """How long a step result or timer is retried against a failing storage before giving up."""
+
+
+def _timer_key(step: str, timer: str | None) -> tuple[str, str]:
+    """A step's own timeout timer, or one of the resumes scheduled for it (by id)."""
+    return ("timer", step) if timer is None else ("scheduled", timer)
 
 
 class _Run:
@@ -142,6 +154,35 @@ class LocalRunner:
                 run.definition, instance, event=event, payload=payload, now=now(), step=step
             ),
         )
+
+    async def schedule_resume(
+        self,
+        run_id: str,
+        *,
+        step: str,
+        event: str,
+        payload: Mapping[str, Any] | None,
+        at: datetime,
+    ) -> ScheduledResume:
+        run = await self._run_for(run_id)
+        now = self._require_env().clock.now
+        decisions: list[engine.Decision] = []
+
+        def decide(instance: Instance) -> engine.Decision:
+            decision = engine.schedule_resume(
+                run.definition,
+                instance,
+                step=step,
+                event=event,
+                payload=payload,
+                at=at,
+                now=now(),
+            )
+            decisions.append(decision)
+            return decision
+
+        await self._apply(run, decide)
+        return decisions[-1].instance.scheduled[-1]
 
     async def cancel(self, run_id: str, *, reason: str | None) -> None:
         run = await self._run_for(run_id)
@@ -289,12 +330,12 @@ class LocalRunner:
             elif isinstance(command, engine.StartTimer):
                 self._arm(
                     run,
-                    ("timer", command.step),
+                    _timer_key(command.step, command.timer),
                     command.at,
                     functools.partial(self._spawn_timer, run, command),
                 )
             elif isinstance(command, engine.CancelTimer):
-                handle = run.timers.pop(("timer", command.step), None)
+                handle = run.timers.pop(_timer_key(command.step, command.timer), None)
                 if handle is not None:
                     handle.cancel()
             else:
@@ -469,7 +510,12 @@ class LocalRunner:
             await self._apply_durably(
                 run,
                 lambda current: engine.fire_timer(
-                    run.definition, current, step=command.step, at=command.at, now=now()
+                    run.definition,
+                    current,
+                    step=command.step,
+                    at=command.at,
+                    now=now(),
+                    timer=command.timer,
                 ),
             )
         except HephaestusError as exc:

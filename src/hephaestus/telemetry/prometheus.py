@@ -152,7 +152,8 @@ class PrometheusMetrics:
             )
             self.step_wait = Histogram(
                 f"{namespace}_step_wait_seconds",
-                "How long a step waited before it was resumed, by source (external, timer).",
+                "How long a step waited before it was resumed, by source "
+                "(external, timer, scheduled).",
                 ("workflow", "step", "source", *extra),
                 buckets=b,
                 registry=reg,

@@ -31,6 +31,7 @@ from hephaestus.codec import (
     encode_history_entry,
     encode_join_state,
     encode_pending_resume,
+    encode_scheduled_resume,
     encode_step_state,
     to_json,
 )
@@ -449,7 +450,8 @@ def _state_document(instance: Instance) -> str:
 
 
 def _extra_document(instance: Instance) -> str:
-    """What changes with every step and is never queried: timestamps, inbox, error."""
+    """What changes with every step and is never queried: timestamps, inbox, error, scheduled
+    resumes (absent in rows written before they existed: decoded as none)."""
     document: dict[str, JSONValue] = {
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
@@ -457,6 +459,8 @@ def _extra_document(instance: Instance) -> str:
         "error": encode_error_info(instance.error),
         "runtime_metadata": to_json(instance.runtime_metadata, path="$.runtime_metadata"),
     }
+    if instance.scheduled:
+        document["scheduled"] = [encode_scheduled_resume(item) for item in instance.scheduled]
     return json.dumps(document)
 
 
