@@ -191,7 +191,7 @@ def full_instance() -> Instance:
                 error=error,
             ),
         },
-        joins={"j": JoinState(frozenset({"a", "b"}), taken=True, config={"c": 1})},
+        joins={"j": JoinState(frozenset({"a", "b"}), True, {"c": 1}, frozenset({"b"}))},
         runtime_metadata={"worker": "w1"},
         history=(
             HistoryEntry(T0, HistoryKind.STARTED, data={"n": Decimal(1)}, source="api"),
@@ -209,6 +209,18 @@ def test_an_instance_round_trips_equal() -> None:
     instance = full_instance()
     text = json.dumps(encode_instance(instance))
     assert decode_instance(json.loads(text), registry_with_flow()) == instance
+
+
+def test_a_join_written_before_join_policies_decodes_with_nothing_missed() -> None:
+    """A stored join without ``missed`` (older documents) reads back with no missed branch."""
+    data = encode_instance(full_instance())
+    joins = data["joins"]
+    assert isinstance(joins, dict)
+    join = joins["j"]
+    assert isinstance(join, dict)
+    assert join.pop("missed") == ["b"]
+    decoded = decode_instance(data, registry_with_flow())
+    assert decoded.joins["j"] == JoinState(frozenset({"a", "b"}), True, {"c": 1})
 
 
 def test_decoding_an_unknown_workflow_is_a_clear_error_unless_lenient() -> None:

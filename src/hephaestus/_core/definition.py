@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hephaestus._core.records import record
 from hephaestus._core.steps import Config, Done, Step
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hephaestus._core.unique import Unique
 
 __all__ = [
+    "JoinPolicy",
     "Node",
     "Route",
     "RouteResult",
@@ -29,6 +30,8 @@ __all__ = [
     "WorkflowDefinition",
     "route",
 ]
+
+JoinPolicy = Literal["all", "any"]
 
 TargetSpec = type[Step] | tuple[type[Step], Config]
 """A step, or a step with the config it is activated with."""
@@ -95,6 +98,8 @@ class Node:
     retry: RetryPolicy
     timeout: float | None
     is_done: bool
+    join: Literal["all", "any"] | None = None
+    """The join policy of a step with several source steps (``None`` for every other step)."""
 
 
 @record
