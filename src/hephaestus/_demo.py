@@ -143,7 +143,7 @@ class OrderFlow(Workflow):
     transitions = {  # noqa: RUF012 (a declaration read once, when the class is created)
         (ValidateOrder, "valid"): [ChargePayment, ReserveStock],  # fan-out
         (ValidateOrder, "invalid"): RejectOrder,  # branch
-        (ChargePayment, "charged"): Ship,  # fan-in: Ship runs once both are done
+        (ChargePayment, "charged"): Ship,  # fan-in (join: all): Ship runs once both arrive
         (ReserveStock, "reserved"): Ship,
         (Ship, "shipped"): transit,  # a route picks the timer's length
         (InTransit, "timeout"): AwaitDelivery,

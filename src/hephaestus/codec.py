@@ -322,6 +322,7 @@ def encode_join_state(state: JoinState) -> dict[str, JSONValue]:
         "resolved": _str_list(sorted(state.resolved)),
         "taken": state.taken,
         "config": _opt_mapping(state.config, "$.config"),
+        "missed": _str_list(sorted(state.missed)),
     }
 
 
@@ -331,11 +332,15 @@ def decode_join_state(data: JSONValue, registry: WorkflowRegistry | None = None)
     resolved = fields["resolved"]
     if not isinstance(resolved, list):
         raise CodecError(f"join 'resolved' must be a list, got {resolved!r}")
+    missed = fields.get("missed") or []  # absent in documents written before join policies
+    if not isinstance(missed, list):
+        raise CodecError(f"join 'missed' must be a list, got {missed!r}")
     config = fields.get("config")
     return JoinState(
         resolved=frozenset(_str(item) for item in resolved),
         taken=bool(fields["taken"]),
         config=None if config is None else from_json(config, registry),
+        missed=frozenset(_str(item) for item in missed),
     )
 
 

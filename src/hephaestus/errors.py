@@ -93,6 +93,9 @@ class IssueCode(StrEnum):
     INVALID_VERSIONS = "invalid_versions"
     INVALID_RETRY = "invalid_retry"
     INVALID_OPTION = "invalid_option"
+    INVALID_JOIN = "invalid_join"
+    JOIN_POLICY_REQUIRED = "join_policy_required"
+    JOIN_NEVER_RUNS = "join_never_runs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
-from hephaestus._core.graph import reachable, topological_order
+from hephaestus._core.graph import topological_order
 from hephaestus._core.instance import StepStatus
 from hephaestus.errors import UnknownVersionError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from hephaestus._core.definition import Node, Target, Transition
     from hephaestus._core.instance import Instance
@@ -162,30 +162,9 @@ def layers(definition: WorkflowDefinition) -> list[list[str]]:
     return rows
 
 
-def _fan_outs(definition: WorkflowDefinition) -> Iterator[tuple[str, ...]]:
-    """Target lists that run in parallel (a route is drawn as picking one of its targets)."""
-    for node in definition.nodes.values():
-        for transition in node.transitions.values():
-            if transition.route is not None:
-                continue
-            keys = tuple(target.key for target in transition.targets)
-            if len(keys) > 1:
-                yield keys
-
-
-def _is_fan_in(definition: WorkflowDefinition, key: str) -> bool:
-    """Whether two of ``key``'s predecessors can both be taken in one run (a parallel join)."""
-    predecessors = definition.nodes[key].predecessors
-    if len(predecessors) < 2:
-        return False
-    adjacency = {k: n.successors for k, n in definition.nodes.items()}
-    for targets in _fan_outs(definition):
-        branches = [reachable(adjacency, [target]) & predecessors for target in targets]
-        for i, first in enumerate(branches):
-            for second in branches[i + 1 :]:
-                if first and second and (len(first | second) > 1):
-                    return True
-    return False
+def _join_note(node: Node) -> str:
+    """How a join is shown: ``join: all`` or ``join: any`` (empty for other steps)."""
+    return "" if node.join is None else f"join: {node.join}"
 
 
 def _config(config: Mapping[str, object] | None) -> str:
@@ -304,10 +283,9 @@ def ascii_lines(
             role = "done" if node.is_done else "start" if key == definition.start.key else "node"
             line.append((_node_label(definition, node), state or role))
             if len(node.predecessors) > 1:
-                kind = "fan-in" if _is_fan_in(definition, key) else "one of"
                 sources = sorted(node.predecessors, key=list(definition.nodes).index)
                 line.append(("  <── ", "note"))
-                lines.extend(_wrap(line, sources, ",", [(f"  ({kind})", "note")]))
+                lines.extend(_wrap(line, sources, ",", [(f"  ({_join_note(node)})", "note")]))
             else:
                 lines.append(line)
             gutter = " " * (number_width + 3) + (" " * 4 if instance is not None else "")
@@ -353,7 +331,9 @@ def _mermaid(
         for key, node in definition.nodes.items():
             ident = _mermaid_id(key, prefix)
             label = _mermaid_label(
-                key + (_config(definition.start.config) if key == definition.start.key else "")
+                key
+                + (_config(definition.start.config) if key == definition.start.key else "")
+                + (f" ({_join_note(node)})" if node.join is not None else "")
             )
             if node.is_done:
                 lines.append(f"{indent}{ident}(({label}))")
@@ -407,7 +387,8 @@ def _dot(chosen: list[WorkflowDefinition], instance: Instance | None, *, name: s
             lines.append(f"        label={_dot_string(f'{name} version {definition.version}')};")
             indent = "        "
         for key, node in definition.nodes.items():
-            attributes = [f"label={_dot_string(key)}"]
+            text = key if node.join is None else f"{key} ({_join_note(node)})"
+            attributes = [f"label={_dot_string(text)}"]
             if node.is_done:
                 attributes.append("shape=doublecircle")
             elif key == definition.start.key:

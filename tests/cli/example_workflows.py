@@ -214,6 +214,12 @@ def pick_shipping(context: Context) -> type[Step]:
     return ExpressShipping if context.initial.get("express") else StandardShipping
 
 
+class Transit(Wait):
+    """The parcel travels; the route sends one shipping, so the merge runs when either arrives."""
+
+    join = "any"
+
+
 class RouteFlow(Workflow):
     """A dynamic route picks the shipping, then a timer with a config."""
 
@@ -221,9 +227,9 @@ class RouteFlow(Workflow):
     start_step = (Pack, {"fragile": True})
     transitions = {
         (Pack, "packed"): pick_shipping,
-        (ExpressShipping, "sent"): (Wait, {"duration": 1, "unit": "day"}),
-        (StandardShipping, "sent"): (Wait, {"duration": 3, "unit": "day"}),
-        (Wait, "timeout"): Done,
+        (ExpressShipping, "sent"): (Transit, {"duration": 1, "unit": "day"}),
+        (StandardShipping, "sent"): (Transit, {"duration": 3, "unit": "day"}),
+        (Transit, "timeout"): Done,
     }
 
 

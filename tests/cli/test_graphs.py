@@ -57,16 +57,17 @@ def test_ascii_layers_follow_the_longest_path_from_the_start() -> None:
 
 
 def test_ascii_marks_fan_out_fan_in_routes_start_and_done() -> None:
-    """Fan-out targets are joined by &, a parallel join says fan-in, routes are marked with ?."""
+    """Fan-out targets are joined by &, each join shows its policy, routes are marked with ?."""
     fan = graphs.render(FanOutFlow)
     assert "[*validate]" in fan
     assert "├──:valid──> charge & reserve  (fan-out)" in fan
-    assert "[ship]  <── charge, reserve  (fan-in)" in fan
-    assert "(done)  <── reject, await_delivery  (one of)" in fan
+    assert "[ship]  <── charge, reserve  (join: all)" in fan
+    assert "(done)  <── reject, await_delivery  (join: any)" in fan
     routed = graphs.render(RouteFlow)
     assert "──?packed──> express_shipping | standard_shipping  (route pick_shipping)" in routed
     assert '[*pack] {"fragile": true}' in routed
-    assert '──:sent──> wait {"duration": 1, "unit": "day"}' in routed
+    assert '──:sent──> transit {"duration": 1, "unit": "day"}' in routed
+    assert "[transit]  <── express_shipping, standard_shipping  (join: any)" in routed
 
 
 def test_versioned_workflow_renders_each_version_or_the_one_asked_for() -> None:
@@ -121,7 +122,9 @@ async def test_mermaid_and_dot_colour_steps_by_state() -> None:
     assert "class await_delivery waiting" in mermaid
     dot = graphs.render(FanOutFlow, "dot", run)
     assert '"await_delivery" [label="await_delivery", style="rounded,filled"' in dot
-    assert '"done" [label="done", shape=doublecircle];' in dot
+    assert '"done" [label="done (join: any)", shape=doublecircle];' in dot
+    assert '"ship" [label="ship (join: all)", style="rounded,filled"' in dot
+    assert 'ship["ship (join: all)"]' in mermaid
 
 
 async def test_instance_of_another_workflow_is_rejected() -> None:

@@ -165,7 +165,7 @@ def test_graph_with_an_instance_reads_its_states_from_the_database(shared: str) 
         )
     )  # fmt: skip
     assert "instance order::1001  run " in out
-    assert " 2  [✓] [ship]  <── charge, reserve  (fan-in)" in out
+    assert " 2  [✓] [ship]  <── charge, reserve  (join: all)" in out
     assert " 3  [~] [await_delivery]" in out
 
 

@@ -493,3 +493,28 @@ async def test_a_join_gains_one_row_per_resolved_branch_and_loses_them_when_it_f
     await pg_storage.put(third, second)
     assert await pg_storage.get("r1") == third
     assert await part_versions(database_url) == {}
+
+
+async def test_a_join_s_missed_branches_round_trip_and_old_rows_read_as_none_missed(
+    pg_storage: PostgresStorage, database_url: str
+) -> None:
+    """Missed branches are flagged on their member rows; rows written without a flag read back."""
+    first = make(
+        "r1", joins={"join": JoinState(frozenset({"a"}), taken=False, missed=frozenset({"a"}))}
+    )
+    await pg_storage.create(first)
+    second = replace(
+        first,
+        revision=2,
+        joins={"join": JoinState(frozenset({"a", "b"}), True, None, frozenset({"a"}))},
+    )
+    await pg_storage.put(second, first)
+    assert await pg_storage.get("r1") == second
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        # A row as written before join policies existed: no "missed" key.
+        await conn.execute(
+            "UPDATE workflow_instance_parts SET data = data - 'missed' WHERE kind = 'member'"
+        )
+        await conn.commit()
+    old = await pg_storage.get("r1")
+    assert old.joins["join"] == JoinState(frozenset({"a", "b"}), taken=True)

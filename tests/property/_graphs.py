@@ -14,7 +14,8 @@ from typing import Any, cast
 
 from hypothesis import strategies as st
 
-from hephaestus import Done, Step, Unique, Workflow
+from hephaestus import Done, Step, Unique, Workflow, WorkflowDefinitionError
+from hephaestus.errors import IssueCode
 
 __all__ = ["DONE", "Blueprint", "blueprints", "build", "closure", "taken_path"]
 
@@ -39,6 +40,8 @@ class Blueprint:
     configs: Mapping[tuple[str, str, str], Mapping[str, str]] = field(default_factory=dict)
     """``(step, event, target) -> config`` the target is activated with along that edge."""
     step_keys: Mapping[str, str] = field(default_factory=dict)
+    joins: Mapping[str, str] = field(default_factory=dict)
+    """``step -> "all" | "any"``: the join policy declared on that step class."""
 
     def targets(self, step: str) -> list[str]:
         """Every step some event of ``step`` leads to, without repeats."""
@@ -77,6 +80,8 @@ def build(
         }
         if step in blueprint.step_keys:
             namespace["step_key"] = blueprint.step_keys[step]
+        if step in blueprint.joins:
+            namespace["join"] = blueprint.joins[step]
         classes[step] = cast(type[Step], type(step, (Step,), namespace))
 
     def spec(source: str, event: str, target: str) -> TargetSpec:
@@ -190,10 +195,40 @@ def blueprints(draw: st.DrawFn, max_steps: int = 8) -> Blueprint:
         for edge in [(source, event, t) for t in ts if t != DONE]
         if draw(st.booleans())
     }
-    return Blueprint(
+    blueprint = Blueprint(
         steps=steps,
         events={steps[i]: events[i] for i in range(count)},
         transitions=transitions,
         start_config=draw(st.none() | st.just({"edge": "start"})),
         configs=configs,
     )
+    return declare_joins(draw, blueprint)
+
+
+def declare_joins(draw: st.DrawFn, blueprint: Blueprint) -> Blueprint:
+    """Declare join policies: some at random, and one wherever the graph leaves it open.
+
+    A declaration on a step with one source is ignored, and one on a join the graph decides
+    overrides it; an ``all`` declared over sources that never both arrive is replaced by ``any``.
+    """
+    policy = st.sampled_from(["all", "any"])
+    joins = {
+        step: chosen
+        for step in blueprint.steps
+        if (chosen := draw(st.none() | st.none() | policy)) is not None
+    }
+    for _ in range(3):
+        candidate = blueprint.replace(joins=dict(joins))
+        try:
+            build(candidate)
+        except WorkflowDefinitionError as error:
+            for issue in error.issues:
+                if issue.code is IssueCode.JOIN_POLICY_REQUIRED and issue.step is not None:
+                    joins[issue.step] = draw(policy)
+                elif issue.code is IssueCode.JOIN_NEVER_RUNS and issue.step is not None:
+                    joins[issue.step] = "any"
+                else:
+                    raise
+        else:
+            return candidate
+    raise AssertionError(f"no valid join declarations for {blueprint}")

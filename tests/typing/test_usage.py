@@ -52,6 +52,10 @@ class Approve(Step):
         return Async(timeout=60) if config else Ok("approved")
 
 
+class Reply(WaitForEvent):
+    join = "any"  # after a route and a choice, the reply is awaited whichever way came
+
+
 @route(Notify, Wait)
 def pick(context: object) -> type[Step] | tuple[type[Step], Config]:
     return Notify
@@ -63,10 +67,10 @@ class TypedFlow(Workflow):
     transitions = {
         (Check, "ok"): pick,
         (Check, "bad"): (Approve, {"manual": True}),
-        (Notify, "sent"): WaitForEvent,
-        (Wait, "timeout"): WaitForEvent,
-        (Approve, "approved"): WaitForEvent,
-        (WaitForEvent, "received"): Done,
+        (Notify, "sent"): Reply,
+        (Wait, "timeout"): Reply,
+        (Approve, "approved"): Reply,
+        (Reply, "received"): Done,
     }
 
 
@@ -82,7 +86,7 @@ async def test_typed_usage() -> None:
         instance = await TypedFlow.get("abc")
         assert_type(instance, Instance)
         assert instance.status == Status.COMPLETED
-        assert instance.context.steps["wait_for_event"] == {"by": "typing"}
+        assert instance.context.steps["reply"] == {"by": "typing"}
         runs = await TypedFlow.list(status="completed")
         assert [run.id for run in runs] == [instance_id]
 

@@ -192,7 +192,7 @@ def full_instance() -> Instance:
                 error=error,
             ),
         },
-        joins={"j": JoinState(frozenset({"a", "b"}), taken=True, config={"c": 1})},
+        joins={"j": JoinState(frozenset({"a", "b"}), True, {"c": 1}, frozenset({"b"}))},
         inbox=(
             PendingResume("b", "ok", {"n": 1}, T0),
             PendingResume("b", "ok", {}, T0, source="scheduled"),
@@ -222,6 +222,18 @@ def test_a_document_without_scheduled_resumes_decodes_to_none() -> None:
     data = encode_instance(full_instance())
     del data["scheduled"]
     assert decode_instance(data, registry_with_flow()).scheduled == ()
+
+
+def test_a_join_written_before_join_policies_decodes_with_nothing_missed() -> None:
+    """A stored join without ``missed`` (older documents) reads back with no missed branch."""
+    data = encode_instance(full_instance())
+    joins = data["joins"]
+    assert isinstance(joins, dict)
+    join = joins["j"]
+    assert isinstance(join, dict)
+    assert join.pop("missed") == ["b"]
+    decoded = decode_instance(data, registry_with_flow())
+    assert decoded.joins["j"] == JoinState(frozenset({"a", "b"}), True, {"c": 1})
 
 
 def test_decoding_an_unknown_workflow_is_a_clear_error_unless_lenient() -> None:

@@ -565,29 +565,33 @@ def test_fan_in_waits_for_every_branch(order: tuple[str, str]) -> None:
     assert instance.status is Status.COMPLETED
 
 
-def test_skip_event_before_other_branch_still_runs_the_join() -> None:
-    """Spec §4.2 example 4: B:skip then C completes -> J runs (C took it), then Done runs."""
+def test_skip_event_before_other_branch_skips_the_all_join_once_resolved() -> None:
+    """S->[B,C]; B:skip->Done: J (all) waits for C, is then skipped, and Done completes the run."""
+    assert node(SkipOrJoinFlow, "join").join == "all"
     instance = complete(SkipOrJoinFlow, begin(SkipOrJoinFlow), "split", "ok")
     instance = complete(SkipOrJoinFlow, instance, "maybe", "skip")
-    assert "join" not in instance.steps
+    assert "join" not in instance.steps  # never resolved before all its sources are
     assert "done" not in instance.steps  # Done also waits for J
     assert instance.status is Status.RUNNING
 
     decision = returns(SkipOrJoinFlow, instance, "right", "ok")
-    assert decision.commands == (engine.RunStep("join", 1, None),)
-    instance = complete(SkipOrJoinFlow, decision.instance, "join", "ok")
+    assert decision.commands == ()
+    instance = decision.instance
     assert instance.status is Status.COMPLETED
-    assert list(instance.context.steps) == ["split", "maybe", "right", "join", "done"]
+    assert instance.steps["join"].status is StepStatus.SKIPPED
+    assert list(instance.context.steps) == ["split", "maybe", "right", "done"]
+    skip = next(e for e in instance.history if e.kind is HistoryKind.STEP_SKIPPED)
+    assert (skip.step, skip.data) == ("join", {"policy": "all", "missing": ["maybe"]})
 
 
-def test_skip_event_after_other_branch_activates_the_join() -> None:
-    """Spec §4.2 example 4: C first, then B:skip resolves J's last edge and J runs."""
+def test_skip_event_after_other_branch_skips_the_all_join() -> None:
+    """C first, then B:skip resolves J's last edge: J (all) is skipped and Done runs."""
     instance = complete(SkipOrJoinFlow, begin(SkipOrJoinFlow), "split", "ok")
     instance = complete(SkipOrJoinFlow, instance, "right", "ok")
     decision = returns(SkipOrJoinFlow, instance, "maybe", "skip")
-    assert decision.commands == (engine.RunStep("join", 1, None),)
-    instance = complete(SkipOrJoinFlow, decision.instance, "join", "ok")
-    assert instance.status is Status.COMPLETED
+    assert decision.commands == ()
+    assert decision.instance.status is Status.COMPLETED
+    assert decision.instance.steps["join"].status is StepStatus.SKIPPED
 
 
 def test_both_branches_taken_run_the_join_and_done_once() -> None:

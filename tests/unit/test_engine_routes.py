@@ -47,6 +47,7 @@ class Standard(Emits):
 
 class Ship(Emits):
     events = ("ok",)
+    join = "any"  # after a route that sends one shipping or both: run when any arrives
 
 
 _ROUTES: dict[str, RouteResult] = {

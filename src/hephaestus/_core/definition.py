@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hephaestus._core.records import record
 from hephaestus._core.steps import Config, Done, Step
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hephaestus._core.unique import Unique
 
 __all__ = [
+    "JoinPolicy",
     "Node",
     "Route",
     "RouteResult",
@@ -29,6 +30,8 @@ __all__ = [
     "WorkflowDefinition",
     "route",
 ]
+
+JoinPolicy = Literal["all", "any"]
 
 TargetSpec = type[Step] | tuple[type[Step], Config]
 """A step, or a step with the config it is activated with."""
@@ -98,6 +101,8 @@ class Node:
     routed_events: frozenset[str] = frozenset()
     """The events a transition of this workflow routes from this step: the only ones it may
     complete with, be resumed with, or time out with (``Done`` completes with ``done``)."""
+    join: Literal["all", "any"] | None = None
+    """The join policy of a step with several source steps (``None`` for every other step)."""
 
 
 @record

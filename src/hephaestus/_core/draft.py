@@ -1,7 +1,7 @@
 """The working copy an engine call mutates, and the routing and join rules it applies.
 
 A ``Draft`` lives for one engine call: it copies what it changes, applies step completions,
-routing, branch-aware joins and failure, and ``finish`` freezes the result into a new
+routing, joins (by each join's policy) and failure, and ``finish`` freezes the result into a new
 ``Instance`` plus commands. Nothing outside the engine uses it.
 """
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["Draft", "close_open_steps", "drop_scheduled", "rebuild"]
+
+_NONE: frozenset[str] = frozenset()
 
 
 def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
@@ -349,15 +351,31 @@ class Draft:
                     self.joins_copied = True
                 joins = cast(dict[str, JoinState], self.joins)
                 join = joins.get(key)
-                resolved = frozenset({source}) if join is None else join.resolved | {source}
+                if join is None:
+                    resolved = frozenset({source})
+                    missed = _NONE if is_taken else frozenset({source})
+                else:
+                    resolved = join.resolved | {source}
+                    missed = join.missed if is_taken else join.missed | {source}
                 any_taken = is_taken or (join is not None and join.taken)
                 if not (is_taken and config is not None) and join is not None:
                     config = join.config
                 if len(resolved) < len(target.predecessors):
-                    joins[key] = JoinState(resolved, any_taken, config)
+                    joins[key] = JoinState(resolved, any_taken, config, missed)
                     continue
                 joins.pop(key, None)
-                is_taken = any_taken
+                # An "all" join runs only if no edge was missed; "any" if one was taken. Either
+                # way it resolves only now, once every incoming edge is resolved.
+                is_taken = any_taken and not (missed and target.join == "all")
+                if any_taken and not is_taken:
+                    data = {"policy": "all", "missing": sorted(missed)}
+                    self.steps[key] = StepState(StepStatus.SKIPPED)
+                    self.history.append(
+                        HistoryEntry(self.now, HistoryKind.STEP_SKIPPED, key, data=data)
+                    )
+                    self.discard_inbox(key)
+                    work.extend((key, succ, False, None) for succ in target.successors)
+                    continue
             if is_taken:
                 self.activate(key, config)
             else:

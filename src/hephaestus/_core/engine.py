@@ -4,11 +4,12 @@ Nothing here performs I/O, reads a clock or awaits: time comes in as ``now``; wo
 out as commands (``RunStep``, ``StartTimer``, ``CancelTimer``, ``AbortStep``) that a runner
 carries out. Every runner (local asyncio, Oban) therefore shares the same semantics:
 
-* **Branch-aware joins.** When a step completes, each of its outgoing edges is resolved as
-  *taken* (the event routes there) or *not taken*. A step becomes ready once every incoming
-  edge is resolved and at least one was taken; if none was taken it is *skipped*, and its own
-  outgoing edges resolve as not taken. Fan-in after fan-out therefore waits for all branches,
-  and exclusive branches still reach ``Done``.
+* **Joins by policy.** When a step completes, each of its outgoing edges is resolved as
+  *taken* (the event routes there) or *not taken*. A step resolves once every incoming edge is
+  resolved: an ``any`` join (and every step with one source, and ``Done``) runs if at least one
+  edge was taken, an ``all`` join only if every edge was taken; otherwise it is *skipped*, and
+  its own outgoing edges resolve as not taken. A fan-in after a fan-out therefore waits for all
+  branches and runs only if all arrived, and exclusive branches still reach ``Done``.
 * **Per-step waiting.** Any number of steps may wait at once; a resume targets one of them;
   ready branches keep running meanwhile. A resume that arrives before its step waits is
   buffered and delivered when it does.

@@ -88,11 +88,16 @@ class StepState:
 
 @record
 class JoinState:
-    """A step some of whose incoming edges are resolved (taken or not taken)."""
+    """A step some of whose incoming edges are resolved (taken or not taken).
+
+    ``taken``: some resolved edge was taken; ``missed``: the sources whose edge resolved not
+    taken (an ``all`` join with any is skipped once every edge is resolved).
+    """
 
     resolved: frozenset[str]
     taken: bool
     config: Mapping[str, Any] | None = None
+    missed: frozenset[str] = frozenset()
 
 
 @record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard
 
 from hephaestus._core.naming import underscore
 from hephaestus._core.records import record
@@ -80,6 +80,11 @@ class Step:
     retry: ClassVar[RetryPolicy | None] = None
     timeout: ClassVar[float | None] = None
     """Seconds one attempt may take before it fails with kind ``timeout``."""
+    join: ClassVar[Literal["all", "any"] | None] = None
+    """How this step joins when it has incoming edges from several steps: ``"all"`` runs it only
+    when every incoming edge was taken (otherwise it is skipped), ``"any"`` when at least one was.
+    ``None`` lets the graph decide where it can (see the design notes on joins); ignored where the
+    step has a single source step."""
 
     def execute(
         self, instance: Instance, config: Config, context: StepContext

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from hephaestus._core.definition import (
@@ -24,6 +24,7 @@ from hephaestus._core.definition import (
     parse_target,
 )
 from hephaestus._core.graph import find_cycle, reachable
+from hephaestus._core.joins import JoinFacts, analyse_joins
 from hephaestus._core.retry import DEFAULT_RETRY, RetryPolicy
 from hephaestus._core.steps import Config, Step, context_key
 from hephaestus._core.unique import Unique
@@ -322,7 +323,7 @@ class _GraphBuilder:
             self.check_configs(start)
         if self.issues:
             return None
-        return self.assemble(
+        definition = self.assemble(
             start=start,
             keys=keys,
             adjacency=adjacency,
@@ -332,6 +333,7 @@ class _GraphBuilder:
             version=version,
             retry=retry,
         )
+        return None if self.issues else definition
 
     def parse_start(self) -> tuple[type[Step], Config] | None:
         raw = self.spec.start
@@ -449,6 +451,20 @@ class _GraphBuilder:
                     IssueCode.MISSING_EXECUTE, f"{_name(step)} does not implement execute()", step
                 )
             _check_retry(step.retry, f"{_name(step)}.retry", self.issues)
+            join = getattr(step, "join", None)
+            if join not in (None, "all", "any"):
+                self.add(
+                    IssueCode.INVALID_JOIN,
+                    f'{_name(step)}.join must be "all", "any" or None, got {join!r}',
+                    step,
+                )
+            elif join is not None and is_done(step):
+                self.add(
+                    IssueCode.INVALID_JOIN,
+                    f"{_name(step)}.join: Done always runs when any branch arrives; remove "
+                    "the declaration",
+                    step,
+                )
             timeout = step.timeout
             if timeout is not None and (
                 isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
@@ -560,6 +576,38 @@ class _GraphBuilder:
             for problem in step.validate_config(config, routed.get(step, frozenset())):
                 self.add(IssueCode.INVALID_CONFIG, f"{_name(step)} config: {problem}", step)
 
+    def join_policies(self, nodes: dict[str, Node]) -> dict[str, Node]:
+        """Give every join its declared or inferred policy; report joins that need one."""
+        for key, node in nodes.items():
+            if node.is_done and len(node.predecessors) > 1:
+                nodes[key] = replace(node, join="any")
+        for key, facts in analyse_joins(nodes).items():
+            node = nodes[key]
+            declared = node.step.join
+            sources = ", ".join(_name(nodes[s].step) for s in facts.sources)
+            if declared is None and facts.inferred is None:
+                self.add(
+                    IssueCode.JOIN_POLICY_REQUIRED,
+                    f"{_name(node.step)} joins {sources}, and the graph does not say whether it "
+                    f"waits for all of them ({_join_reason(nodes, facts)}): declare "
+                    'join = "all" (run only when every source arrives, otherwise skip it) or '
+                    'join = "any" (run when at least one arrives) on the step class',
+                    node.step,
+                )
+                continue
+            policy = declared or facts.inferred
+            if policy == "all" and facts.exclusive is not None:
+                a, b = (_name(nodes[s].step) for s in facts.exclusive)
+                self.add(
+                    IssueCode.JOIN_NEVER_RUNS,
+                    f'{_name(node.step)} has join = "all" but {a} and {b} are exclusive '
+                    "alternatives that never both arrive, so it could never run: declare "
+                    'join = "any"',
+                    node.step,
+                )
+            nodes[key] = replace(node, join=policy)
+        return nodes
+
     def assemble(
         self,
         *,
@@ -601,6 +649,7 @@ class _GraphBuilder:
             )
             for step in self.steps
         }
+        nodes = self.join_policies(nodes)
         done = next(keys[s] for s in self.steps if is_done(s))
         return WorkflowDefinition(
             name=self.spec.name,
@@ -615,3 +664,22 @@ class _GraphBuilder:
             retry=retry,
             owner=self.spec.owner,
         )
+
+
+def _join_reason(nodes: Mapping[str, Node], facts: JoinFacts) -> str:
+    """Why the graph leaves a join's policy open, naming a witness pair of sources."""
+
+    def pair(keys: tuple[str, str] | None) -> str:
+        return (
+            "" if keys is None else f"{_name(nodes[keys[0]].step)} and {_name(nodes[keys[1]].step)}"
+        )
+
+    if facts.neither is not None:
+        return (
+            f"{pair(facts.neither)} are neither exclusive alternatives (different events of one "
+            "step) nor parallel branches of one fan-out"
+        )
+    return (
+        f"{pair(facts.exclusive)} are exclusive alternatives while {pair(facts.parallel)} are "
+        "parallel branches"
+    )

@@ -392,6 +392,7 @@ class PostgresStorage:
             steps: dict[str, JSONValue] = {}
             joins: dict[str, JSONValue] = {}
             resolved: dict[str, list[JSONValue]] = {}
+            missed: dict[str, list[JSONValue]] = {}
             results: dict[str, JSONValue] = {}
             for kind, key, data in json.loads(parts_text):
                 if kind == "step":
@@ -399,9 +400,15 @@ class PostgresStorage:
                 elif kind == "result":
                     results[key] = data
                 elif kind == "join":
-                    joins[key] = {**data, "resolved": resolved.setdefault(key, [])}
-                else:  # "member": joins sort before members, so the list exists
+                    joins[key] = {
+                        **data,
+                        "resolved": resolved.setdefault(key, []),
+                        "missed": missed.setdefault(key, []),
+                    }
+                else:  # "member": joins sort before members, so the lists exist
                     resolved[data["join"]].append(data["member"])
+                    if data.get("missed"):  # absent in rows written before join policies
+                        missed[data["join"]].append(data["member"])
             document["steps"] = steps
             document["joins"] = joins
             document["context"]["steps"] = results
@@ -545,14 +552,18 @@ def _encode_part(kind: PartKind, key: str, position: int, value: Any) -> str:
 def _join_header(state: JoinState) -> JSONValue:
     """A join's row without its members (each resolved predecessor is a row of its own)."""
     encoded = encode_join_state(state)
-    del encoded["resolved"]
+    del encoded["resolved"], encoded["missed"]
     return encoded
 
 
-def _member_part(join: str, member: str) -> str:
+def _member_part(join: str, member: str, missed: bool) -> str:
     # One row per resolved predecessor, so a 1,000-way fan-in writes one small row per branch
-    # instead of rewriting an ever-longer list. \x1f cannot occur in a step key.
-    return _encode_part("member", f"{join}\x1f{member}", 0, {"join": join, "member": member})
+    # instead of rewriting an ever-longer list. \x1f cannot occur in a step key. ``missed``:
+    # the predecessor's edge resolved not taken.
+    data: dict[str, JSONValue] = {"join": join, "member": member}
+    if missed:
+        data["missed"] = True
+    return _encode_part("member", f"{join}\x1f{member}", 0, data)
 
 
 def _changed_joins(
@@ -571,7 +582,7 @@ def _changed_joins(
         if before is None or before.taken != state.taken or before.config is not state.config:
             parts.append(_encode_part("join", key, 0, state))
         gained = state.resolved if before is None else state.resolved - before.resolved
-        parts.extend(_member_part(key, member) for member in sorted(gained))
+        parts.extend(_member_part(key, member, member in state.missed) for member in sorted(gained))
         if before is not None:
             dropped.extend(
                 ["member", f"{key}\x1f{member}"] for member in before.resolved - state.resolved
