@@ -297,6 +297,34 @@ async def test_scope_global_is_shared_across_workflows(app: Hephaestus) -> None:
     assert await Beta.start("abc") == "shared::abc"
 
 
+class Gamma(Workflow):
+    unique = Unique(key="shared")  # scope "workflow"
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+class Delta(Workflow):
+    unique = Unique(key="shared", scope="version")
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+@pytest.mark.parametrize("scoped", [Gamma, Delta], ids=["workflow", "version"])
+async def test_scope_global_excludes_an_id_in_workflows_of_any_scope(
+    app: Hephaestus, scoped: type[Workflow]
+) -> None:
+    """A global run blocks the id in a workflow- or version-scoped workflow, and vice versa."""
+    await Alpha.start("abc")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await scoped.start("abc")
+    await Alpha.cancel("abc")
+    await scoped.start("abc")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await Alpha.start("abc")
+    active = await app.list(status_in=["pending", "running", "waiting"])
+    assert [run.workflow for run in active] == [scoped.definition().name]
+
+
 async def test_a_value_can_start_again_once_its_run_finished(
     app: Hephaestus, clock: FakeClock
 ) -> None:

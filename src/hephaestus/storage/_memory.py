@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
+from hephaestus._core.unique import keys_collide
 from hephaestus.errors import (
     ConcurrentUpdateError,
     CorruptInstanceError,
@@ -41,6 +42,8 @@ class InMemoryStorage:
     ) -> None:
         self._runs: dict[str, Instance] = {}
         self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
+        # instance id -> run_ids of its active runs holding a key (a global key excludes them all)
+        self._keyed_ids: dict[str, set[str]] = {}
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
@@ -61,17 +64,40 @@ class InMemoryStorage:
             raise StorageError(f"run {instance.run_id} already exists")
         key = instance.unique_key
         if key is not None:
-            holder = self._holders.get(key)
-            if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
+            holder = self._holder(instance.id, key)
+            if holder is not None:
                 raise InstanceAlreadyRunningError(
                     f"an active instance {instance.id} already exists "
                     f"({self._runs[holder].workflow}, run {holder})",
                     instance_id=instance.id,
                     unique_key=key,
                 )
-            if instance.status in ACTIVE_STATUSES:
-                self._holders[key] = instance.run_id
-        self._store(instance)
+        self._store(instance)  # may fail (an unencodable value): then nothing is held
+        if key is not None and instance.status in ACTIVE_STATUSES:
+            self._holders[key] = instance.run_id
+            self._keyed_ids.setdefault(instance.id, set()).add(instance.run_id)
+
+    def _holder(self, instance_id: str, key: str) -> str | None:
+        """The active run whose key excludes ``key`` (``keys_collide``), if any."""
+        holder = self._holders.get(key)
+        if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
+            return holder
+        for run_id in self._keyed_ids.get(instance_id, ()):
+            other = self._runs[run_id].unique_key
+            if other is not None and keys_collide(key, other, instance_id):
+                return run_id
+        return None
+
+    def _release(self, instance: Instance) -> None:
+        """Free the key ``instance`` holds (it finished, or is deleted)."""
+        key = instance.unique_key
+        if key is not None and self._holders.get(key) == instance.run_id:
+            del self._holders[key]
+        held = self._keyed_ids.get(instance.id)
+        if held is not None:
+            held.discard(instance.run_id)
+            if not held:
+                del self._keyed_ids[instance.id]
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         del previous  # the whole instance is kept; there is nothing to diff
@@ -87,13 +113,8 @@ class InMemoryStorage:
                 instance_id=instance.id,
             )
         self._store(instance)
-        key = instance.unique_key
-        if (
-            key is not None
-            and instance.status not in ACTIVE_STATUSES
-            and self._holders.get(key) == instance.run_id
-        ):
-            del self._holders[key]
+        if instance.unique_key is not None and instance.status not in ACTIVE_STATUSES:
+            self._release(instance)
 
     async def get(self, run_id: str) -> Instance:
         instance = self._runs.get(run_id)
@@ -104,9 +125,8 @@ class InMemoryStorage:
     async def delete(self, run_id: str) -> None:
         instance = self._runs.pop(run_id, None)
         self._texts.pop(run_id, None)
-        key = None if instance is None else instance.unique_key
-        if key is not None and self._holders.get(key) == run_id:
-            del self._holders[key]
+        if instance is not None:
+            self._release(instance)
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
         rows = [instance for instance in self._runs.values() if query.matches(instance)]
