@@ -362,7 +362,7 @@ class RefFlow(Workflow):
 
 
 async def test_step_references_resolve_only_through_the_registry(database_url: str) -> None:
-    """A stored step class reads back through the registry; an unknown one is a clear error."""
+    """A stored step class reads back through the registry; an unknown one is a typed error."""
     instance = make("r1", context=Context(initial={"next": RefStep}, steps={}))
     known = PostgresStorage(database_url)
     await known.open()
@@ -374,8 +374,11 @@ async def test_step_references_resolve_only_through_the_registry(database_url: s
     empty = PostgresStorage(database_url, registry=WorkflowRegistry())
     await empty.open()
     try:
-        with pytest.raises(UnknownWorkflowError, match="RefStep"):
+        with pytest.raises(CorruptInstanceError, match=r"RefStep.*import the modules") as caught:
             await empty.get("r1")
+        assert caught.value.run_id == "r1"
+        assert isinstance(caught.value.__cause__, UnknownWorkflowError)
+        assert await empty.query(InstanceQuery()) == []  # logged and skipped
     finally:
         await empty.close()
 

@@ -18,8 +18,10 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     StorageError,
 )
+from hephaestus.storage._corrupt import corrupt, log_skipped
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from hephaestus._core.registry import WorkflowRegistry
@@ -136,7 +138,10 @@ class InMemoryStorage:
         if query.newest_first:
             rows.reverse()
         end = None if query.limit is None else query.offset + query.limit
-        return [self._load(row) for row in rows[query.offset : end]]
+        page = rows[query.offset : end]
+        if not self._serialize:
+            return page
+        return _decoded(self._load, page, skip_corrupt=query.skip_corrupt)
 
     def _store(self, instance: Instance) -> None:
         if self._serialize:
@@ -150,15 +155,28 @@ class InMemoryStorage:
         if not self._serialize:
             return instance
         from hephaestus._core.registry import default_registry
-        from hephaestus.codec import CodecError, decode_instance
+        from hephaestus.codec import decode_instance
 
         registry = default_registry if self._registry is None else self._registry
         try:
             return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
-        except CodecError as exc:
-            raise CorruptInstanceError(
-                f"run {instance.run_id} cannot be decoded: {exc}", run_id=instance.run_id
-            ) from exc
+        except Exception as exc:  # whatever the stored text holds, the caller gets a typed error
+            raise corrupt(instance.run_id, exc) from exc
+
+
+def _decoded(
+    load: Callable[[Instance], Instance], rows: list[Instance], *, skip_corrupt: bool
+) -> list[Instance]:
+    """``rows`` decoded; one that cannot be is logged and skipped (or raised, if asked)."""
+    found: list[Instance] = []
+    for row in rows:
+        try:
+            found.append(load(row))
+        except CorruptInstanceError as exc:
+            if not skip_corrupt:
+                raise
+            log_skipped(exc)
+    return found
 
 
 def _created_at(instance: Instance) -> datetime:
