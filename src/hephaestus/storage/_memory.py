@@ -44,8 +44,9 @@ class InMemoryStorage:
     ) -> None:
         self._runs: dict[str, Instance] = {}
         self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
-        # instance id -> run_ids of its active runs holding a key (a global key excludes them all)
-        self._keyed_ids: dict[str, set[str]] = {}
+        # instance id -> run_ids of its active runs holding a key (a global key excludes them
+        # all); a tuple, as there is rarely more than one, costs least per waiting run
+        self._keyed_ids: dict[str, tuple[str, ...]] = {}
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
@@ -77,7 +78,7 @@ class InMemoryStorage:
         self._store(instance)  # may fail (an unencodable value): then nothing is held
         if key is not None and instance.status in ACTIVE_STATUSES:
             self._holders[key] = instance.run_id
-            self._keyed_ids.setdefault(instance.id, set()).add(instance.run_id)
+            self._keyed_ids[instance.id] = (*self._keyed_ids.get(instance.id, ()), instance.run_id)
 
     def _holder(self, instance_id: str, key: str) -> str | None:
         """The active run whose key excludes ``key`` (``keys_collide``), if any."""
@@ -96,9 +97,11 @@ class InMemoryStorage:
         if key is not None and self._holders.get(key) == instance.run_id:
             del self._holders[key]
         held = self._keyed_ids.get(instance.id)
-        if held is not None:
-            held.discard(instance.run_id)
-            if not held:
+        if held is not None and instance.run_id in held:
+            rest = tuple(run_id for run_id in held if run_id != instance.run_id)
+            if rest:
+                self._keyed_ids[instance.id] = rest
+            else:
                 del self._keyed_ids[instance.id]
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
