@@ -340,7 +340,10 @@ class Hephaestus:
             )
         instance = rows[0]
         if not instance.is_terminal:  # an active run must fit the definition that continues it
-            check_instance(self.registry.resolve(instance.workflow), instance)
+            versions = top.versions.values() if isinstance(top, VersionedDefinition) else (top,)
+            for definition in versions:
+                if definition.name == instance.workflow:
+                    check_instance(definition, instance)
         return instance
 
     async def list(
