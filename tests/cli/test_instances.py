@@ -273,6 +273,8 @@ def test_a_corrupt_or_outdated_run_never_breaks_list_or_show(own: str) -> None:
     assert resumed.returncode == 1
     assert "does not fit the current definition" in resumed.stderr
     assert "Traceback" not in resumed.stderr
+    cancelled = _ok(hephaestus("instances", "cancel", "order::1003", "--dsn", own, *IMPORT))
+    assert "waiting -> cancelled" in cancelled
 
 
 def test_unreachable_database_exits_1_with_the_driver_message() -> None:

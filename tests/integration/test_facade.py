@@ -31,6 +31,7 @@ from hephaestus.errors import (
     InvalidEventError,
     InvalidInstanceIdError,
     StepNotWaitingError,
+    UnencodableValueError,
     UnknownVersionError,
 )
 from hephaestus.testing import advance, run_until_idle
@@ -323,6 +324,15 @@ async def test_scope_global_excludes_an_id_in_workflows_of_any_scope(
         await Alpha.start("abc")
     active = await app.list(status_in=["pending", "running", "waiting"])
     assert [run.workflow for run in active] == [scoped.definition().name]
+
+
+@pytest.mark.parametrize("storage", ["memory-json", "postgres"], indirect=True)
+async def test_a_start_refused_for_its_context_leaves_the_id_free(app: Hephaestus) -> None:
+    """A start whose context the storage cannot hold stores nothing: the id starts afterwards."""
+    with pytest.raises(UnencodableValueError):
+        await Alpha.start("abc", {"bad": object()})
+    assert await Alpha.start("abc") == "shared::abc"
+    assert len(await app.list()) == 1
 
 
 async def test_a_value_can_start_again_once_its_run_finished(
