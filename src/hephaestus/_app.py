@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from hephaestus import telemetry as _telemetry
 from hephaestus._clock import Clock, SystemClock
 from hephaestus._core import engine
+from hephaestus._core.compat import check_instance
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance, ScheduledResume, Status
 from hephaestus._core.registry import WorkflowRegistry, default_registry
@@ -333,7 +334,11 @@ class Hephaestus:
     async def get(
         self, workflow: type[Workflow], value: str, *, version: int | None = None
     ) -> Instance:
-        """The latest run of ``workflow`` for ``value``; raises ``InstanceNotFoundError``."""
+        """The latest run of ``workflow`` for ``value``; raises ``InstanceNotFoundError``.
+
+        Raises ``CorruptInstanceError`` when that run cannot be decoded, and its subclass
+        ``IncompatibleInstanceError`` when it is active but no longer fits the definition.
+        """
         top, version = self._scope(workflow, version)
         instance_id = parse_value(top.unique, value)
         rows = await self._on_loop(
@@ -343,6 +348,7 @@ class Hephaestus:
                     workflow=self._names(top, version),
                     newest_first=True,
                     limit=1,
+                    skip_corrupt=False,
                 )
             )
         )
@@ -350,7 +356,13 @@ class Hephaestus:
             raise InstanceNotFoundError(
                 f"no instance {instance_id} of {top.name}", instance_id=instance_id
             )
-        return rows[0]
+        instance = rows[0]
+        if not instance.is_terminal:  # an active run must fit the definition that continues it
+            versions = top.versions.values() if isinstance(top, VersionedDefinition) else (top,)
+            for definition in versions:
+                if definition.name == instance.workflow:
+                    check_instance(definition, instance)
+        return instance
 
     async def list(
         self,
@@ -386,9 +398,15 @@ class Hephaestus:
     # -- operations by instance id (for tools that do not import the workflow class) --------
 
     async def get_instance(self, instance_id: str) -> Instance:
-        """The newest run stored under ``instance_id`` (``key::value``), of any workflow."""
+        """The newest run stored under ``instance_id`` (``key::value``), of any workflow.
+
+        Returned as stored, even when it no longer fits its workflow's definition (tools show
+        such a run); ``CorruptInstanceError`` when it cannot be decoded.
+        """
         rows = await self._on_loop(
-            lambda: self.storage.query(InstanceQuery(id=instance_id, newest_first=True, limit=1))
+            lambda: self.storage.query(
+                InstanceQuery(id=instance_id, newest_first=True, limit=1, skip_corrupt=False)
+            )
         )
         if not rows:
             raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
@@ -552,7 +570,13 @@ class Hephaestus:
 
         def query(**filters: Any) -> Coroutine[Any, Any, list[Instance]]:
             return self.storage.query(
-                InstanceQuery(id=instance_id, workflow=names, newest_first=True, **filters)
+                InstanceQuery(
+                    id=instance_id,
+                    workflow=names,
+                    newest_first=True,
+                    skip_corrupt=False,
+                    **filters,
+                )
             )
 
         active = await self._on_loop(lambda: query(status_in=ACTIVE_STATUSES))

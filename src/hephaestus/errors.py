@@ -19,6 +19,7 @@ HephaestusError
 ├── StorageError                   a storage backend failed; the cause is chained
 │   ├── ConcurrentUpdateError      another writer changed the instance first
 │   └── CorruptInstanceError       a stored run cannot be decoded; carries ``run_id``
+│       └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
 └── AppError                       the ``Hephaestus`` app object is missing or misused
     ├── NoAppRunningError
     ├── AmbiguousAppError
@@ -43,6 +44,7 @@ __all__ = [
     "ConcurrentUpdateError",
     "CorruptInstanceError",
     "HephaestusError",
+    "IncompatibleInstanceError",
     "InstanceAlreadyRunningError",
     "InstanceError",
     "InstanceNotActiveError",
@@ -223,6 +225,23 @@ class CorruptInstanceError(StorageError):
     def __init__(self, message: str, *, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class IncompatibleInstanceError(CorruptInstanceError):
+    """An active stored run decodes, but does not fit its workflow's current definition.
+
+    A step, join or buffered resume names a step the definition no longer has (renamed or
+    removed by a deploy), or the stored version differs from the definition's. The engine
+    cannot continue it; ``problems`` lists each mismatch. Redeploy the definition the run was
+    started with (or keep the old version), or cancel and delete the run.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str, instance_id: str, problems: tuple[str, ...]
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.instance_id = instance_id
+        self.problems = problems
 
 
 class AppError(HephaestusError):

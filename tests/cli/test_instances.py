@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 from hephaestus import Hephaestus
@@ -251,6 +252,45 @@ def test_resume_without_the_workflow_module_asks_for_import(shared: str) -> None
     assert result.returncode == 1
     assert "no workflow named 'tests.cli.example_workflows.FanOutFlow'" in result.stderr
     assert "(pass --import MODULE)" in result.stderr
+
+
+def _damage(url: str) -> str:
+    """Corrupt order::1001's state (the run id returned); rename order::1003's waiting step."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT run_id FROM workflow_instances WHERE id = 'order::1001'")
+        run_id = str(row.fetchone()[0])  # type: ignore[index]
+        conn.execute("UPDATE workflow_instances SET state = '[]' WHERE run_id = %s", [run_id])
+        conn.execute(
+            "UPDATE workflow_instance_parts SET key = 'await_courier' WHERE key = 'await_delivery'"
+            " AND run_id = (SELECT run_id FROM workflow_instances WHERE id = 'order::1003')"
+        )
+    return run_id
+
+
+def test_a_corrupt_or_outdated_run_never_breaks_list_or_show(own: str) -> None:
+    """``list`` skips an undecodable run (logged), ``show`` names it; outdated runs are shown."""
+    corrupt = _damage(own)
+    listed = hephaestus("instances", "list", "--dsn", own, *IMPORT)
+    assert listed.returncode == 0, listed.stderr
+    assert "order::1003" in listed.stdout
+    assert "order::1001" not in listed.stdout
+    assert f"skipped stored run {corrupt}" in listed.stderr
+    assert "Traceback" not in listed.stderr
+
+    shown = hephaestus("instances", "show", "order::1001", "--dsn", own, *IMPORT)
+    assert shown.returncode == 1
+    assert f"run {corrupt} cannot be decoded" in shown.stderr
+    assert "Traceback" not in shown.stderr
+
+    outdated = _ok(hephaestus("instances", "show", "order::1003", "--dsn", own, *IMPORT))
+    assert "Does not fit the current definition" in outdated
+    assert "'await_courier' is not a step of" in outdated
+    resumed = hephaestus("instances", "resume", "order::1003", "delivered", "--dsn", own, *IMPORT)
+    assert resumed.returncode == 1
+    assert "does not fit the current definition" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    cancelled = _ok(hephaestus("instances", "cancel", "order::1003", "--dsn", own, *IMPORT))
+    assert "waiting -> cancelled" in cancelled
 
 
 def test_unreachable_database_exits_1_with_the_driver_message() -> None:

@@ -31,6 +31,7 @@ from hephaestus.errors import (
     InvalidEventError,
     InvalidInstanceIdError,
     StepNotWaitingError,
+    UnencodableValueError,
     UnknownVersionError,
 )
 from hephaestus.testing import advance, run_until_idle
@@ -314,6 +315,43 @@ async def test_scope_global_is_shared_across_workflows(app: Hephaestus) -> None:
         await Beta.start("abc")
     await Alpha.cancel("abc")
     assert await Beta.start("abc") == "shared::abc"
+
+
+class Gamma(Workflow):
+    unique = Unique(key="shared")  # scope "workflow"
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+class Delta(Workflow):
+    unique = Unique(key="shared", scope="version")
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+@pytest.mark.parametrize("scoped", [Gamma, Delta], ids=["workflow", "version"])
+async def test_scope_global_excludes_an_id_in_workflows_of_any_scope(
+    app: Hephaestus, scoped: type[Workflow]
+) -> None:
+    """A global run blocks the id in a workflow- or version-scoped workflow, and vice versa."""
+    await Alpha.start("abc")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await scoped.start("abc")
+    await Alpha.cancel("abc")
+    await scoped.start("abc")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await Alpha.start("abc")
+    active = await app.list(status_in=["pending", "running", "waiting"])
+    assert [run.workflow for run in active] == [scoped.definition().name]
+
+
+@pytest.mark.parametrize("storage", ["memory-json", "postgres"], indirect=True)
+async def test_a_start_refused_for_its_context_leaves_the_id_free(app: Hephaestus) -> None:
+    """A start whose context the storage cannot hold stores nothing: the id starts afterwards."""
+    with pytest.raises(UnencodableValueError):
+        await Alpha.start("abc", {"bad": object()})
+    assert await Alpha.start("abc") == "shared::abc"
+    assert len(await app.list()) == 1
 
 
 async def test_a_value_can_start_again_once_its_run_finished(

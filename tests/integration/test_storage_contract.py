@@ -19,7 +19,7 @@ from hephaestus import (
     InstanceNotFoundError,
     Status,
 )
-from hephaestus.errors import ConcurrentUpdateError, StorageError
+from hephaestus.errors import ConcurrentUpdateError, HephaestusError, StorageError
 from hephaestus.storage import InstanceQuery, Storage
 
 if TYPE_CHECKING:
@@ -207,6 +207,111 @@ async def test_deleting_the_holder_frees_its_key(store: Storage) -> None:
     await store.create(make("r1", unique_key="k"))
     await store.delete("r1")
     await store.create(make("r2", unique_key="k"))
+
+
+# -- uniqueness across scopes (a global key is the id itself) ---------------------------------
+
+GLOBAL = "flow::a"  # what unique_key_for gives scope "global" for id flow::a
+SCOPED = {
+    "workflow": f"{FLOW}|flow::a",
+    "version": f"{FLOW}@1|flow::a",
+    "other workflow": f"{OTHER}|flow::a",
+    "other version": f"{OTHER}@2|flow::a",
+}
+
+
+@pytest.mark.parametrize("scoped", list(SCOPED.values()), ids=list(SCOPED))
+async def test_a_global_run_excludes_a_run_of_its_id_in_any_scope(
+    store: Storage, scoped: str
+) -> None:
+    """While a global run of an id is active, no run of that id starts in any workflow or scope."""
+    await store.create(make("r1", workflow=OTHER, unique_key=GLOBAL))
+    with pytest.raises(InstanceAlreadyRunningError) as caught:
+        await store.create(make("r2", unique_key=scoped))
+    assert caught.value.instance_id == "flow::a"
+    with pytest.raises(InstanceNotFoundError):
+        await store.get("r2")
+
+
+@pytest.mark.parametrize("scoped", list(SCOPED.values()), ids=list(SCOPED))
+async def test_a_scoped_run_excludes_a_global_run_of_its_id(store: Storage, scoped: str) -> None:
+    """While a workflow- or version-scoped run of an id is active, a global run of it fails."""
+    await store.create(make("r1", unique_key=scoped))
+    with pytest.raises(InstanceAlreadyRunningError):
+        await store.create(make("r2", workflow=OTHER, unique_key=GLOBAL))
+    assert run_ids(await store.query(InstanceQuery())) == ["r1"]
+
+
+async def test_scoped_keys_of_one_id_in_different_workflows_coexist(store: Storage) -> None:
+    """Workflow- and version-scoped runs of one id in different workflows do not collide."""
+    for index, key in enumerate(SCOPED.values()):
+        if key.startswith(FLOW + "@"):
+            continue  # the workflow and version keys of FLOW are two scopes of one workflow
+        await store.create(make(f"r{index}", unique_key=key))
+    await store.create(make("r9", instance_id="flow::b", unique_key="flow::b"))  # another id
+    assert len(await store.query(InstanceQuery())) == 4
+
+
+@pytest.mark.parametrize("release", ["finish", "delete"])
+async def test_a_global_key_is_free_once_the_excluding_run_is_gone(
+    store: Storage, release: str
+) -> None:
+    """When the scoped run finishes or is deleted, a global run of its id may start."""
+    holder = make("r1", unique_key=SCOPED["workflow"])
+    await store.create(holder)
+    if release == "finish":
+        await store.put(bump(holder, status=Status.COMPLETED))
+    else:
+        await store.delete("r1")
+    await store.create(make("r2", workflow=OTHER, unique_key=GLOBAL))
+    with pytest.raises(InstanceAlreadyRunningError):
+        await store.create(make("r3", unique_key=SCOPED["workflow"]))
+
+
+# -- a failed create leaves no trace ------------------------------------------------------------
+
+
+async def assert_no_trace(store: Storage, run_id: str, key: str) -> None:
+    """``run_id`` was never stored and ``key`` is free: the same key starts a new run."""
+    with pytest.raises(InstanceNotFoundError):
+        await store.get(run_id)
+    assert run_id not in run_ids(await store.query(InstanceQuery()))
+    await store.create(make(f"{run_id}-again", unique_key=key))
+    assert run_ids(await store.query(InstanceQuery(status=Status.RUNNING))) == [f"{run_id}-again"]
+
+
+async def test_a_create_refused_for_its_run_id_holds_no_key(store: Storage) -> None:
+    """A create that fails (its run id exists) leaves its unique key free."""
+    await store.create(make("r1", instance_id="flow::b", status=Status.COMPLETED))
+    with pytest.raises(StorageError):
+        await store.create(make("r1", unique_key=SCOPED["workflow"]))
+    await store.create(make("r2", unique_key=SCOPED["workflow"]))
+
+
+class Opaque:
+    """A value no JSON codec can hold."""
+
+
+@pytest.mark.parametrize(
+    ("storage", "value"),
+    [
+        ("memory-json", Opaque()),
+        ("postgres", Opaque()),
+        ("postgres", "nul \x00 character"),  # encodes, but PostgreSQL's jsonb refuses it
+        ("postgres", {"deep": "\udc00"}),  # a lone surrogate: refused by the driver
+    ],
+    ids=["memory-json-unencodable", "postgres-unencodable", "postgres-nul", "postgres-surrogate"],
+    indirect=["storage"],
+)
+@pytest.mark.parametrize("key", [SCOPED["workflow"], GLOBAL], ids=["workflow", "global"])
+async def test_a_create_that_fails_on_its_value_leaves_no_trace(
+    store: Storage, value: object, key: str
+) -> None:
+    """A create whose data the storage refuses stores nothing and holds no key."""
+    bad = replace(make("r1", unique_key=key), context=Context(initial={"v": value}, steps={}))
+    with pytest.raises(HephaestusError):
+        await store.create(bad)
+    await assert_no_trace(store, "r1", key)
 
 
 # -- delete -----------------------------------------------------------------------------------

@@ -38,13 +38,22 @@ SELECT 'table', c.relname || ' ' || coalesce(array_to_string(c.reloptions, ','),
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relkind = 'r'
 UNION ALL
+SELECT 'trigger', pg_get_triggerdef(t.oid)
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
+UNION ALL
+SELECT 'function', p.proname || '(' || pg_get_function_arguments(p.oid) || ') '
+       || pg_get_function_result(p.oid) || ' ' || p.prosrc
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s
+UNION ALL
 SELECT 'migration', version::text || ' ' || name FROM {table}
 ORDER BY 1, 2
 """
 
 
 def catalog(url: str, schema: str) -> list[tuple[str, str]]:
-    """Every column, index and constraint of ``schema``, plus the recorded migrations."""
+    """Every column, index, constraint, trigger and function of ``schema``, and its migrations."""
     table = psycopg.sql.Identifier(schema, "hephaestus_migrations")
     statement = psycopg.sql.SQL(CATALOG).format(table=table)
     with psycopg.connect(url) as conn:
@@ -80,10 +89,11 @@ async def test_applying_every_migration_equals_the_current_schema(empty_database
     installed = catalog(empty_database, "by_schema")
     assert migrated == installed
     kinds = {kind for kind, _ in migrated}
-    assert kinds == {"column", "index", "constraint", "table", "migration"}
+    assert kinds == {"column", "index", "constraint", "table", "trigger", "function", "migration"}
     assert ("table", "workflow_instances fillfactor=70") in migrated
     assert any("jsonb_path_ops" in text for _, text in migrated)
     assert any("workflow_instances_active_unique_key" in text for _, text in migrated)
+    assert any("BEFORE INSERT" in text for kind, text in migrated if kind == "trigger")
 
 
 async def test_migrate_applies_only_what_is_pending(empty_database: str) -> None:

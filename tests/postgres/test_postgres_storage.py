@@ -153,6 +153,44 @@ async def test_concurrent_starts_of_one_business_key_never_both_succeed(
     assert len(await pg_storage.query(InstanceQuery(id="order::a"))) == 1
 
 
+async def test_racing_global_and_workflow_scoped_starts_of_one_id_have_one_winner(
+    pg_storage: PostgresStorage,
+) -> None:
+    """Global and workflow-scoped creates of one id racing on many connections: one wins."""
+    for round_ in range(8):
+        instance_id = f"order::r{round_}"
+        racers = [
+            make(
+                f"race{round_}-{index}",
+                id=instance_id,
+                workflow="shop.Gift" if index % 2 else "shop.Order",
+                family="shop.Gift" if index % 2 else "shop.Order",
+                unique_key=instance_id if index % 2 else f"shop.Order|{instance_id}",
+            )
+            for index in range(12)
+        ]
+        results = await asyncio.gather(
+            *(pg_storage.create(racer) for racer in racers), return_exceptions=True
+        )
+        assert sum(result is None for result in results) == 1
+        assert sum(isinstance(result, InstanceAlreadyRunningError) for result in results) == 11
+        assert len(await pg_storage.query(InstanceQuery(id=instance_id))) == 1
+
+
+async def test_the_database_itself_refuses_a_global_run_beside_a_scoped_one(
+    pg_storage: PostgresStorage, database_url: str
+) -> None:
+    """The trigger, not the adapter, keeps scope global exclusive: raw SQL is refused too."""
+    await pg_storage.create(make("r1", unique_key="shop.Order|order::a"))
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation, match="excludes unique key order::a"):
+            await conn.execute(
+                "INSERT INTO workflow_instances (run_id, id, workflow, workflow_version, status,"
+                " revision, unique_key, created_at, updated_at) VALUES ('r2', 'order::a', 'w', 1,"
+                " 'running', 1, 'order::a', now(), now())"
+            )
+
+
 async def test_the_database_itself_refuses_a_second_active_holder(
     pg_storage: PostgresStorage, database_url: str
 ) -> None:
@@ -324,7 +362,7 @@ class RefFlow(Workflow):
 
 
 async def test_step_references_resolve_only_through_the_registry(database_url: str) -> None:
-    """A stored step class reads back through the registry; an unknown one is a clear error."""
+    """A stored step class reads back through the registry; an unknown one is a typed error."""
     instance = make("r1", context=Context(initial={"next": RefStep}, steps={}))
     known = PostgresStorage(database_url)
     await known.open()
@@ -336,8 +374,11 @@ async def test_step_references_resolve_only_through_the_registry(database_url: s
     empty = PostgresStorage(database_url, registry=WorkflowRegistry())
     await empty.open()
     try:
-        with pytest.raises(UnknownWorkflowError, match="RefStep"):
+        with pytest.raises(CorruptInstanceError, match=r"RefStep.*import the modules") as caught:
             await empty.get("r1")
+        assert caught.value.run_id == "r1"
+        assert isinstance(caught.value.__cause__, UnknownWorkflowError)
+        assert await empty.query(InstanceQuery()) == []  # logged and skipped
     finally:
         await empty.close()
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hephaestus import Unique
-from hephaestus._core.unique import build_id, parse_value, unique_key_for
+from hephaestus._core.unique import build_id, keys_collide, parse_value, unique_key_for
 from hephaestus.errors import InvalidInstanceIdError
 
 ORDER = Unique(key="order")
@@ -187,3 +187,20 @@ def test_workflow_scope_spans_versions() -> None:
     assert unique_key_for(version, "order::a", "f", 1) != unique_key_for(
         version, "order::a", "f", 2
     )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "collide"),
+    [
+        ("f|order::a", "f|order::a", True),  # one workflow, scope workflow
+        ("f|order::a", "g|order::a", False),  # two workflows, each scope workflow
+        ("f@1|order::a", "f@2|order::a", False),  # two versions, scope version
+        ("order::a", "order::a", True),  # two global runs
+        ("order::a", "g|order::a", True),  # global vs another workflow's workflow scope
+        ("g@3|order::a", "order::a", True),  # version scope vs global
+    ],
+)
+def test_keys_collide_when_equal_or_either_is_global(a: str, b: str, collide: bool) -> None:
+    """Active keys of one id exclude each other when equal or when either is the global key."""
+    assert keys_collide(a, b, "order::a") is collide
+    assert keys_collide(b, a, "order::a") is collide

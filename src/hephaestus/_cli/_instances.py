@@ -244,7 +244,9 @@ def show(
     if as_json:
         click.echo(json.dumps(to_json(instance), indent=2))
         return 0
-    _print_instance(console(), instance, definition)
+    out = console()
+    _print_problems(out, instance, definition)
+    _print_instance(out, instance, definition)
     return 0
 
 
@@ -268,6 +270,22 @@ def _print_waiting(out: Console, instance: Instance, definition: object) -> None
         out.print("[bold]Scheduled[/]")
         for item in instance.scheduled:
             out.print(escape(f"  {item.step}: {item.event} at {_time(item.at)} (id {item.id})"))
+
+
+def _print_problems(out: Console, instance: Instance, definition: object) -> None:
+    """How a run no longer fits its definition (a step renamed by a deploy, say), if it does not."""
+    from rich.markup import escape
+
+    from hephaestus._core.compat import instance_problems
+    from hephaestus._core.definition import WorkflowDefinition
+
+    if not isinstance(definition, WorkflowDefinition):
+        return
+    problems = instance_problems(definition, instance)
+    if problems:
+        out.print("[bold yellow]Does not fit the current definition[/] (it cannot be continued)")
+        for problem in problems:
+            out.print(f"  {escape(problem)}")
 
 
 def _print_instance(out: Console, instance: Instance, definition: object) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from hephaestus.errors import InvalidInstanceIdError
 
-__all__ = ["Scope", "Unique", "build_id", "parse_value", "unique_key_for"]
+__all__ = ["Scope", "Unique", "build_id", "keys_collide", "parse_value", "unique_key_for"]
 
 Scope = Literal["workflow", "version", "global", "none"]
 SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
@@ -105,3 +105,13 @@ def unique_key_for(unique: Unique, instance_id: str, family: str, version: int) 
             return instance_id
         case _:
             return None
+
+
+def keys_collide(key: str, other: str, instance_id: str) -> bool:
+    """Whether two active runs of ``instance_id`` holding ``key`` and ``other`` exclude each other.
+
+    Equal keys collide (same scope, same workflow or version). A ``global`` key is the id itself,
+    and it collides with every key of the same id, whatever the other workflow's scope: a
+    global run excludes a workflow- or version-scoped run of another workflow, and vice versa.
+    """
+    return key == other or instance_id in (key, other)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
 from hephaestus._core import engine
+from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import (
     ACTIVE_STATUSES,
     ErrorInfo,
@@ -185,7 +186,9 @@ class LocalRunner:
         return decisions[-1].instance.scheduled[-1]
 
     async def cancel(self, run_id: str, *, reason: str | None) -> None:
-        run = await self._run_for(run_id)
+        # Cancelling needs no step of the definition: a run that no longer fits it (a renamed
+        # step) can still be cancelled, which is how an operator clears it.
+        run = await self._run_for(run_id, fit=False)
         now = self._require_env().clock.now
         await self._apply(run, lambda instance: engine.cancel(instance, now(), reason))
 
@@ -208,13 +211,33 @@ class LocalRunner:
         env = self._require_env()
         from hephaestus.storage import InstanceQuery
 
+        # Runs that cannot be decoded are logged and skipped by the storage; runs that do not
+        # fit their definition, and runs whose adoption fails, are logged and skipped here:
+        # one bad run never keeps the others from being recovered.
+        unknown: dict[str, list[Instance]] = {}
         for instance in await env.storage.query(InstanceQuery(status_in=ACTIVE_STATUSES)):
             try:
                 definition = env.registry.resolve(instance.workflow)
-            except UnknownWorkflowError as exc:
-                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+            except UnknownWorkflowError:
+                unknown.setdefault(instance.workflow, []).append(instance)
                 continue
-            await self._adopt(_Run(definition, instance))
+            try:
+                check_instance(definition, instance)
+                await self._adopt(_Run(definition, instance))
+            except HephaestusError as exc:
+                self._runs.pop(instance.run_id, None)
+                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+        for workflow, orphans in unknown.items():  # one line per workflow, not per run
+            shown = ", ".join(f"{orphan.id} (run {orphan.run_id})" for orphan in orphans[:5])
+            log.error(
+                "cannot recover %d run(s) of %s: %s%s; no workflow named %r is defined in this "
+                "process: import the module that defines it before opening the app",
+                len(orphans),
+                workflow,
+                shown,
+                ", ..." if len(orphans) > 5 else "",
+                workflow,
+            )
 
     async def _adopt(self, run: _Run) -> None:
         """Take over an active stored run: start it if pending, else re-issue its commands."""
@@ -225,7 +248,12 @@ class LocalRunner:
         else:
             self._dispatch(run, engine.recover(run.instance))
 
-    async def _run_for(self, run_id: str) -> _Run:
+    async def _run_for(self, run_id: str, *, fit: bool = True) -> _Run:
+        """The run to operate on; one loaded from storage must fit its definition (``fit``).
+
+        A stored run that does not fit raises ``IncompatibleInstanceError``; with
+        ``fit=False`` it is returned without being adopted (nothing of it is dispatched).
+        """
         run = self._runs.get(run_id)
         if run is not None:
             return run
@@ -233,6 +261,10 @@ class LocalRunner:
         instance = await env.storage.get(run_id)
         run = _Run(env.registry.resolve(instance.workflow), instance)
         if not instance.is_terminal:
+            if fit:
+                check_instance(run.definition, instance)
+            elif instance_problems(run.definition, instance):
+                return run
             # Active in storage but not running here (the app opened without recovery): adopt it.
             await self._adopt(run)
         return run

@@ -25,6 +25,12 @@ class InstanceQuery:
 
     Results are ordered by creation time, oldest first (``newest_first`` reverses it), then
     ``offset`` rows are skipped and at most ``limit`` returned.
+
+    A stored run that cannot be decoded is left out of the results and reported with one
+    error log line on the ``hephaestus.storage`` logger (naming the run and the fix), so one
+    corrupt or foreign row never hides the healthy ones; it still counts toward ``offset`` and
+    ``limit``, so a page may hold fewer runs. With ``skip_corrupt=False`` it raises
+    ``CorruptInstanceError`` instead: what lookups of one run use.
     """
 
     id: str | None = None
@@ -35,6 +41,7 @@ class InstanceQuery:
     limit: int | None = None
     offset: int = 0
     newest_first: bool = False
+    skip_corrupt: bool = True
 
     def matches(self, instance: Instance) -> bool:
         """Whether ``instance`` passes every filter (pagination aside)."""
@@ -83,10 +90,18 @@ class Storage(Protocol):
         """
 
     async def get(self, run_id: str) -> Instance:
-        """The stored run; raises ``InstanceNotFoundError``."""
+        """The stored run; raises ``InstanceNotFoundError``.
+
+        Raises ``CorruptInstanceError`` (with ``run_id``, the decoding error chained) when the
+        stored data cannot be decoded, whatever is wrong with it: never ``KeyError`` and such.
+        """
 
     async def delete(self, run_id: str) -> None:
         """Remove a run; deleting a missing run is not an error."""
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
-        """Runs matching ``query``, ordered and paginated as it says."""
+        """Runs matching ``query``, ordered and paginated as it says.
+
+        Runs that cannot be decoded are logged and skipped (see ``InstanceQuery``), unless
+        ``query.skip_corrupt`` is false: then the first raises ``CorruptInstanceError``.
+        """

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
+from hephaestus._core.unique import keys_collide
 from hephaestus.errors import (
     ConcurrentUpdateError,
     CorruptInstanceError,
@@ -17,8 +18,10 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     StorageError,
 )
+from hephaestus.storage._corrupt import corrupt, log_skipped
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from hephaestus._core.registry import WorkflowRegistry
@@ -41,6 +44,9 @@ class InMemoryStorage:
     ) -> None:
         self._runs: dict[str, Instance] = {}
         self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
+        # instance id -> run_ids of its active runs holding a key (a global key excludes them
+        # all); a tuple, as there is rarely more than one, costs least per waiting run
+        self._keyed_ids: dict[str, tuple[str, ...]] = {}
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
@@ -61,17 +67,42 @@ class InMemoryStorage:
             raise StorageError(f"run {instance.run_id} already exists")
         key = instance.unique_key
         if key is not None:
-            holder = self._holders.get(key)
-            if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
+            holder = self._holder(instance.id, key)
+            if holder is not None:
                 raise InstanceAlreadyRunningError(
                     f"an active instance {instance.id} already exists "
                     f"({self._runs[holder].workflow}, run {holder})",
                     instance_id=instance.id,
                     unique_key=key,
                 )
-            if instance.status in ACTIVE_STATUSES:
-                self._holders[key] = instance.run_id
-        self._store(instance)
+        self._store(instance)  # may fail (an unencodable value): then nothing is held
+        if key is not None and instance.status in ACTIVE_STATUSES:
+            self._holders[key] = instance.run_id
+            self._keyed_ids[instance.id] = (*self._keyed_ids.get(instance.id, ()), instance.run_id)
+
+    def _holder(self, instance_id: str, key: str) -> str | None:
+        """The active run whose key excludes ``key`` (``keys_collide``), if any."""
+        holder = self._holders.get(key)
+        if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
+            return holder
+        for run_id in self._keyed_ids.get(instance_id, ()):
+            other = self._runs[run_id].unique_key
+            if other is not None and keys_collide(key, other, instance_id):
+                return run_id
+        return None
+
+    def _release(self, instance: Instance) -> None:
+        """Free the key ``instance`` holds (it finished, or is deleted)."""
+        key = instance.unique_key
+        if key is not None and self._holders.get(key) == instance.run_id:
+            del self._holders[key]
+        held = self._keyed_ids.get(instance.id)
+        if held is not None and instance.run_id in held:
+            rest = tuple(run_id for run_id in held if run_id != instance.run_id)
+            if rest:
+                self._keyed_ids[instance.id] = rest
+            else:
+                del self._keyed_ids[instance.id]
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         del previous  # the whole instance is kept; there is nothing to diff
@@ -87,13 +118,8 @@ class InMemoryStorage:
                 instance_id=instance.id,
             )
         self._store(instance)
-        key = instance.unique_key
-        if (
-            key is not None
-            and instance.status not in ACTIVE_STATUSES
-            and self._holders.get(key) == instance.run_id
-        ):
-            del self._holders[key]
+        if instance.unique_key is not None and instance.status not in ACTIVE_STATUSES:
+            self._release(instance)
 
     async def get(self, run_id: str) -> Instance:
         instance = self._runs.get(run_id)
@@ -104,9 +130,8 @@ class InMemoryStorage:
     async def delete(self, run_id: str) -> None:
         instance = self._runs.pop(run_id, None)
         self._texts.pop(run_id, None)
-        key = None if instance is None else instance.unique_key
-        if key is not None and self._holders.get(key) == run_id:
-            del self._holders[key]
+        if instance is not None:
+            self._release(instance)
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
         rows = [instance for instance in self._runs.values() if query.matches(instance)]
@@ -116,7 +141,10 @@ class InMemoryStorage:
         if query.newest_first:
             rows.reverse()
         end = None if query.limit is None else query.offset + query.limit
-        return [self._load(row) for row in rows[query.offset : end]]
+        page = rows[query.offset : end]
+        if not self._serialize:
+            return page
+        return _decoded(self._load, page, skip_corrupt=query.skip_corrupt)
 
     def _store(self, instance: Instance) -> None:
         if self._serialize:
@@ -130,15 +158,28 @@ class InMemoryStorage:
         if not self._serialize:
             return instance
         from hephaestus._core.registry import default_registry
-        from hephaestus.codec import CodecError, decode_instance
+        from hephaestus.codec import decode_instance
 
         registry = default_registry if self._registry is None else self._registry
         try:
             return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
-        except CodecError as exc:
-            raise CorruptInstanceError(
-                f"run {instance.run_id} cannot be decoded: {exc}", run_id=instance.run_id
-            ) from exc
+        except Exception as exc:  # whatever the stored text holds, the caller gets a typed error
+            raise corrupt(instance.run_id, exc) from exc
+
+
+def _decoded(
+    load: Callable[[Instance], Instance], rows: list[Instance], *, skip_corrupt: bool
+) -> list[Instance]:
+    """``rows`` decoded; one that cannot be is logged and skipped (or raised, if asked)."""
+    found: list[Instance] = []
+    for row in rows:
+        try:
+            found.append(load(row))
+        except CorruptInstanceError as exc:
+            if not skip_corrupt:
+                raise
+            log_skipped(exc)
+    return found
 
 
 def _created_at(instance: Instance) -> datetime:

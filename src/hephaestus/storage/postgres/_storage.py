@@ -24,7 +24,6 @@ import psycopg_pool
 from hephaestus._core.instance import Instance, JoinState, Status
 from hephaestus.codec import (
     FORMAT,
-    CodecError,
     JSONValue,
     decode_instance,
     encode_error_info,
@@ -43,6 +42,7 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     StorageError,
 )
+from hephaestus.storage._corrupt import corrupt, log_skipped
 from hephaestus.storage.postgres._queries import Queries
 
 if TYPE_CHECKING:
@@ -308,7 +308,8 @@ class PostgresStorage:
             "offset": query.offset,
         }
         statement = self._queries.query_newest if query.newest_first else self._queries.query_oldest
-        return [self._decode(row) for row in await self._fetch(statement, params)]
+        rows = await self._fetch(statement, params)
+        return self._decode_all(rows, skip_corrupt=query.skip_corrupt)
 
     # -- beyond the protocol ----------------------------------------------------------------
 
@@ -331,7 +332,7 @@ class PostgresStorage:
             "offset": offset,
         }
         statement = self._queries.query_contains[1 if newest_first else 0]
-        return [self._decode(row) for row in await self._fetch(statement, params)]
+        return self._decode_all(await self._fetch(statement, params), skip_corrupt=True)
 
     async def explain_find(self, contains: Mapping[str, Any]) -> str:
         """PostgreSQL's plan for ``find(contains)``'s filter, to check the index serves it."""
@@ -383,6 +384,18 @@ class PostgresStorage:
         rows = await self._fetch(self._queries.stored_revision, {"run_id": run_id})
         return None if not rows else int(rows[0][0])
 
+    def _decode_all(self, rows: list[Row], *, skip_corrupt: bool) -> list[Instance]:
+        """``rows`` decoded; one that cannot be is logged and skipped (or raised, if asked)."""
+        found: list[Instance] = []
+        for row in rows:
+            try:
+                found.append(self._decode(row))
+            except CorruptInstanceError as exc:
+                if not skip_corrupt:
+                    raise
+                log_skipped(exc)
+        return found
+
     def _decode(self, row: Row) -> Instance:
         run_id, revision, state_text, extra_text, parts_text, history_text = row
         try:
@@ -414,10 +427,8 @@ class PostgresStorage:
             document["context"]["steps"] = results
             document["history"] = json.loads(history_text)
             return decode_instance(document, self._registry, strict=False)
-        except (CodecError, ValueError, KeyError, TypeError) as exc:
-            raise CorruptInstanceError(
-                f"run {run_id} cannot be decoded: {exc}", run_id=run_id
-            ) from exc
+        except Exception as exc:  # whatever a row holds, the caller gets a typed error
+            raise corrupt(run_id, exc) from exc
 
 
 # -- encoding rows ---------------------------------------------------------------------------
