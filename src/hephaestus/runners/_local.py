@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
 from hephaestus._core import engine
-from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, Status, StepContext
+from hephaestus._core.instance import (
+    ACTIVE_STATUSES,
+    ErrorInfo,
+    Instance,
+    Status,
+    StepContext,
+    StepStatus,
+)
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -47,16 +54,47 @@ STORAGE_RETRY_SECONDS = 30.0
 
 
 class _Run:
-    """A run this runner executes: its latest state, in-flight steps and armed timers."""
+    """A run this runner executes: its latest state, in-flight steps and armed timers.
 
-    __slots__ = ("definition", "instance", "lock", "tasks", "timers")
+    The runner keeps a ``_Run`` only while the run needs it: while a step is executing or due,
+    a timer is armed, or a caller is using it. A run that only waits for an event is forgotten
+    and read back from storage when it is resumed or cancelled. ``users`` counts the tasks and
+    calls holding this object; a ``_Run`` is registered (unloaded, without ``instance``) before
+    anything is awaited, so concurrent callers of one run share one object and one lock.
+    """
 
-    def __init__(self, definition: WorkflowDefinition, instance: Instance) -> None:
-        self.definition = definition
-        self.instance = instance
+    __slots__ = ("definition", "instance", "lock", "run_id", "tasks", "timers", "users")
+
+    definition: WorkflowDefinition
+    instance: Instance
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
         self.lock = asyncio.Lock()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[tuple[str, str], TimerHandle] = {}
+        self.users = 0
+
+    @classmethod
+    def of(cls, definition: WorkflowDefinition, instance: Instance) -> _Run:
+        run = cls(instance.run_id)
+        run.definition = definition
+        run.instance = instance
+        return run
+
+    @property
+    def loaded(self) -> bool:
+        return hasattr(self, "instance")
+
+    @property
+    def needed(self) -> bool:
+        """Whether the runner must keep this run: it is in use, executing, due or timed."""
+        if self.users or self.tasks or self.timers:
+            return True
+        if not self.loaded or self.instance.is_terminal:
+            return False
+        # A step still active (its result not recorded, or the runner closing) keeps the run.
+        return any(state.status is StepStatus.ACTIVE for state in self.instance.steps.values())
 
 
 class LocalRunner:
@@ -124,29 +162,36 @@ class LocalRunner:
     async def start(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
         env = self._require_env()
         await env.storage.create(decision.instance)
-        run = _Run(definition, decision.instance)
+        run = _Run.of(definition, decision.instance)
         if not decision.instance.is_terminal:
             self._runs[decision.instance.run_id] = run
         if self._observe and telemetry.handlers_attached():
             emit_decision(definition, None, decision.instance, runner=self.name)
         self._dispatch(run, decision.commands)
+        self._forget_if_idle(run)
 
     async def resume(
         self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
     ) -> None:
-        run = await self._run_for(run_id)
         now = self._require_env().clock.now
-        await self._apply(
-            run,
-            lambda instance: engine.resume(
-                run.definition, instance, event=event, payload=payload, now=now(), step=step
-            ),
-        )
+        run = self._hold(run_id)
+        try:
+            await self._apply(
+                run,
+                lambda instance: engine.resume(
+                    run.definition, instance, event=event, payload=payload, now=now(), step=step
+                ),
+            )
+        finally:
+            self._let_go(run)
 
     async def cancel(self, run_id: str, *, reason: str | None) -> None:
-        run = await self._run_for(run_id)
         now = self._require_env().clock.now
-        await self._apply(run, lambda instance: engine.cancel(instance, now(), reason))
+        run = self._hold(run_id)
+        try:
+            await self._apply(run, lambda instance: engine.cancel(instance, now(), reason))
+        finally:
+            self._let_go(run)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -173,28 +218,55 @@ class LocalRunner:
             except UnknownWorkflowError as exc:
                 log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
                 continue
-            await self._adopt(_Run(definition, instance))
+            run = _Run.of(definition, instance)
+            self._runs[run.run_id] = run
+            run.users += 1
+            try:
+                async with run.lock:
+                    await self._adopt(run)
+            finally:
+                self._let_go(run)
 
     async def _adopt(self, run: _Run) -> None:
-        """Take over an active stored run: start it if pending, else re-issue its commands."""
-        self._runs[run.instance.run_id] = run
+        """Take over an active stored run: start it if pending, else re-issue its commands.
+
+        The caller holds ``run.lock``.
+        """
         if run.instance.status is Status.PENDING:
             now = self._clock.now
-            await self._apply(run, lambda current: engine.begin(run.definition, current, now()))
+            await self._apply_locked(
+                run, lambda current: engine.begin(run.definition, current, now())
+            )
         else:
             self._dispatch(run, engine.recover(run.instance))
 
-    async def _run_for(self, run_id: str) -> _Run:
+    def _hold(self, run_id: str) -> _Run:
+        """The run's one ``_Run`` (registered unloaded if the runner holds none), in use."""
         run = self._runs.get(run_id)
-        if run is not None:
-            return run
-        env = self._require_env()
-        instance = await env.storage.get(run_id)
-        run = _Run(env.registry.resolve(instance.workflow), instance)
-        if not instance.is_terminal:
-            # Active in storage but not running here (the app opened without recovery): adopt it.
-            await self._adopt(run)
+        if run is None:
+            run = self._runs[run_id] = _Run(run_id)
+        run.users += 1
         return run
+
+    def _let_go(self, run: _Run) -> None:
+        run.users -= 1
+        self._forget_if_idle(run)
+
+    def _forget_if_idle(self, run: _Run) -> None:
+        """Drop a run nothing needs (it only waits for an event): storage holds all of it."""
+        if not run.needed and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    async def _load(self, run: _Run) -> None:
+        """Read a run the runner does not hold from storage (the caller holds ``run.lock``)."""
+        env = self._require_env()
+        instance = await env.storage.get(run.run_id)
+        run.definition = env.registry.resolve(instance.workflow)
+        run.instance = instance
+        if not instance.is_terminal:
+            # Waiting here, or active in storage but not running here (the app opened without
+            # recovery): re-issue what it needs.
+            await self._adopt(run)
 
     async def _apply(
         self,
@@ -210,26 +282,40 @@ class LocalRunner:
         so the calling task runs it next (a sequential run then needs no task per step).
         """
         async with run.lock:
-            before = run.instance
-            decision = decide(before)
-            if not decision.changed:
-                return None
-            try:
-                await self._storage.put(decision.instance, before)
-            except ConcurrentUpdateError:
-                log.warning("run %s was changed by another writer; letting go", run.instance.id)
-                self._retire(run)
-                raise
-            run.instance = decision.instance
-            if self._observe and telemetry.handlers_attached():
-                emit_decision(
-                    run.definition, before, decision.instance, step_duration, runner=self.name
-                )
-            follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
-            if decision.instance.is_terminal:
-                self._retire(run)
-                return None
-            return follow
+            if not run.loaded:
+                await self._load(run)
+            return await self._apply_locked(
+                run, decide, step_duration, continue_inline=continue_inline
+            )
+
+    async def _apply_locked(
+        self,
+        run: _Run,
+        decide: Callable[[Instance], engine.Decision],
+        step_duration: float | None = None,
+        *,
+        continue_inline: bool = False,
+    ) -> engine.RunStep | None:
+        before = run.instance
+        decision = decide(before)
+        if not decision.changed:
+            return None
+        try:
+            await self._storage.put(decision.instance, before)
+        except ConcurrentUpdateError:
+            log.warning("run %s was changed by another writer; letting go", run.instance.id)
+            self._retire(run)
+            raise
+        run.instance = decision.instance
+        if self._observe and telemetry.handlers_attached():
+            emit_decision(
+                run.definition, before, decision.instance, step_duration, runner=self.name
+            )
+        follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
+        if decision.instance.is_terminal:
+            self._retire(run)
+            return None
+        return follow
 
     async def _apply_durably(
         self,
@@ -256,7 +342,7 @@ class LocalRunner:
             except StorageError as exc:
                 if deadline is None:
                     deadline = time.monotonic() + STORAGE_RETRY_SECONDS
-                if time.monotonic() + delay > deadline or run.instance.run_id not in self._runs:
+                if time.monotonic() + delay > deadline or self._runs.get(run.run_id) is not run:
                     raise
                 log.warning(
                     "storage failed for %s, retrying in %.2fs: %s", run.instance.id, delay, exc
@@ -335,17 +421,20 @@ class LocalRunner:
             if task is not current:
                 task.cancel()
         run.tasks.clear()
-        self._runs.pop(run.instance.run_id, None)
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, run: _Run, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._inflight += 1
         self._idle.clear()
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        run.users += 1
+        task.add_done_callback(functools.partial(self._task_done, run))
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, run: _Run, task: asyncio.Task[None]) -> None:
+        self._let_go(run)
         self._tasks.discard(task)
         self._inflight -= 1
         if not self._inflight:
@@ -354,7 +443,7 @@ class LocalRunner:
             log.error("hephaestus runner task failed", exc_info=exc)
 
     def _spawn_step(self, run: _Run, command: engine.RunStep) -> None:
-        run.tasks[command.step] = self._spawn(self._execute(run, command))
+        run.tasks[command.step] = self._spawn(run, self._execute(run, command))
 
     async def _execute(self, run: _Run, command: engine.RunStep) -> None:
         """Run a step, then the run's next sequential steps, in this one task."""
@@ -455,7 +544,7 @@ class LocalRunner:
         return raw
 
     def _spawn_timer(self, run: _Run, command: engine.StartTimer) -> None:
-        self._spawn(self._fire_timer(run, command))
+        self._spawn(run, self._fire_timer(run, command))
 
     async def _fire_timer(self, run: _Run, command: engine.StartTimer) -> None:
         now = self._clock.now

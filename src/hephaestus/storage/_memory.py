@@ -44,6 +44,9 @@ class InMemoryStorage:
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
+        # instance id -> its runs' ids, in creation order: a lookup by business id (resume,
+        # cancel, get) reads that id's runs only, whatever the number of stored runs.
+        self._by_id: dict[str, list[str]] = {}
 
     @property
     def serialize(self) -> bool:
@@ -104,12 +107,19 @@ class InMemoryStorage:
     async def delete(self, run_id: str) -> None:
         instance = self._runs.pop(run_id, None)
         self._texts.pop(run_id, None)
+        if instance is not None:
+            self._unindex(instance)
         key = None if instance is None else instance.unique_key
         if key is not None and self._holders.get(key) == run_id:
             del self._holders[key]
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
-        rows = [instance for instance in self._runs.values() if query.matches(instance)]
+        if query.id is not None:
+            runs = self._runs
+            candidates = [runs[run_id] for run_id in self._by_id.get(query.id, ())]
+        else:
+            candidates = list(self._runs.values())
+        rows = [instance for instance in candidates if query.matches(instance)]
         # Creation time orders rows (as a database would); the stable sort keeps ties in the
         # order runs were created, which dict order already is.
         rows.sort(key=_created_at)
@@ -124,7 +134,16 @@ class InMemoryStorage:
 
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
             self._texts[instance.run_id] = json.dumps(encode_instance(instance))
+        if instance.run_id not in self._runs:
+            self._by_id.setdefault(instance.id, []).append(instance.run_id)
         self._runs[instance.run_id] = instance
+
+    def _unindex(self, instance: Instance) -> None:
+        run_ids = self._by_id.get(instance.id)
+        if run_ids is not None:
+            run_ids.remove(instance.run_id)
+            if not run_ids:
+                del self._by_id[instance.id]
 
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:
