@@ -26,6 +26,7 @@ from hephaestus._core.instance import (
     StepContext,
     StepStatus,
 )
+from hephaestus._core.steps import runs_inline
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -534,6 +535,8 @@ class LocalRunner:
         step = node.step()
         if node.is_async:
             raw: object = await step.execute(instance, command.config, context)  # type: ignore[misc]
+        elif runs_inline(node.step):
+            raw = step.execute(instance, command.config, context)
         else:
             call = functools.partial(step.execute, instance, command.config, context)
             raw = await asyncio.get_running_loop().run_in_executor(

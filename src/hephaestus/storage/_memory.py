@@ -44,9 +44,9 @@ class InMemoryStorage:
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
-        # instance id -> its runs' ids, in creation order: a lookup by business id (resume,
-        # cancel, get) reads that id's runs only, whatever the number of stored runs.
-        self._by_id: dict[str, list[str]] = {}
+        # instance id -> its runs' ids, in creation order (the run id alone while it has one):
+        # a lookup by business id (resume, cancel, get) reads that id's runs only.
+        self._by_id: dict[str, str | list[str]] = {}
 
     @property
     def serialize(self) -> bool:
@@ -115,8 +115,9 @@ class InMemoryStorage:
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
         if query.id is not None:
-            runs = self._runs
-            candidates = [runs[run_id] for run_id in self._by_id.get(query.id, ())]
+            found = self._by_id.get(query.id, ())
+            run_ids = (found,) if isinstance(found, str) else found
+            candidates = [self._runs[run_id] for run_id in run_ids]
         else:
             candidates = list(self._runs.values())
         rows = [instance for instance in candidates if query.matches(instance)]
@@ -135,15 +136,23 @@ class InMemoryStorage:
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
             self._texts[instance.run_id] = json.dumps(encode_instance(instance))
         if instance.run_id not in self._runs:
-            self._by_id.setdefault(instance.id, []).append(instance.run_id)
+            found = self._by_id.get(instance.id)
+            if found is None:
+                self._by_id[instance.id] = instance.run_id
+            elif isinstance(found, str):
+                self._by_id[instance.id] = [found, instance.run_id]
+            else:
+                found.append(instance.run_id)
         self._runs[instance.run_id] = instance
 
     def _unindex(self, instance: Instance) -> None:
-        run_ids = self._by_id.get(instance.id)
-        if run_ids is not None:
-            run_ids.remove(instance.run_id)
-            if not run_ids:
-                del self._by_id[instance.id]
+        found = self._by_id.get(instance.id)
+        if isinstance(found, list):
+            found.remove(instance.run_id)
+            if len(found) == 1:
+                self._by_id[instance.id] = found[0]
+        elif found is not None:
+            del self._by_id[instance.id]
 
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:
