@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
@@ -64,14 +65,14 @@ class _Run:
     anything is awaited, so concurrent callers of one run share one object and one lock.
     """
 
-    __slots__ = ("definition", "instance", "lock", "run_id", "tasks", "timers", "users")
+    __slots__ = ("_lock", "definition", "instance", "run_id", "tasks", "timers", "users")
 
     definition: WorkflowDefinition
     instance: Instance
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[tuple[str, str], TimerHandle] = {}
         self.users = 0
@@ -82,6 +83,14 @@ class _Run:
         run.definition = definition
         run.instance = instance
         return run
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The lock that orders this run's decisions; made when first needed (runs started
+        together in their thousands do not each carry one before their first step ends)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     @property
     def loaded(self) -> bool:
@@ -162,6 +171,10 @@ class LocalRunner:
 
     async def start(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
         env = self._require_env()
+        inline = self._inline_start_step(definition, decision)
+        if inline is not None:
+            await self._start_inline(definition, decision, inline)
+            return
         await env.storage.create(decision.instance)
         run = _Run.of(definition, decision.instance)
         if not decision.instance.is_terminal:
@@ -169,6 +182,68 @@ class LocalRunner:
         if self._observe and telemetry.handlers_attached():
             emit_decision(definition, None, decision.instance, runner=self.name)
         self._dispatch(run, decision.commands)
+        self._forget_if_idle(run)
+
+    def _inline_start_step(
+        self, definition: WorkflowDefinition, decision: engine.Decision
+    ) -> engine.RunStep | None:
+        """The run's only command, if it is a built-in start step run on the loop (a wait)."""
+        if self._closing or len(decision.commands) != 1:
+            return None
+        command = decision.commands[0]
+        if (
+            isinstance(command, engine.RunStep)
+            and command.not_before is None
+            and runs_inline(definition.nodes[command.step].step)
+        ):
+            return command
+        return None
+
+    async def _start_inline(
+        self, definition: WorkflowDefinition, decision: engine.Decision, command: engine.RunStep
+    ) -> None:
+        """Start a run whose start step is a built-in wait: create it with the step done.
+
+        The step only computes its result, so its outcome is decided before the run is stored
+        and the run is created already waiting: one atomic write, and no task is spawned for it
+        (thousands of runs started at once then hold no more than they will while waiting).
+        """
+        started = decision.instance
+        node = definition.nodes[command.step]
+        context = StepContext(
+            initial=started.context.initial,
+            steps=started.context.steps,
+            instance_id=started.id,
+            run_id=started.run_id,
+            step=command.step,
+            attempt=command.attempt,
+        )
+        observed = self._observe and telemetry.handlers_attached()
+        began = time.perf_counter() if observed else 0.0
+        try:
+            raw = node.step().execute(started, command.config, context)
+            outcome = engine.interpret(node, raw)
+        except Exception as exc:
+            outcome = engine.failure_from_exception(exc)
+        decided = engine.apply_result(
+            definition,
+            started,
+            step=command.step,
+            attempt=command.attempt,
+            outcome=outcome,
+            now=self._clock.now(),
+        )
+        instance = dataclasses.replace(decided.instance, revision=started.revision)
+        await self._storage.create(instance)
+        run = _Run.of(definition, instance)
+        if not instance.is_terminal:
+            self._runs[instance.run_id] = run
+        if observed:
+            duration = time.perf_counter() - began
+            emit_decision(definition, None, started, runner=self.name)
+            emit_step_start(definition, started, command.step, command.attempt, runner=self.name)
+            emit_decision(definition, started, instance, duration, runner=self.name)
+        self._dispatch(run, decided.commands)
         self._forget_if_idle(run)
 
     async def resume(
