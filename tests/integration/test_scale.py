@@ -228,3 +228,22 @@ async def test_a_waiting_run_holds_little_memory() -> None:
         assert len(await app.list(ScaleWait, status=Status.WAITING)) == runs + 1
 
     assert held / runs < 1_800
+
+
+async def test_a_run_starting_with_a_built_in_wait_is_waiting_when_start_returns(
+    app: Hephaestus,
+) -> None:
+    """Starting such a run stores it already waiting, with no task left running for it."""
+    before = len(asyncio.all_tasks())
+
+    await asyncio.gather(*(ScalePay.start(str(n), app=app) for n in range(20)))
+
+    assert len(asyncio.all_tasks()) == before
+    for n in range(20):
+        run = await ScalePay.get(str(n), app=app)
+        assert run.status is Status.WAITING
+        assert run.waiting_steps == ("pay",)
+        assert [entry.kind.value for entry in run.history] == ["started", "step_waiting"]
+    await ScalePay.resume("7", "paid", app=app)
+    await app.run_until_idle()
+    assert (await ScalePay.get("7", app=app)).status is Status.COMPLETED

@@ -231,7 +231,7 @@ class LocalRunner:
             step=command.step,
             attempt=command.attempt,
             outcome=outcome,
-            now=self._clock.now(),
+            now=started.updated_at,  # the same instant: the step is part of the start
         )
         instance = dataclasses.replace(decided.instance, revision=started.revision)
         await self._storage.create(instance)
