@@ -1,8 +1,10 @@
 """The local runner: every active step of every run as an asyncio task in this process.
 
-Sync steps run in a thread pool. Retries and timers are clock callbacks, so a fake clock can
-fire them on demand. Each run has one lock: engine decisions for a run are applied and
-persisted one at a time, in order.
+Sync steps run in a thread pool (built-in waits, which only compute a result, on the loop). A
+run that only waits for an event is not held here: it is read back from storage when resumed or
+cancelled. Retries and timers are clock callbacks, so a fake clock can fire them on demand.
+Each run has one lock: engine decisions for a run are applied and persisted one at a time, in
+order.
 """
 
 from __future__ import annotations
