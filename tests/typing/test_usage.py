@@ -97,10 +97,10 @@ async def test_typed_schedule_resume() -> None:
     async with Hephaestus(clock=clock) as app:
         instance_id = await TypedFlow.start("abc", {"fail": False})
         await run_until_idle(app)
-        item = await TypedFlow.schedule_resume("abc", "wait_for_event", 5.0, event="received")
+        item = await TypedFlow.schedule_resume("abc", "reply", 5.0, event="received")
         assert_type(item, ScheduledResume)
         later = await app.schedule_resume(
-            instance_id, "wait_for_event", timedelta(seconds=10), event="received", payload={}
+            instance_id, "reply", timedelta(seconds=10), event="received", payload={}
         )
         assert_type(later, ScheduledResume)
         await advance(app, 5)

@@ -28,6 +28,7 @@ __all__ = [
     "Wait",
     "WaitForEvent",
     "context_key",
+    "runs_inline",
 ]
 
 Config = Mapping[str, Any] | None
@@ -215,3 +216,17 @@ class Debug(Step):
             len(instance.history),
         )
         return Ok("completed")
+
+
+_INLINE_EXECUTES = frozenset({Wait.execute, WaitForEvent.execute})
+
+
+def runs_inline(step: type[Step]) -> bool:
+    """Whether ``step`` keeps a built-in plain ``execute`` that only computes its result.
+
+    Runners call such an ``execute`` on the event loop rather than in a worker thread: it does
+    no I/O and cannot block, and a thread hop costs more than the call (and, for many runs
+    started at once, a queued future per run). A subclass that overrides ``execute`` is a plain
+    step like any other.
+    """
+    return step.execute in _INLINE_EXECUTES

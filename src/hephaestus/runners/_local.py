@@ -1,14 +1,17 @@
 """The local runner: every active step of every run as an asyncio task in this process.
 
-Sync steps run in a thread pool. Retries and timers are clock callbacks, so a fake clock can
-fire them on demand. Each run has one lock: engine decisions for a run are applied and
-persisted one at a time, in order.
+Sync steps run in a thread pool (built-in waits, which only compute a result, on the loop). A
+run that only waits for an event is not held here: it is read back from storage when resumed or
+cancelled. Retries and timers are clock callbacks, so a fake clock can fire them on demand.
+Each run has one lock: engine decisions for a run are applied and persisted one at a time, in
+order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
@@ -26,7 +29,9 @@ from hephaestus._core.instance import (
     ScheduledResume,
     Status,
     StepContext,
+    StepStatus,
 )
+from hephaestus._core.steps import runs_inline
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -60,16 +65,55 @@ def _timer_key(step: str, timer: str | None) -> tuple[str, str]:
 
 
 class _Run:
-    """A run this runner executes: its latest state, in-flight steps and armed timers."""
+    """A run this runner executes: its latest state, in-flight steps and armed timers.
 
-    __slots__ = ("definition", "instance", "lock", "tasks", "timers")
+    The runner keeps a ``_Run`` only while the run needs it: while a step is executing or due,
+    a timer is armed, or a caller is using it. A run that only waits for an event is forgotten
+    and read back from storage when it is resumed or cancelled. ``users`` counts the tasks and
+    calls holding this object; a ``_Run`` is registered (unloaded, without ``instance``) before
+    anything is awaited, so concurrent callers of one run share one object and one lock.
+    """
 
-    def __init__(self, definition: WorkflowDefinition, instance: Instance) -> None:
-        self.definition = definition
-        self.instance = instance
-        self.lock = asyncio.Lock()
+    __slots__ = ("_lock", "definition", "instance", "run_id", "tasks", "timers", "users")
+
+    definition: WorkflowDefinition
+    instance: Instance
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._lock: asyncio.Lock | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[tuple[str, str], TimerHandle] = {}
+        self.users = 0
+
+    @classmethod
+    def of(cls, definition: WorkflowDefinition, instance: Instance) -> _Run:
+        run = cls(instance.run_id)
+        run.definition = definition
+        run.instance = instance
+        return run
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The lock that orders this run's decisions; made when first needed (runs started
+        together in their thousands do not each carry one before their first step ends)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def loaded(self) -> bool:
+        return hasattr(self, "instance")
+
+    @property
+    def needed(self) -> bool:
+        """Whether the runner must keep this run: it is in use, executing, due or timed."""
+        if self.users or self.tasks or self.timers:
+            return True
+        if not self.loaded or self.instance.is_terminal:
+            return False
+        # A step still active (its result not recorded, or the runner closing) keeps the run.
+        return any(state.status is StepStatus.ACTIVE for state in self.instance.steps.values())
 
 
 class LocalRunner:
@@ -136,25 +180,95 @@ class LocalRunner:
 
     async def start(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
         env = self._require_env()
+        inline = self._inline_start_step(definition, decision)
+        if inline is not None:
+            await self._start_inline(definition, decision, inline)
+            return
         await env.storage.create(decision.instance)
-        run = _Run(definition, decision.instance)
+        run = _Run.of(definition, decision.instance)
         if not decision.instance.is_terminal:
             self._runs[decision.instance.run_id] = run
         if self._observe and telemetry.handlers_attached():
             emit_decision(definition, None, decision.instance, runner=self.name)
         self._dispatch(run, decision.commands)
+        self._forget_if_idle(run)
+
+    def _inline_start_step(
+        self, definition: WorkflowDefinition, decision: engine.Decision
+    ) -> engine.RunStep | None:
+        """The run's only command, if it is a built-in start step run on the loop (a wait)."""
+        if self._closing or len(decision.commands) != 1:
+            return None
+        command = decision.commands[0]
+        if (
+            isinstance(command, engine.RunStep)
+            and command.not_before is None
+            and runs_inline(definition.nodes[command.step].step)
+        ):
+            return command
+        return None
+
+    async def _start_inline(
+        self, definition: WorkflowDefinition, decision: engine.Decision, command: engine.RunStep
+    ) -> None:
+        """Start a run whose start step is a built-in wait: create it with the step done.
+
+        The step only computes its result, so its outcome is decided before the run is stored
+        and the run is created already waiting: one atomic write, and no task is spawned for it
+        (thousands of runs started at once then hold no more than they will while waiting).
+        """
+        started = decision.instance
+        node = definition.nodes[command.step]
+        context = StepContext(
+            initial=started.context.initial,
+            steps=started.context.steps,
+            instance_id=started.id,
+            run_id=started.run_id,
+            step=command.step,
+            attempt=command.attempt,
+        )
+        observed = self._observe and telemetry.handlers_attached()
+        began = time.perf_counter() if observed else 0.0
+        try:
+            raw = node.step().execute(started, command.config, context)
+            outcome = engine.interpret(node, raw)
+        except Exception as exc:
+            outcome = engine.failure_from_exception(exc)
+        decided = engine.apply_result(
+            definition,
+            started,
+            step=command.step,
+            attempt=command.attempt,
+            outcome=outcome,
+            now=started.updated_at,  # the same instant: the step is part of the start
+        )
+        instance = dataclasses.replace(decided.instance, revision=started.revision)
+        await self._storage.create(instance)
+        run = _Run.of(definition, instance)
+        if not instance.is_terminal:
+            self._runs[instance.run_id] = run
+        if observed:
+            duration = time.perf_counter() - began
+            emit_decision(definition, None, started, runner=self.name)
+            emit_step_start(definition, started, command.step, command.attempt, runner=self.name)
+            emit_decision(definition, started, instance, duration, runner=self.name)
+        self._dispatch(run, decided.commands)
+        self._forget_if_idle(run)
 
     async def resume(
         self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
     ) -> None:
-        run = await self._run_for(run_id)
         now = self._require_env().clock.now
-        await self._apply(
-            run,
-            lambda instance: engine.resume(
-                run.definition, instance, event=event, payload=payload, now=now(), step=step
-            ),
-        )
+        run = self._hold(run_id)
+        try:
+            await self._apply(
+                run,
+                lambda instance: engine.resume(
+                    run.definition, instance, event=event, payload=payload, now=now(), step=step
+                ),
+            )
+        finally:
+            self._let_go(run)
 
     async def schedule_resume(
         self,
@@ -165,9 +279,9 @@ class LocalRunner:
         payload: Mapping[str, Any] | None,
         at: datetime,
     ) -> ScheduledResume:
-        run = await self._run_for(run_id)
         now = self._require_env().clock.now
         decisions: list[engine.Decision] = []
+        run = self._hold(run_id)
 
         def decide(instance: Instance) -> engine.Decision:
             decision = engine.schedule_resume(
@@ -182,15 +296,23 @@ class LocalRunner:
             decisions.append(decision)
             return decision
 
-        await self._apply(run, decide)
+        try:
+            await self._apply(run, decide)
+        finally:
+            self._let_go(run)
         return decisions[-1].instance.scheduled[-1]
 
     async def cancel(self, run_id: str, *, reason: str | None) -> None:
-        # Cancelling needs no step of the definition: a run that no longer fits it (a renamed
-        # step) can still be cancelled, which is how an operator clears it.
-        run = await self._run_for(run_id, fit=False)
         now = self._require_env().clock.now
-        await self._apply(run, lambda instance: engine.cancel(instance, now(), reason))
+        run = self._hold(run_id)
+        try:
+            # Cancelling needs no step of the definition: a run that no longer fits it (a
+            # renamed step) can still be cancelled, which is how an operator clears it.
+            await self._apply(
+                run, lambda instance: engine.cancel(instance, now(), reason), fit=False
+            )
+        finally:
+            self._let_go(run)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -223,10 +345,20 @@ class LocalRunner:
                 continue
             try:
                 check_instance(definition, instance)
-                await self._adopt(_Run(definition, instance))
             except HephaestusError as exc:
-                self._runs.pop(instance.run_id, None)
                 log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+                continue
+            run = _Run.of(definition, instance)
+            self._runs[run.run_id] = run
+            run.users += 1
+            try:
+                async with run.lock:
+                    await self._adopt(run)
+            except HephaestusError as exc:
+                self._runs.pop(run.run_id, None)
+                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+            finally:
+                self._let_go(run)
         for workflow, orphans in unknown.items():  # one line per workflow, not per run
             shown = ", ".join(f"{orphan.id} (run {orphan.run_id})" for orphan in orphans[:5])
             log.error(
@@ -240,34 +372,55 @@ class LocalRunner:
             )
 
     async def _adopt(self, run: _Run) -> None:
-        """Take over an active stored run: start it if pending, else re-issue its commands."""
-        self._runs[run.instance.run_id] = run
+        """Take over an active stored run: start it if pending, else re-issue its commands.
+
+        The caller holds ``run.lock``.
+        """
         if run.instance.status is Status.PENDING:
             now = self._clock.now
-            await self._apply(run, lambda current: engine.begin(run.definition, current, now()))
+            await self._apply_locked(
+                run, lambda current: engine.begin(run.definition, current, now())
+            )
         else:
             self._dispatch(run, engine.recover(run.instance))
 
-    async def _run_for(self, run_id: str, *, fit: bool = True) -> _Run:
-        """The run to operate on; one loaded from storage must fit its definition (``fit``).
-
-        A stored run that does not fit raises ``IncompatibleInstanceError``; with
-        ``fit=False`` it is returned without being adopted (nothing of it is dispatched).
-        """
+    def _hold(self, run_id: str) -> _Run:
+        """The run's one ``_Run`` (registered unloaded if the runner holds none), in use."""
         run = self._runs.get(run_id)
-        if run is not None:
-            return run
-        env = self._require_env()
-        instance = await env.storage.get(run_id)
-        run = _Run(env.registry.resolve(instance.workflow), instance)
-        if not instance.is_terminal:
-            if fit:
-                check_instance(run.definition, instance)
-            elif instance_problems(run.definition, instance):
-                return run
-            # Active in storage but not running here (the app opened without recovery): adopt it.
-            await self._adopt(run)
+        if run is None:
+            run = self._runs[run_id] = _Run(run_id)
+        run.users += 1
         return run
+
+    def _let_go(self, run: _Run) -> None:
+        run.users -= 1
+        self._forget_if_idle(run)
+
+    def _forget_if_idle(self, run: _Run) -> None:
+        """Drop a run nothing needs (it only waits for an event): storage holds all of it."""
+        if not run.needed and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    async def _load(self, run: _Run, *, fit: bool = True) -> None:
+        """Read a run the runner does not hold from storage (the caller holds ``run.lock``).
+
+        An active run must fit its definition (``IncompatibleInstanceError`` otherwise, and
+        nothing is loaded); with ``fit=False`` one that does not is loaded but not adopted
+        (nothing of it is dispatched), so that it can still be cancelled.
+        """
+        env = self._require_env()
+        instance = await env.storage.get(run.run_id)
+        definition = env.registry.resolve(instance.workflow)
+        if not instance.is_terminal and fit:
+            check_instance(definition, instance)
+        run.definition = definition
+        run.instance = instance
+        if not instance.is_terminal:
+            if not fit and instance_problems(definition, instance):
+                return
+            # Waiting here, or active in storage but not running here (the app opened without
+            # recovery): re-issue what it needs.
+            await self._adopt(run)
 
     async def _apply(
         self,
@@ -276,33 +429,49 @@ class LocalRunner:
         step_duration: float | None = None,
         *,
         continue_inline: bool = False,
+        fit: bool = True,
     ) -> engine.RunStep | None:
         """Decide, persist, then carry out the decision's commands.
 
         With ``continue_inline`` one immediately runnable step is returned instead of spawned,
         so the calling task runs it next (a sequential run then needs no task per step).
+        ``fit``: a run loaded from storage for this must fit its definition (see ``_load``).
         """
         async with run.lock:
-            before = run.instance
-            decision = decide(before)
-            if not decision.changed:
-                return None
-            try:
-                await self._storage.put(decision.instance, before)
-            except ConcurrentUpdateError:
-                log.warning("run %s was changed by another writer; letting go", run.instance.id)
-                self._retire(run)
-                raise
-            run.instance = decision.instance
-            if self._observe and telemetry.handlers_attached():
-                emit_decision(
-                    run.definition, before, decision.instance, step_duration, runner=self.name
-                )
-            follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
-            if decision.instance.is_terminal:
-                self._retire(run)
-                return None
-            return follow
+            if not run.loaded:
+                await self._load(run, fit=fit)
+            return await self._apply_locked(
+                run, decide, step_duration, continue_inline=continue_inline
+            )
+
+    async def _apply_locked(
+        self,
+        run: _Run,
+        decide: Callable[[Instance], engine.Decision],
+        step_duration: float | None = None,
+        *,
+        continue_inline: bool = False,
+    ) -> engine.RunStep | None:
+        before = run.instance
+        decision = decide(before)
+        if not decision.changed:
+            return None
+        try:
+            await self._storage.put(decision.instance, before)
+        except ConcurrentUpdateError:
+            log.warning("run %s was changed by another writer; letting go", run.instance.id)
+            self._retire(run)
+            raise
+        run.instance = decision.instance
+        if self._observe and telemetry.handlers_attached():
+            emit_decision(
+                run.definition, before, decision.instance, step_duration, runner=self.name
+            )
+        follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
+        if decision.instance.is_terminal:
+            self._retire(run)
+            return None
+        return follow
 
     async def _apply_durably(
         self,
@@ -329,7 +498,7 @@ class LocalRunner:
             except StorageError as exc:
                 if deadline is None:
                     deadline = time.monotonic() + STORAGE_RETRY_SECONDS
-                if time.monotonic() + delay > deadline or run.instance.run_id not in self._runs:
+                if time.monotonic() + delay > deadline or self._runs.get(run.run_id) is not run:
                     raise
                 log.warning(
                     "storage failed for %s, retrying in %.2fs: %s", run.instance.id, delay, exc
@@ -408,17 +577,20 @@ class LocalRunner:
             if task is not current:
                 task.cancel()
         run.tasks.clear()
-        self._runs.pop(run.instance.run_id, None)
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, run: _Run, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._inflight += 1
         self._idle.clear()
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        run.users += 1
+        task.add_done_callback(functools.partial(self._task_done, run))
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, run: _Run, task: asyncio.Task[None]) -> None:
+        self._let_go(run)
         self._tasks.discard(task)
         self._inflight -= 1
         if not self._inflight:
@@ -427,7 +599,7 @@ class LocalRunner:
             log.error("hephaestus runner task failed", exc_info=exc)
 
     def _spawn_step(self, run: _Run, command: engine.RunStep) -> None:
-        run.tasks[command.step] = self._spawn(self._execute(run, command))
+        run.tasks[command.step] = self._spawn(run, self._execute(run, command))
 
     async def _execute(self, run: _Run, command: engine.RunStep) -> None:
         """Run a step, then the run's next sequential steps, in this one task."""
@@ -524,6 +696,8 @@ class LocalRunner:
         step = node.step()
         if node.is_async:
             raw: object = await step.execute(instance, command.config, context)  # type: ignore[misc]
+        elif runs_inline(node.step):
+            raw = step.execute(instance, command.config, context)
         else:
             call = functools.partial(step.execute, instance, command.config, context)
             raw = await asyncio.get_running_loop().run_in_executor(
@@ -534,7 +708,7 @@ class LocalRunner:
         return raw
 
     def _spawn_timer(self, run: _Run, command: engine.StartTimer) -> None:
-        self._spawn(self._fire_timer(run, command))
+        self._spawn(run, self._fire_timer(run, command))
 
     async def _fire_timer(self, run: _Run, command: engine.StartTimer) -> None:
         now = self._clock.now

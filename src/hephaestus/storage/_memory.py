@@ -50,6 +50,9 @@ class InMemoryStorage:
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
+        # instance id -> its runs' ids, in creation order (the run id alone while it has one):
+        # a lookup by business id (resume, cancel, get) reads that id's runs only.
+        self._by_id: dict[str, str | list[str]] = {}
 
     @property
     def serialize(self) -> bool:
@@ -132,9 +135,16 @@ class InMemoryStorage:
         self._texts.pop(run_id, None)
         if instance is not None:
             self._release(instance)
+            self._unindex(instance)
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
-        rows = [instance for instance in self._runs.values() if query.matches(instance)]
+        if query.id is not None:
+            found = self._by_id.get(query.id, ())
+            run_ids = (found,) if isinstance(found, str) else found
+            candidates = [self._runs[run_id] for run_id in run_ids]
+        else:
+            candidates = list(self._runs.values())
+        rows = [instance for instance in candidates if query.matches(instance)]
         # Creation time orders rows (as a database would); the stable sort keeps ties in the
         # order runs were created, which dict order already is.
         rows.sort(key=_created_at)
@@ -152,7 +162,24 @@ class InMemoryStorage:
 
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
             self._texts[instance.run_id] = json.dumps(encode_instance(instance))
+        if instance.run_id not in self._runs:
+            found = self._by_id.get(instance.id)
+            if found is None:
+                self._by_id[instance.id] = instance.run_id
+            elif isinstance(found, str):
+                self._by_id[instance.id] = [found, instance.run_id]
+            else:
+                found.append(instance.run_id)
         self._runs[instance.run_id] = instance
+
+    def _unindex(self, instance: Instance) -> None:
+        found = self._by_id.get(instance.id)
+        if isinstance(found, list):
+            found.remove(instance.run_id)
+            if len(found) == 1:
+                self._by_id[instance.id] = found[0]
+        elif found is not None:
+            del self._by_id[instance.id]
 
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:

@@ -76,6 +76,7 @@ class Queries:
         "get_instance",
         "insert_instance",
         "lock_migrations",
+        "query_by_id",
         "query_contains",
         "query_newest",
         "query_oldest",
@@ -101,6 +102,10 @@ class Queries:
         self.get_instance = query("get_instance")
         self.query_oldest = query("query_instances", direction=sql.SQL("ASC"))
         self.query_newest = query("query_instances", direction=sql.SQL("DESC"))
+        self.query_by_id = (
+            query("query_by_id", direction=sql.SQL("ASC")),
+            query("query_by_id", direction=sql.SQL("DESC")),
+        )
         self.query_contains = (
             query("query_contains", direction=sql.SQL("ASC")),
             query("query_contains", direction=sql.SQL("DESC")),

@@ -307,7 +307,12 @@ class PostgresStorage:
             "limit": query.limit,
             "offset": query.offset,
         }
-        statement = self._queries.query_newest if query.newest_first else self._queries.query_oldest
+        if query.id is not None:  # resume, cancel, get: only that id's runs, by its index
+            statement = self._queries.query_by_id[1 if query.newest_first else 0]
+        elif query.newest_first:
+            statement = self._queries.query_newest
+        else:
+            statement = self._queries.query_oldest
         rows = await self._fetch(statement, params)
         return self._decode_all(rows, skip_corrupt=query.skip_corrupt)
 
