@@ -34,6 +34,7 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception
 from hephaestus._core.steps import Async, Config, context_key
+from hephaestus._core.values import readonly_context
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -270,7 +271,7 @@ class Draft:
             return []
         if transition.route is None:
             return list(transition.targets)
-        context = Context(self.instance.context.initial, self.context_steps or {})
+        context = readonly_context(self.instance.context.initial, self.context_steps or {})
         try:
             result = transition.route(context)
         except Exception as exc:

@@ -45,6 +45,7 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception, interpret
 from hephaestus._core.steps import Async, Ok
+from hephaestus._core.values import check_mapping
 from hephaestus.errors import (
     AmbiguousResumeError,
     InstanceNotActiveError,
@@ -234,8 +235,9 @@ def resume(
 ) -> Decision:
     """Deliver an external event to a waiting step (or buffer it for a step not waiting yet).
 
-    Raises ``InstanceNotActiveError`` for a finished run and a ``ResumeError`` subclass when no
-    step can take the event; nothing changes in either case.
+    Raises ``InstanceNotActiveError`` for a finished run, a ``ResumeError`` subclass when no
+    step can take the event and ``UnencodableValueError`` for a payload no storage can hold
+    (see ``hephaestus._core.values``); nothing changes in any case.
     """
     if instance.is_terminal:
         raise InstanceNotActiveError(
@@ -252,9 +254,9 @@ def resume(
             step=step,
         )
     target = _resume_target(definition, instance, event, step)
+    data = check_mapping(payload, "payload")  # a private copy, or UnencodableValueError
     draft = Draft(definition, instance, now)
     state = instance.steps.get(target)
-    data = dict(payload or {})
     if state is not None and state.status is StepStatus.WAITING:
         draft.deliver(target, event, data, source="external")
     else:
@@ -294,7 +296,9 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
     steps = dict(instance.steps)
     commands = close_open_steps(steps)
     entry = HistoryEntry(
-        now, HistoryKind.CANCELLED, data=None if reason is None else {"reason": reason}
+        now,
+        HistoryKind.CANCELLED,
+        data=None if reason is None else check_mapping({"reason": reason}, "cancel"),
     )
     return Decision(
         rebuild(

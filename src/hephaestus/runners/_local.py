@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, Status, StepContext
+from hephaestus._core.results import unstorable_result
+from hephaestus._core.values import ReadOnlyMapping, readonly_instance
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -366,9 +368,9 @@ class LocalRunner:
     async def _execute_one(self, run: _Run, command: engine.RunStep) -> engine.RunStep | None:
         instance = run.instance
         node = run.definition.nodes[command.step]
-        context = StepContext(
-            initial=instance.context.initial,
-            steps=instance.context.steps,
+        context = StepContext(  # read-only views: what a step changes is never the stored run
+            initial=ReadOnlyMapping(instance.context.initial),
+            steps=ReadOnlyMapping(instance.context.steps),
             instance_id=instance.id,
             run_id=instance.run_id,
             step=command.step,
@@ -381,7 +383,7 @@ class LocalRunner:
                 run.definition, instance, command.step, command.attempt, runner=self.name
             )
         try:
-            outcome = await self._call_step(node, instance, command, context)
+            outcome = await self._call_step(node, readonly_instance(instance), command, context)
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
@@ -390,11 +392,10 @@ class LocalRunner:
             try:
                 return await self._record(run, command, outcome, duration)
             except UnencodableValueError as exc:
-                # The storage cannot hold what the step returned: fail the step, keep the run.
-                error = ErrorInfo(kind="invalid_result", message=f"result cannot be stored: {exc}")
-                return await self._record(
-                    run, command, engine.Failure(error, retryable=False), duration
-                )
+                # The storage refused what the step returned (ValueRejectedError, say): fail the
+                # attempt like any failure, keep the run.
+                failure = unstorable_result(f"result cannot be stored: {exc}")
+                return await self._record(run, command, failure, duration)
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
             return None

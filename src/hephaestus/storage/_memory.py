@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
+from hephaestus._core.values import copy_instance
 from hephaestus.errors import (
     ConcurrentUpdateError,
     CorruptInstanceError,
@@ -120,22 +121,22 @@ class InMemoryStorage:
 
     def _store(self, instance: Instance) -> None:
         if self._serialize:
-            from hephaestus.codec import encode_instance
+            from hephaestus.codec import dumps, encode_instance
 
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
-            self._texts[instance.run_id] = json.dumps(encode_instance(instance))
+            self._texts[instance.run_id] = dumps(encode_instance(instance))
         self._runs[instance.run_id] = instance
 
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:
-            return instance
+            return copy_instance(instance)  # what callers get is theirs to change
         from hephaestus._core.registry import default_registry
         from hephaestus.codec import CodecError, decode_instance
 
         registry = default_registry if self._registry is None else self._registry
         try:
             return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
-        except CodecError as exc:
+        except (CodecError, ValueError, RecursionError) as exc:
             raise CorruptInstanceError(
                 f"run {instance.run_id} cannot be decoded: {exc}", run_id=instance.run_id
             ) from exc
