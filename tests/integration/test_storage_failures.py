@@ -83,7 +83,7 @@ class ReturnsOpaque(Step):
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
     async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
-        executions.append(context.attempt)
+        executions.append(f"attempt {context.attempt}")
         return Ok("made", {"thing": Opaque()})
 
 
@@ -102,7 +102,7 @@ async def test_a_result_the_storage_cannot_encode_fails_the_step_cleanly(
     await MakesOpaque.start("one")
     await advance(app, seconds=5)
     run = await MakesOpaque.get("one")
-    assert executions == [1, 2]
+    assert executions == ["attempt 1", "attempt 2"]
     assert run.status is Status.FAILED
     assert run.error is not None
     assert (run.error.kind, run.error.step) == ("invalid_result", "returns_opaque")

@@ -92,9 +92,9 @@ async def test_nothing_a_caller_or_a_step_holds_changes_the_stored_run(app: Heph
     assert got.context.steps["produce"] == {"list": ["a"]}
     assert got.context.steps["consume"] == {"seen": ["a"]}
 
-    got.context.initial["items"].append(4)  # type: ignore[index]
-    got.context.steps["produce"]["list"].append("z")  # type: ignore[index]
-    got.metadata["tags"].append("z")  # type: ignore[index]
+    got.context.initial["items"].append(4)
+    got.context.steps["produce"]["list"].append("z")
+    got.metadata["tags"].append("z")
     for entry in got.history:
         if entry.data is not None:
             entry.data.clear()  # type: ignore[attr-defined]
@@ -185,7 +185,7 @@ async def test_an_over_long_id_names_the_limit(app: Hephaestus) -> None:
 
 # -- a property: what get returns equals what was written --------------------------------------
 
-allowed = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+allowed = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 leaves = (
     st.none()
     | st.booleans()
@@ -193,7 +193,7 @@ leaves = (
     | st.integers(min_value=-(10**400), max_value=10**400)
     | st.floats()
     | st.text(allowed)
-    | st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF, categories=("So",)))
+    | st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF, categories=["So"]))
 )
 values = st.recursive(
     leaves,

@@ -263,7 +263,7 @@ def vars_of(instance: Instance) -> dict[str, Any]:
 
 
 # Text the rules allow: no NUL, no lone surrogate (category Cs).
-allowed = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+allowed = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 texts = st.text(allowed)
 
 json_leaves = (

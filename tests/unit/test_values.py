@@ -46,7 +46,7 @@ class Color(IntEnum):
 def test_check_value_returns_a_deep_copy_sharing_only_immutable_leaves() -> None:
     """The copy equals the value; no dict, list or set in it is the caller's object."""
     when = datetime(2026, 1, 1, tzinfo=UTC)
-    value = {
+    value: dict[str, Any] = {
         "items": [{"n": 1}, [2, 3]],
         "tags": {"a", "b"},
         "pair": (1, [2]),
@@ -54,7 +54,7 @@ def test_check_value_returns_a_deep_copy_sharing_only_immutable_leaves() -> None
         "amount": Decimal("1.5"),
         "id": UUID(int=7),
     }
-    copy = check_value(value, "context")
+    copy: dict[str, Any] = check_value(value, "context")
     assert copy == value
     assert copy is not value
     assert copy["items"] is not value["items"]
