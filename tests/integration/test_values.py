@@ -60,13 +60,21 @@ class Consume(Step):
         RETAINED["list"].append("late")  # the dict Produce returned, after it was recorded
         context.steps["produce"]["list"].append("x")
         instance.context.steps["produce"]["list"].append("y")
+        for entry in instance.history:
+            if entry.data is not None and "list" in entry.data:
+                entry.data["list"].append("h")
+        assert config is not None
+        config["options"].append("changed")
         return Ok("done", {"seen": context.steps["produce"]["list"]})
 
 
 class Aliasing(Workflow):
     unique = Unique(key="alias")
     start_step = Produce
-    transitions = {(Produce, "made"): Consume, (Consume, "done"): Done}
+    transitions = {
+        (Produce, "made"): (Consume, {"options": ["a"]}),
+        (Consume, "done"): Done,
+    }
 
 
 class Hold(Workflow):
@@ -105,6 +113,10 @@ async def test_nothing_a_caller_or_a_step_holds_changes_the_stored_run(app: Heph
         assert run.context.steps["produce"] == {"list": ["a"]}
         assert run.metadata == {"tags": ["x"]}
         assert any(entry.data == {"list": ["a"]} for entry in run.history)
+        assert run.steps["consume"].config == {"options": ["a"]}
+    assert Aliasing.definition().nodes["produce"].transitions["made"].targets[0].config == {
+        "options": ["a"]
+    }
 
 
 async def test_a_resume_payload_is_copied(app: Hephaestus) -> None:

@@ -34,12 +34,17 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception
 from hephaestus._core.steps import Async, Config, context_key
-from hephaestus._core.values import readonly_context
+from hephaestus._core.values import ReadOnlyMapping, readonly_context
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["Draft", "close_open_steps", "rebuild"]
+
+
+def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """History data shares the stored dict; a read-only view keeps steps from changing it."""
+    return ReadOnlyMapping(data) if data else None
 
 
 def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
@@ -173,7 +178,7 @@ class Draft:
                 self.metadata = dict(self.instance.runtime_metadata)
             self.metadata.update(metadata)
         self.history.append(
-            HistoryEntry(self.now, kind, key, event, state.attempt, data or None, source)
+            HistoryEntry(self.now, kind, key, event, state.attempt, _frozen(data), source)
         )
         self.discard_inbox(key)
         if node.is_done:
@@ -365,7 +370,11 @@ class Draft:
         for pending in dropped:
             self.history.append(
                 HistoryEntry(
-                    self.now, HistoryKind.RESUME_DISCARDED, key, pending.event, data=pending.payload
+                    self.now,
+                    HistoryKind.RESUME_DISCARDED,
+                    key,
+                    pending.event,
+                    data=_frozen(pending.payload),
                 )
             )
 

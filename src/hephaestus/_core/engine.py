@@ -45,7 +45,7 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception, interpret
 from hephaestus._core.steps import Async, Ok
-from hephaestus._core.values import check_mapping
+from hephaestus._core.values import ReadOnlyMapping, check_mapping
 from hephaestus.errors import (
     AmbiguousResumeError,
     InstanceNotActiveError,
@@ -262,7 +262,9 @@ def resume(
     else:
         draft.inbox = (*draft.inbox, PendingResume(target, event, data, now))
         draft.history.append(
-            HistoryEntry(now, HistoryKind.RESUME_BUFFERED, target, event, data=data)
+            HistoryEntry(
+                now, HistoryKind.RESUME_BUFFERED, target, event, data=ReadOnlyMapping(data)
+            )
         )
     return draft.finish()
 
@@ -298,7 +300,9 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
     entry = HistoryEntry(
         now,
         HistoryKind.CANCELLED,
-        data=None if reason is None else check_mapping({"reason": reason}, "cancel"),
+        data=None
+        if reason is None
+        else ReadOnlyMapping(check_mapping({"reason": reason}, "cancel")),
     )
     return Decision(
         rebuild(

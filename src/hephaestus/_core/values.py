@@ -311,9 +311,10 @@ def readonly_context(initial: Mapping[str, Any], steps: Mapping[str, Any]) -> Co
 
 
 def readonly_instance(instance: Instance) -> Instance:
-    """``instance`` with its context and metadata behind ``ReadOnlyMapping`` views (for steps).
+    """``instance`` with its mappings behind ``ReadOnlyMapping`` views (what a step receives).
 
-    Only the mutable mappings a step is expected to read are wrapped; the rest is shared.
+    Costs a few objects per step, whatever the size of the run: history entries already hold
+    read-only views of their data (the engine stores them so), and the rest is immutable.
     """
     return Instance(
         id=instance.id,
@@ -328,7 +329,10 @@ def readonly_instance(instance: Instance) -> Instance:
         revision=instance.revision,
         steps=ReadOnlyMapping(instance.steps),
         joins=ReadOnlyMapping(instance.joins),
-        inbox=instance.inbox,
+        inbox=tuple(
+            PendingResume(item.step, item.event, ReadOnlyMapping(item.payload), item.at)
+            for item in instance.inbox
+        ),
         runtime_metadata=ReadOnlyMapping(instance.runtime_metadata),
         history=instance.history,
         unique_key=instance.unique_key,

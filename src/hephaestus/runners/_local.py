@@ -444,10 +444,11 @@ class LocalRunner:
         self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
     ) -> object:
         step = node.step()
+        config = None if command.config is None else ReadOnlyMapping(command.config)
         if node.is_async:
-            raw: object = await step.execute(instance, command.config, context)  # type: ignore[misc]
+            raw: object = await step.execute(instance, config, context)  # type: ignore[misc]
         else:
-            call = functools.partial(step.execute, instance, command.config, context)
+            call = functools.partial(step.execute, instance, config, context)
             raw = await asyncio.get_running_loop().run_in_executor(
                 self._executor, contextvars.copy_context().run, call
             )
