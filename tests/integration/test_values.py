@@ -26,6 +26,7 @@ from hephaestus import (
     Unique,
     WaitForEvent,
     Workflow,
+    WorkflowDefinition,
 )
 from hephaestus._core.values import MAX_DEPTH, MAX_ID_LENGTH
 from hephaestus.errors import InvalidInstanceIdError, UnencodableValueError, ValueLimitError
@@ -114,9 +115,9 @@ async def test_nothing_a_caller_or_a_step_holds_changes_the_stored_run(app: Heph
         assert run.metadata == {"tags": ["x"]}
         assert any(entry.data == {"list": ["a"]} for entry in run.history)
         assert run.steps["consume"].config == {"options": ["a"]}
-    assert Aliasing.definition().nodes["produce"].transitions["made"].targets[0].config == {
-        "options": ["a"]
-    }
+    definition = Aliasing.definition()
+    assert isinstance(definition, WorkflowDefinition)
+    assert definition.nodes["produce"].transitions["made"].targets[0].config == {"options": ["a"]}
 
 
 async def test_a_resume_payload_is_copied(app: Hephaestus) -> None:
