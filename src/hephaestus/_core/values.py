@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from hephaestus._core.instance import Context, HistoryEntry, Instance, PendingResume
@@ -311,34 +312,40 @@ def readonly_context(initial: Mapping[str, Any], steps: Mapping[str, Any]) -> Co
 
 
 def readonly_instance(instance: Instance) -> Instance:
-    """``instance`` with its mappings behind ``ReadOnlyMapping`` views (what a step receives).
+    """``instance`` with its mappings behind read-only views (what a step receives).
 
-    Costs a few objects per step, whatever the size of the run: history entries already hold
-    read-only views of their data (the engine stores them so), and the rest is immutable.
+    Costs a few small objects per step, whatever the size of the run: user data (context,
+    metadata, buffered payloads) is behind ``ReadOnlyMapping``; step and join states are
+    records and trace headers strings, so a plain read-only proxy does; history entries hold
+    read-only views of their data already (the engine stores them so).
     """
-    return Instance(
-        id=instance.id,
-        run_id=instance.run_id,
-        workflow=instance.workflow,
-        workflow_version=instance.workflow_version,
-        family=instance.family,
-        status=instance.status,
-        context=readonly_context(instance.context.initial, instance.context.steps),
-        created_at=instance.created_at,
-        updated_at=instance.updated_at,
-        revision=instance.revision,
-        steps=ReadOnlyMapping(instance.steps),
-        joins=ReadOnlyMapping(instance.joins),
-        inbox=tuple(
+    context = instance.context
+    inbox = instance.inbox
+    if inbox:
+        inbox = tuple(
             PendingResume(item.step, item.event, ReadOnlyMapping(item.payload), item.at)
-            for item in instance.inbox
-        ),
-        runtime_metadata=ReadOnlyMapping(instance.runtime_metadata),
-        history=instance.history,
-        unique_key=instance.unique_key,
-        metadata=ReadOnlyMapping(instance.metadata),
-        error=instance.error,
-        trace_context=ReadOnlyMapping(instance.trace_context),
+            for item in inbox
+        )
+    return Instance(  # positional: this runs once per step
+        instance.id,
+        instance.run_id,
+        instance.workflow,
+        instance.workflow_version,
+        instance.family,
+        instance.status,
+        Context(ReadOnlyMapping(context.initial), ReadOnlyMapping(context.steps)),
+        instance.created_at,
+        instance.updated_at,
+        instance.revision,
+        MappingProxyType(instance.steps),
+        MappingProxyType(instance.joins),
+        inbox,
+        ReadOnlyMapping(instance.runtime_metadata),
+        instance.history,
+        instance.unique_key,
+        ReadOnlyMapping(instance.metadata),
+        instance.error,
+        MappingProxyType(instance.trace_context),
     )
 
 
