@@ -70,7 +70,8 @@ def containment(pattern: Mapping[str, Any]) -> dict[str, JSONValue]:
     Values are encoded with the codec, so a ``datetime`` or ``Decimal`` in the pattern matches
     the tagged value stored for it. The state document holds ``id``, ``run_id``, ``workflow``,
     ``workflow_version``, ``family``, ``status``, ``context.initial``, ``metadata``,
-    ``unique_key`` and ``trace_context``.
+    ``unique_key`` and ``trace_context``. Write it as text with ``hephaestus.codec.dumps``
+    (large floats are carried as marked strings until then).
     """
     encoded = to_json(pattern)
     if not isinstance(encoded, dict):  # pragma: no cover - a Mapping encodes to a dict
