@@ -178,7 +178,15 @@ class Draft:
                 self.metadata = dict(self.instance.runtime_metadata)
             self.metadata.update(metadata)
         self.history.append(
-            HistoryEntry(self.now, kind, key, event, state.attempt, _frozen(data), source)
+            HistoryEntry(
+                self.now,
+                kind,
+                key,
+                event,
+                state.attempt,
+                ReadOnlyMapping(data) if data else None,  # steps see history: keep it read-only
+                source,
+            )
         )
         self.discard_inbox(key)
         if node.is_done:

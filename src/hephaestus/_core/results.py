@@ -31,7 +31,9 @@ def interpret(node: Node, raw: object) -> Outcome:
             and type(raw.metadata) is dict
             and raw.event in node.events
         ):
-            return _stored(raw, name)  # the common case, without the generic checks below
+            if not raw.updates and not raw.metadata:
+                return raw  # the most common case: nothing to check or copy
+            return _stored(raw, name)  # without the generic checks below
         if not isinstance(raw.event, str) or raw.event not in node.events:
             return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
         values: tuple[tuple[str, object], ...] = (

@@ -29,7 +29,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from hephaestus._core.instance import Context, HistoryEntry, Instance, PendingResume
+from hephaestus._core.instance import Context, HistoryEntry, Instance, PendingResume, StepContext
 from hephaestus._core.steps import Step
 from hephaestus.errors import UnencodableValueError, ValueLimitError
 
@@ -46,7 +46,7 @@ __all__ = [
     "copy_value",
     "printable",
     "readonly_context",
-    "readonly_instance",
+    "step_view",
     "unencodable",
 ]
 
@@ -311,42 +311,55 @@ def readonly_context(initial: Mapping[str, Any], steps: Mapping[str, Any]) -> Co
     return Context(ReadOnlyMapping(initial), ReadOnlyMapping(steps))
 
 
-def readonly_instance(instance: Instance) -> Instance:
-    """``instance`` with its mappings behind read-only views (what a step receives).
+def step_view(instance: Instance, step: str, attempt: int) -> tuple[Instance, StepContext]:
+    """What a step receives: ``instance`` and its ``StepContext``, both read-only views.
 
-    Costs a few small objects per step, whatever the size of the run: user data (context,
-    metadata, buffered payloads) is behind ``ReadOnlyMapping``; step and join states are
-    records and trace headers strings, so a plain read-only proxy does; history entries hold
-    read-only views of their data already (the engine stores them so).
+    Costs a few small objects per step, whatever the size of the run (the instance's context is
+    the step context itself). User data (context, metadata, buffered payloads) is behind
+    ``ReadOnlyMapping``; step and join states are records and trace headers strings, so a plain
+    read-only proxy does; history entries hold read-only views of their data already (the
+    engine stores them so).
     """
-    context = instance.context
+    stored = instance.context
+    context = StepContext(  # positional: this runs once per step
+        ReadOnlyMapping(stored.initial),
+        ReadOnlyMapping(stored.steps),
+        instance.id,
+        instance.run_id,
+        step,
+        attempt,
+    )
     inbox = instance.inbox
     if inbox:
         inbox = tuple(
             PendingResume(item.step, item.event, ReadOnlyMapping(item.payload), item.at)
             for item in inbox
         )
-    return Instance(  # positional: this runs once per step
+    view = Instance(
         instance.id,
         instance.run_id,
         instance.workflow,
         instance.workflow_version,
         instance.family,
         instance.status,
-        Context(ReadOnlyMapping(context.initial), ReadOnlyMapping(context.steps)),
+        context,
         instance.created_at,
         instance.updated_at,
         instance.revision,
         MappingProxyType(instance.steps),
-        MappingProxyType(instance.joins),
+        MappingProxyType(instance.joins) if instance.joins else _EMPTY,
         inbox,
-        ReadOnlyMapping(instance.runtime_metadata),
+        ReadOnlyMapping(instance.runtime_metadata) if instance.runtime_metadata else _EMPTY,
         instance.history,
         instance.unique_key,
-        ReadOnlyMapping(instance.metadata),
+        ReadOnlyMapping(instance.metadata) if instance.metadata else _EMPTY,
         instance.error,
-        MappingProxyType(instance.trace_context),
+        MappingProxyType(instance.trace_context) if instance.trace_context else _EMPTY,
     )
+    return view, context
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def copy_instance(instance: Instance) -> Instance:

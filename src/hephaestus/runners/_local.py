@@ -20,7 +20,7 @@ from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.instance import ACTIVE_STATUSES, ErrorInfo, Instance, Status, StepContext
 from hephaestus._core.results import unstorable_result
-from hephaestus._core.values import ReadOnlyMapping, readonly_instance
+from hephaestus._core.values import ReadOnlyMapping, step_view
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -368,14 +368,8 @@ class LocalRunner:
     async def _execute_one(self, run: _Run, command: engine.RunStep) -> engine.RunStep | None:
         instance = run.instance
         node = run.definition.nodes[command.step]
-        context = StepContext(  # read-only views: what a step changes is never the stored run
-            initial=ReadOnlyMapping(instance.context.initial),
-            steps=ReadOnlyMapping(instance.context.steps),
-            instance_id=instance.id,
-            run_id=instance.run_id,
-            step=command.step,
-            attempt=command.attempt,
-        )
+        # Read-only views: nothing a step changes in what it receives reaches the stored run.
+        view, context = step_view(instance, command.step, command.attempt)
         observed = self._observe and telemetry.handlers_attached()
         began = time.perf_counter() if observed else 0.0
         if observed:
@@ -383,7 +377,7 @@ class LocalRunner:
                 run.definition, instance, command.step, command.attempt, runner=self.name
             )
         try:
-            outcome = await self._call_step(node, readonly_instance(instance), command, context)
+            outcome = await self._call_step(node, view, command, context)
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
