@@ -262,16 +262,23 @@ def copy_value(value: Any) -> Any:
     """A deep copy of the containers in an already checked value (leaves are immutable)."""
     kind = type(value)
     if kind is dict:
-        return {key: copy_value(item) for key, item in value.items()}
+        if not value:
+            return {}
+        return {
+            key: item if type(item) in _LEAVES else copy_value(item) for key, item in value.items()
+        }
     if kind is list:
-        return [copy_value(item) for item in value]
+        return [item if type(item) in _LEAVES else copy_value(item) for item in value]
     if kind is tuple:
-        return tuple(copy_value(item) for item in value)
+        return tuple([copy_value(item) for item in value])
     if kind is set:
         return {copy_value(item) for item in value}
     if kind is ReadOnlyMapping:
         return copy_value(value._data)
     return value
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 class ReadOnlyMapping(Mapping[str, Any]):
@@ -369,32 +376,37 @@ def copy_instance(instance: Instance) -> Instance:
     changes nothing stored, as with a database.
     """
     context = instance.context
-    return Instance(
-        id=instance.id,
-        run_id=instance.run_id,
-        workflow=instance.workflow,
-        workflow_version=instance.workflow_version,
-        family=instance.family,
-        status=instance.status,
-        context=Context(
+    inbox = instance.inbox
+    if inbox:
+        inbox = tuple(
+            [
+                PendingResume(item.step, item.event, copy_value(item.payload), item.at)
+                for item in inbox
+            ]
+        )
+    return Instance(  # positional: storages call this for every run they return
+        instance.id,
+        instance.run_id,
+        instance.workflow,
+        instance.workflow_version,
+        instance.family,
+        instance.status,
+        Context(
             copy_value(context.initial),
-            {key: copy_value(value) for key, value in context.steps.items()},
+            {key: copy_value(value) if value else {} for key, value in context.steps.items()},
         ),
-        created_at=instance.created_at,
-        updated_at=instance.updated_at,
-        revision=instance.revision,
-        steps=dict(instance.steps),
-        joins=dict(instance.joins),
-        inbox=tuple(
-            PendingResume(item.step, item.event, copy_value(item.payload), item.at)
-            for item in instance.inbox
-        ),
-        runtime_metadata=copy_value(instance.runtime_metadata),
-        history=tuple(_copy_entry(entry) for entry in instance.history),
-        unique_key=instance.unique_key,
-        metadata=copy_value(instance.metadata),
-        error=instance.error,
-        trace_context=dict(instance.trace_context),
+        instance.created_at,
+        instance.updated_at,
+        instance.revision,
+        dict(instance.steps),
+        dict(instance.joins),
+        inbox,
+        copy_value(instance.runtime_metadata),
+        tuple([entry if entry.data is None else _copy_entry(entry) for entry in instance.history]),
+        instance.unique_key,
+        copy_value(instance.metadata),
+        instance.error,
+        dict(instance.trace_context),
     )
 
 
