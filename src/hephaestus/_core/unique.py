@@ -15,6 +15,8 @@ Scope = Literal["workflow", "version", "global", "none"]
 SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
 
 _KEY = re.compile(r"[a-z0-9]+")
+MAX_KEY_LENGTH = 64
+"""Characters of a workflow's unique key, at most (it starts every id, see ``MAX_ID_LENGTH``)."""
 _VALUE = re.compile(r"[a-z0-9]+|[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
 _SUFFIX = re.compile(r"[a-f0-9]{8}")
 
@@ -41,6 +43,11 @@ class Unique:
             found.append(
                 f"unique key must contain only lowercase letters and digits [a-z0-9], "
                 f"got {self.key!r}"
+            )
+        elif len(key) > MAX_KEY_LENGTH:
+            found.append(
+                f"unique key must be at most {MAX_KEY_LENGTH} characters (MAX_KEY_LENGTH), "
+                f"got {len(key)}: ids are key::value and at most {MAX_ID_LENGTH} characters"
             )
         if self.scope not in SCOPES:
             found.append(f"unique scope must be one of {list(SCOPES)}, got {self.scope!r}")
