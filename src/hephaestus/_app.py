@@ -19,6 +19,7 @@ from hephaestus._core.instance import ACTIVE_STATUSES, Instance, ScheduledResume
 from hephaestus._core.registry import WorkflowRegistry, default_registry
 from hephaestus._core.steps import MAX_TIMEOUT_SECONDS, valid_seconds
 from hephaestus._core.unique import build_id, parse_value, unique_key_for
+from hephaestus._core.values import check_mapping
 from hephaestus.errors import (
     AmbiguousAppError,
     AmbiguousInstanceError,
@@ -33,6 +34,7 @@ from hephaestus.runners import LocalRunner, Runner, RuntimeEnv
 from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
     from types import TracebackType
 
     from hephaestus._workflow import Workflow
@@ -61,11 +63,8 @@ def resolve_app(app: Hephaestus | None = None) -> Hephaestus:
 
 
 def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise TypeError(f"{what} must be a dict with string keys, got {value!r}")
-    return dict(value)
+    """A private copy of the caller's ``value``, or ``UnencodableValueError`` (a TypeError)."""
+    return check_mapping(value, what)
 
 
 def _delay_seconds(delay: float | timedelta) -> float:
@@ -271,7 +270,9 @@ class Hephaestus:
     ) -> str:
         """Start a run of ``workflow`` for business value ``value``; returns the instance id.
 
-        Raises ``InstanceAlreadyRunningError`` if the unique scope already holds an active run.
+        Raises ``InstanceAlreadyRunningError`` if the unique scope already holds an active run,
+        ``UnencodableValueError`` if ``context`` or ``metadata`` cannot be stored (both are
+        copied: changing them afterwards changes nothing stored).
         """
         top, version = self._scope(workflow, version)
         initial = _check_mapping(context, "context")

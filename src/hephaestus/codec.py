@@ -23,7 +23,9 @@ unknown name raises ``UnknownWorkflowError``. Malformed data raises ``CodecError
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
@@ -45,16 +47,30 @@ from hephaestus._core.instance import (
     StepStatus,
 )
 from hephaestus._core.steps import Step
-from hephaestus.errors import UnencodableValueError, UnknownWorkflowError
+from hephaestus._core.values import (
+    MAX_DEPTH,
+    MAX_ID_LENGTH,
+    MAX_INT_DIGITS,
+    MAX_SIZE,
+    check_string,
+    check_value,
+    unencodable,
+)
+from hephaestus.errors import UnencodableValueError, UnknownWorkflowError, ValueLimitError
 
 if TYPE_CHECKING:
     from hephaestus._core.registry import WorkflowRegistry
 
 __all__ = [
     "FORMAT",
+    "MAX_DEPTH",
+    "MAX_ID_LENGTH",
+    "MAX_INT_DIGITS",
+    "MAX_SIZE",
     "TAG",
     "CodecError",
     "JSONValue",
+    "check_value",
     "decode_context_result",
     "decode_error_info",
     "decode_history_entry",
@@ -63,6 +79,7 @@ __all__ = [
     "decode_pending_resume",
     "decode_scheduled_resume",
     "decode_step_state",
+    "dumps",
     "encode_error_info",
     "encode_history_entry",
     "encode_instance",
@@ -91,21 +108,120 @@ class CodecError(ValueError):
 
 
 def to_json(value: object, *, path: str = "$") -> JSONValue:
-    """``value`` as plain JSON, tagging what JSON cannot hold; else ``UnencodableValueError``."""
+    """``value`` as plain JSON, tagging what JSON cannot hold; else ``UnencodableValueError``.
+
+    The rules are those of the engine's boundary check (``check_value``): a NUL or a lone
+    surrogate in a string, nesting deeper than ``MAX_DEPTH`` or a type with no JSON form is
+    refused, naming where it sits under ``path``. Floats too large for ``jsonb`` to keep as
+    floats come back from ``dumps`` in positional form (see ``dumps``).
+    """
+    try:
+        return _encode(value, 0)
+    except _Refused as refused:
+        where = path + "".join(reversed(refused.segments))
+        message = f"cannot encode {refused.subject} at {where}: {refused.message}"
+        if refused.limit is not None:
+            raise ValueLimitError(
+                message, limit=refused.limit, maximum=refused.maximum, path=where
+            ) from None
+        raise UnencodableValueError(message, path=where) from None
+
+
+def dumps(data: JSONValue) -> str:
+    """The JSON text of ``to_json`` output: ``json.dumps`` with floats kept floats.
+
+    ``json.dumps`` writes ``1e16`` as ``1e+16``, which PostgreSQL's ``jsonb`` reads back as the
+    integer ``10000000000000000``; floats of that size are written positionally with a ``.0``
+    (``10000000000000000.0``) so that every storage returns a float equal to the one written.
+    Use it (not ``json.dumps``) for whatever ``to_json`` returned.
+    """
+    text = json.dumps(data)
+    if _MARK_IN_TEXT in text:
+        text = _POSITIONAL.sub(r"\1", text)
+    return text
+
+
+# A float that repr() writes with an exponent of 16 or more travels through to_json as a string
+# "\x00<positional text>": no valid string holds a NUL (the rules refuse it), and dumps turns
+# the quoted marker back into a bare number.
+_MARK = "\x00"
+_MARK_IN_TEXT = '"\\u0000'
+_POSITIONAL = re.compile(r'"\\u0000(-?[0-9]+\.0)"')
+_BIG_FLOAT = 1e16  # repr() switches to an exponent at this magnitude
+_NEGATIVE_ZERO: dict[str, JSONValue] = {TAG: "float", "value": "-0.0"}
+
+
+def _float_to_json(number: float) -> JSONValue:
+    if not math.isfinite(number):
+        return {TAG: "float", "value": repr(number)}
+    if number == 0.0:
+        # jsonb has no negative zero: -0.0 would come back as 0.0.
+        return _NEGATIVE_ZERO if math.copysign(1.0, number) < 0 else number
+    if -_BIG_FLOAT < number < _BIG_FLOAT:
+        return number
+    return _MARK + _positional(number)
+
+
+def _positional(number: float) -> str:
+    """``repr(number)`` (``1.5e+300``) written without an exponent, with a ``.0`` fraction."""
+    text = repr(number)
+    mantissa, _, exponent = text.partition("e")
+    sign = ""
+    if mantissa.startswith("-"):
+        sign, mantissa = "-", mantissa[1:]
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    zeros = int(exponent) - len(fraction)  # >= 0: the exponent is at least 16
+    return f"{sign}{digits}{'0' * zeros}.0"
+
+
+def _marked_float(text: str) -> float:
+    try:
+        return float(text[1:])
+    except ValueError:
+        raise CodecError(f"malformed number {text!r}") from None
+
+
+class _Refused(Exception):
+    """Raised inside the encoder; carries the path back up as the stack unwinds."""
+
+    def __init__(
+        self, subject: str, message: str, limit: str | None = None, maximum: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.message = message
+        self.limit = limit
+        self.maximum = maximum
+        self.segments: list[str] = []
+
+
+def _encode(value: object, depth: int) -> JSONValue:
     # Exact type checks first: they are the common case and bool is an int subclass.
     kind = type(value)
-    if value is None or kind is str or kind is bool or kind is int:
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        if "\x00" in text or not text.isascii():
+            problem = check_string(text)
+            if problem is not None:
+                raise _Refused(repr(text), problem)
+        return text
+    if value is None or kind is bool or kind is int:
         return value  # type: ignore[return-value]
     if kind is float:
-        number: float = value  # type: ignore[assignment]
-        if math.isfinite(number):
-            return number
-        return {TAG: "float", "value": repr(number)}
+        return _float_to_json(value)  # type: ignore[arg-type]
+    if isinstance(value, Mapping | list | tuple | set | frozenset) and depth >= MAX_DEPTH:
+        raise _Refused(
+            "a container",
+            f"nested more than {MAX_DEPTH} deep (the depth limit MAX_DEPTH)",
+            "depth",
+            MAX_DEPTH,
+        )
     if isinstance(value, Mapping):
-        return _mapping_to_json(value, path)
+        return _mapping_to_json(value, depth + 1)
     if kind is list:
         items: list[object] = value  # type: ignore[assignment]
-        return [to_json(item, path=f"{path}[{index}]") for index, item in enumerate(items)]
+        return _items_to_json(items, depth + 1)
     if isinstance(value, datetime):
         return {TAG: "datetime", "value": value.isoformat()}
     if isinstance(value, date):
@@ -119,35 +235,45 @@ def to_json(value: object, *, path: str = "$") -> JSONValue:
     if isinstance(value, uuid.UUID):
         return {TAG: "uuid", "value": str(value)}
     if isinstance(value, tuple):
-        return {
-            TAG: "tuple",
-            "value": [to_json(item, path=f"{path}[{index}]") for index, item in enumerate(value)],
-        }
+        return {TAG: "tuple", "value": _items_to_json(value, depth + 1)}
     if isinstance(value, set | frozenset):
-        members = [to_json(item, path=f"{path}{{}}") for item in value]
+        try:
+            members = [_encode(item, depth + 1) for item in value]
+        except _Refused as refused:
+            refused.segments.append("{...}")
+            raise
         members.sort(key=_sort_key)  # a stable document for equal sets
         return {TAG: "frozenset" if isinstance(value, frozenset) else "set", "value": members}
     if isinstance(value, type) and issubclass(value, Step):
         return {TAG: "step", "value": f"{value.__module__}.{value.__qualname__}"}
-    for base in (bool, int, float, str):  # subclasses (IntEnum, StrEnum...) would come back plain
-        if isinstance(value, base):
-            raise UnencodableValueError(
-                f"cannot encode {value!r} at {path}: {kind.__qualname__} is a subclass of "
-                f"{base.__qualname__}; store the plain value instead"
-            )
-    raise UnencodableValueError(
-        f"cannot encode {value!r} at {path}: {kind.__qualname__} has no JSON form; store plain "
-        "data (str, int, float, bool, None, list, dict with str keys, tuple, set, datetime, "
-        "date, time, timedelta, Decimal, UUID or a step class)"
-    )
+    raise _Refused(repr(value), unencodable(value))
 
 
-def _mapping_to_json(value: Mapping[Any, Any], path: str) -> JSONValue:
+def _items_to_json(items: list[object] | tuple[object, ...], depth: int) -> list[JSONValue]:
+    out: list[JSONValue] = []
+    try:
+        for item in items:
+            out.append(_encode(item, depth))
+    except _Refused as refused:
+        refused.segments.append(f"[{len(out)}]")
+        raise
+    return out
+
+
+def _mapping_to_json(value: Mapping[Any, Any], depth: int) -> JSONValue:
     out: dict[str, JSONValue] = {}
     for key, item in value.items():
         if type(key) is not str:
-            raise UnencodableValueError(f"cannot encode key {key!r} at {path}: keys must be str")
-        out[key] = to_json(item, path=f"{path}.{key}")
+            raise _Refused(f"key {key!r}", "keys must be str")
+        if "\x00" in key or not key.isascii():
+            problem = check_string(key)
+            if problem is not None:
+                raise _Refused(f"key {key!r}", problem)
+        try:
+            out[key] = _encode(item, depth)
+        except _Refused as refused:
+            refused.segments.append(f".{key}")
+            raise
     if TAG in out:
         return {TAG: "dict", "value": out}
     return out
@@ -158,19 +284,34 @@ def _sort_key(item: JSONValue) -> str:
 
 
 def from_json(data: JSONValue, registry: WorkflowRegistry | None = None) -> Any:
-    """The value ``to_json`` encoded as ``data``; step references resolve through ``registry``."""
+    """The value ``to_json`` encoded as ``data``; step references resolve through ``registry``.
+
+    Malformed data, or data nested too deep to decode, raises ``CodecError``.
+    """
+    try:
+        return _from_json(data, registry)
+    except RecursionError as exc:
+        raise CodecError(f"data nested too deep to decode: {exc}") from None
+
+
+def _from_json(data: JSONValue, registry: WorkflowRegistry | None) -> Any:
     kind = type(data)
-    if data is None or kind is str or kind is int or kind is bool or kind is float:
+    if kind is str:
+        text: str = data  # type: ignore[assignment]
+        if text.startswith(_MARK):  # a large float that did not go through dumps
+            return _marked_float(text)
+        return text
+    if data is None or kind is int or kind is bool or kind is float:
         return data
     if kind is list:
         items: list[JSONValue] = data  # type: ignore[assignment]
-        return [from_json(item, registry) for item in items]
+        return [_from_json(item, registry) for item in items]
     if kind is not dict:
         raise CodecError(f"not JSON data: {data!r}")
     mapping: dict[str, JSONValue] = data  # type: ignore[assignment]
     tag = mapping.get(TAG)
     if tag is None:
-        return {key: from_json(item, registry) for key, item in mapping.items()}
+        return {key: _from_json(item, registry) for key, item in mapping.items()}
     payload = mapping.get("value")
     try:
         return _untag(tag, payload, registry)
@@ -182,7 +323,7 @@ def from_json(data: JSONValue, registry: WorkflowRegistry | None = None) -> Any:
 
 def _untag(tag: JSONValue, payload: JSONValue, registry: WorkflowRegistry | None) -> Any:
     if tag == "dict" and isinstance(payload, dict):
-        return {key: from_json(item, registry) for key, item in payload.items()}
+        return {key: _from_json(item, registry) for key, item in payload.items()}
     if isinstance(payload, str):
         if tag == "datetime":
             return datetime.fromisoformat(payload)
@@ -203,11 +344,11 @@ def _untag(tag: JSONValue, payload: JSONValue, registry: WorkflowRegistry | None
             days, seconds, microseconds = payload
             return timedelta(days=days, seconds=seconds, microseconds=microseconds)  # type: ignore[arg-type]
         if tag == "tuple":
-            return tuple(from_json(item, registry) for item in payload)
+            return tuple(_from_json(item, registry) for item in payload)
         if tag == "set":
-            return {from_json(item, registry) for item in payload}
+            return {_from_json(item, registry) for item in payload}
         if tag == "frozenset":
-            return frozenset(from_json(item, registry) for item in payload)
+            return frozenset(_from_json(item, registry) for item in payload)
     raise CodecError(f"unknown tag {tag!r} (or a malformed value for it): {payload!r}")
 
 
@@ -532,7 +673,7 @@ def decode_instance(
         )
     except CodecError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise CodecError(f"not an encoded instance: {exc!r}") from exc
 
 

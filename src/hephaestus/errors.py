@@ -7,6 +7,8 @@ HephaestusError
 ├── UnknownVersionError            a version that the workflow does not have (also ValueError)
 ├── UnknownWorkflowError           a stored name that no defined workflow carries
 ├── UnencodableValueError          a value the storage's JSON codec cannot hold (also TypeError)
+│   ├── ValueLimitError            a value exceeds a documented limit (depth, size, digits)
+│   └── ValueRejectedError         the database refused a value (a deterministic data error)
 ├── InstanceError                  about one instance; carries ``instance_id``
 │   ├── InstanceNotFoundError
 │   ├── InstanceAlreadyRunningError    uniqueness scope already holds an active instance
@@ -60,6 +62,8 @@ __all__ = [
     "UnencodableValueError",
     "UnknownVersionError",
     "UnknownWorkflowError",
+    "ValueLimitError",
+    "ValueRejectedError",
     "WorkflowDefinitionError",
 ]
 
@@ -147,8 +151,39 @@ class UnknownWorkflowError(HephaestusError, LookupError):
 class UnencodableValueError(HephaestusError, TypeError):
     """A context value, payload or step result has no JSON form in the storage's codec.
 
-    Nothing is written. A step whose result cannot be stored fails (kind ``invalid_result``).
+    Raised where the value crosses into the engine (``start``, ``resume``, a step's result), the
+    same with every storage. Nothing is written. A step whose result cannot be stored fails
+    (kind ``invalid_result``) and is retried per its retry policy. ``path`` locates the bad
+    part inside the value, such as ``context['items'][3]['name']`` (``None`` when unknown).
     """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ValueLimitError(UnencodableValueError):
+    """A value exceeds one of the documented limits (docs/reference.md, "Limits").
+
+    ``limit`` names it (``"depth"``, ``"size"``, ``"int_digits"``), ``maximum`` is its value.
+    """
+
+    def __init__(self, message: str, *, limit: str, maximum: int, path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.limit = limit
+        self.maximum = maximum
+
+
+class ValueRejectedError(UnencodableValueError):
+    """The database refused a value with a deterministic error (not an outage, never retried).
+
+    For instance a character the database encoding cannot hold, or an index row too large. The
+    driver's exception is chained as ``__cause__``; ``sqlstate`` is its error code.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class InstanceError(HephaestusError):

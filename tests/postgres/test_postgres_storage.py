@@ -35,6 +35,7 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     StorageError,
     UnknownWorkflowError,
+    ValueRejectedError,
 )
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.postgres import PostgresStorage, containment, install
@@ -486,8 +487,11 @@ async def test_concurrent_puts_share_one_statement_and_commit(database_url: str)
         await storage.close()
 
 
-async def test_in_a_shared_batch_each_put_fails_or_succeeds_on_its_own(database_url: str) -> None:
+async def test_in_a_shared_batch_each_put_fails_or_succeeds_on_its_own(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stale, a missing and an unstorable run in one batch each raise; the others are written."""
+    monkeypatch.setattr("hephaestus.codec.check_string", lambda text: None)  # let PG refuse NUL
     storage = PostgresStorage(database_url, min_size=1, max_size=1)
     await storage.open()
     try:
@@ -505,7 +509,8 @@ async def test_in_a_shared_batch_each_put_fails_or_succeeds_on_its_own(database_
         assert results[0] is None
         assert isinstance(results[1], ConcurrentUpdateError)
         assert isinstance(results[2], InstanceNotFoundError)
-        assert isinstance(results[3], StorageError)
+        assert isinstance(results[3], ValueRejectedError)
+        assert not isinstance(results[3], StorageError)
         assert (await storage.get("good")).revision == 2
         assert (await storage.get("stale")).revision == 1
         assert (await storage.get("bad")).revision == 1

@@ -77,10 +77,10 @@ def test_interpret_accepts_declared_results() -> None:
     validate = node(LinearFlow, "validate")
     assert engine.interpret(validate, "valid") == Ok("valid")
     ok = Ok("valid", {"total": 1}, metadata={"m": 2})
-    assert engine.interpret(validate, ok) is ok
+    assert engine.interpret(validate, ok) == ok
     assert engine.interpret(validate, Async()) == Async()
     proxy = Ok("valid", MappingProxyType({"total": 1}))  # any Mapping with str keys will do
-    assert engine.interpret(validate, proxy) is proxy
+    assert engine.interpret(validate, proxy) == Ok("valid", {"total": 1})
 
 
 def test_interpret_normalises_async_timeouts_to_seconds() -> None:
@@ -105,9 +105,7 @@ _INVALID_RESULTS: list[tuple[str, object]] = [
     ("undeclared event", Ok("maybe")),
     ("undeclared shorthand", "maybe"),
     ("updates not a dict", Ok("valid", cast(Any, [1, 2]))),
-    ("updates with int keys", Ok("valid", cast(Any, {1: "x"}))),
     ("metadata not a dict", Ok("valid", metadata=cast(Any, "meta"))),
-    ("metadata with int keys", Ok("valid", metadata=cast(Any, {1: "x"}))),
     ("event not a string", Ok(cast(Any, ["valid"]))),
     ("None", None),
     ("int", 42),
@@ -126,6 +124,45 @@ def test_interpret_rejects_malformed_results(raw: object) -> None:
     assert outcome.error.kind == "invalid_result"
     assert not outcome.retryable
     assert "declared events: ['valid']" in outcome.error.message
+
+
+_UNSTORABLE_RESULTS: list[tuple[str, Ok, str]] = [
+    ("updates with int keys", Ok("valid", cast(Any, {1: "x"})), "updates"),
+    ("metadata with int keys", Ok("valid", metadata=cast(Any, {1: "x"})), "metadata"),
+    ("nested bytes", Ok("valid", {"a": [{"b": b"x"}]}), "updates['a'][0]['b']"),
+    ("a NUL character", Ok("valid", {"name": "a\x00b"}), "updates['name']"),
+    ("a lone surrogate", Ok("valid", metadata={"k": "\ud800"}), "metadata['k']"),
+    ("a dataclass", Ok("valid", {"when": ErrorInfo("k", "m")}), "updates['when']"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [(raw, path) for _, raw, path in _UNSTORABLE_RESULTS],
+    ids=[name for name, _, _ in _UNSTORABLE_RESULTS],
+)
+def test_interpret_fails_results_that_cannot_be_stored(raw: Ok, path: str) -> None:
+    """A result no storage can hold fails the attempt (invalid_result, retried per policy)."""
+    outcome = engine.interpret(node(LinearFlow, "validate"), raw)
+    assert isinstance(outcome, engine.Failure)
+    assert outcome.error.kind == "invalid_result"
+    assert outcome.retryable
+    assert f"at {path}" in outcome.error.message
+    assert "\x00" not in outcome.error.message
+    assert "\ud800" not in outcome.error.message
+
+
+def test_interpret_copies_the_results_it_accepts() -> None:
+    """The outcome holds copies: a step changing its returned dict later changes nothing."""
+    updates = {"items": [1, 2], "nested": {"a": 1}}
+    metadata = {"tags": ["x"]}
+    outcome = engine.interpret(node(LinearFlow, "validate"), Ok("valid", updates, metadata))
+    assert isinstance(outcome, Ok)
+    updates["items"].append(3)  # type: ignore[attr-defined]
+    updates["nested"]["b"] = 2  # type: ignore[index]
+    metadata["tags"].append("y")
+    assert outcome.updates == {"items": [1, 2], "nested": {"a": 1}}
+    assert outcome.metadata == {"tags": ["x"]}
 
 
 _INVALID_ASYNC: list[tuple[str, Async]] = [

@@ -31,7 +31,8 @@ EXPECTED = {
         "wrap_exceptions",
     },
     hephaestus.codec: {
-        "FORMAT", "TAG", "CodecError", "JSONValue", "decode_context_result", "decode_error_info",
+        "FORMAT", "MAX_DEPTH", "MAX_ID_LENGTH", "MAX_INT_DIGITS", "MAX_SIZE", "TAG", "CodecError",
+        "JSONValue", "check_value", "decode_context_result", "decode_error_info", "dumps",
         "decode_history_entry", "decode_instance", "decode_join_state", "decode_pending_resume",
         "decode_scheduled_resume", "decode_step_state", "encode_error_info",
         "encode_history_entry", "encode_instance", "encode_join_state", "encode_pending_resume",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hephaestus import Unique
 from hephaestus._core.unique import build_id, keys_collide, parse_value, unique_key_for
+from hephaestus._core.values import MAX_ID_LENGTH
 from hephaestus.errors import InvalidInstanceIdError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ORDER = Unique(key="order")
 FRESH = Unique(key="order", scope="none")
@@ -137,6 +141,21 @@ def test_scope_none_rejects_missing_or_malformed_suffix(value: str) -> None:
         parse_value(FRESH, value)
 
 
+def test_ids_longer_than_the_limit_are_refused_by_build_and_parse() -> None:
+    """An id over MAX_ID_LENGTH is refused (InvalidInstanceIdError naming the limit)."""
+    longest = "v" * (MAX_ID_LENGTH - len("order::"))
+    assert build_id(ORDER, longest) == f"order::{longest}"
+    assert parse_value(ORDER, f"order::{longest}") == f"order::{longest}"
+    makers: list[Callable[[], str]] = [
+        lambda: build_id(ORDER, longest + "v"),
+        lambda: parse_value(ORDER, longest + "v"),
+        lambda: parse_value(ORDER, f"order::{longest}v"),
+    ]
+    for make in makers:
+        with pytest.raises(InvalidInstanceIdError, match="MAX_ID_LENGTH"):
+            make()
+
+
 # -- Unique and scopes --------------------------------------------------------------------------
 
 
@@ -146,7 +165,9 @@ def test_unique_defaults_to_workflow_scope() -> None:
     assert Unique(key="order").problems() == []
 
 
-@pytest.mark.parametrize("key", ["", "Order", "order-id", "order_id", "order id", "order\n", 123])
+@pytest.mark.parametrize(
+    "key", ["", "Order", "order-id", "order_id", "order id", "order\n", 123, "k" * 65]
+)
 def test_unique_key_problems(key: Any) -> None:
     """A unique key must be a non-empty [a-z0-9]+ string."""
     problems = Unique(key=key).problems()

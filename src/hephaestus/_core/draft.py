@@ -35,6 +35,7 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception
 from hephaestus._core.steps import Async, Config, context_key
+from hephaestus._core.values import ReadOnlyMapping, readonly_context
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
 __all__ = ["Draft", "close_open_steps", "drop_scheduled", "rebuild"]
 
 _NONE: frozenset[str] = frozenset()
+
+
+def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """History data shares the stored dict; a read-only view keeps steps from changing it."""
+    return ReadOnlyMapping(data) if data else None
 
 
 def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
@@ -184,7 +190,15 @@ class Draft:
                 self.metadata = dict(self.instance.runtime_metadata)
             self.metadata.update(metadata)
         self.history.append(
-            HistoryEntry(self.now, kind, key, event, state.attempt, data or None, source)
+            HistoryEntry(
+                self.now,
+                kind,
+                key,
+                event,
+                state.attempt,
+                ReadOnlyMapping(data) if data else None,  # steps see history: keep it read-only
+                source,
+            )
         )
         self.discard_inbox(key)
         if node.is_done:
@@ -284,7 +298,7 @@ class Draft:
             return []
         if transition.route is None:
             return list(transition.targets)
-        context = Context(self.instance.context.initial, self.context_steps or {})
+        context = readonly_context(self.instance.context.initial, self.context_steps or {})
         try:
             result = transition.route(context)
         except Exception as exc:
@@ -397,7 +411,11 @@ class Draft:
         for pending in dropped:
             self.history.append(
                 HistoryEntry(
-                    self.now, HistoryKind.RESUME_DISCARDED, key, pending.event, data=pending.payload
+                    self.now,
+                    HistoryKind.RESUME_DISCARDED,
+                    key,
+                    pending.event,
+                    data=_frozen(pending.payload),
                 )
             )
 

@@ -50,6 +50,7 @@ from hephaestus._core.instance import (
 )
 from hephaestus._core.results import failure_from_exception, interpret
 from hephaestus._core.steps import Async, Ok
+from hephaestus._core.values import ReadOnlyMapping, check_mapping
 from hephaestus.errors import (
     AmbiguousResumeError,
     InstanceNotActiveError,
@@ -240,20 +241,23 @@ def resume(
 ) -> Decision:
     """Deliver an external event to a waiting step (or buffer it for a step not waiting yet).
 
-    Raises ``InstanceNotActiveError`` for a finished run and a ``ResumeError`` subclass when no
-    step can take the event; nothing changes in either case.
+    Raises ``InstanceNotActiveError`` for a finished run, a ``ResumeError`` subclass when no
+    step can take the event and ``UnencodableValueError`` for a payload no storage can hold
+    (see ``hephaestus._core.values``); nothing changes in any case.
     """
     _check_resumable(instance, payload, step)
     target = _resume_target(definition, instance, event, step)
+    data = check_mapping(payload, "payload")  # a private copy, or UnencodableValueError
     draft = Draft(definition, instance, now)
     state = instance.steps.get(target)
-    data = dict(payload or {})
     if state is not None and state.status is StepStatus.WAITING:
         draft.deliver(target, event, data, source="external")
     else:
         draft.inbox = (*draft.inbox, PendingResume(target, event, data, now))
         draft.history.append(
-            HistoryEntry(now, HistoryKind.RESUME_BUFFERED, target, event, data=data)
+            HistoryEntry(
+                now, HistoryKind.RESUME_BUFFERED, target, event, data=ReadOnlyMapping(data)
+            )
         )
     return draft.finish()
 
@@ -272,14 +276,16 @@ def schedule_resume(
 
     The event must be one a transition routes from ``step``, and ``step`` must be waiting or
     still able to wait (``InvalidEventError`` / ``StepNotWaitingError``; a finished run raises
-    ``InstanceNotActiveError``); nothing changes when it raises. The decision stores a
+    ``InstanceNotActiveError``; a payload no storage can hold, ``UnencodableValueError``);
+    nothing changes when it raises. The decision stores a
     ``ScheduledResume`` (the last of ``instance.scheduled``) and emits ``StartTimer`` with its
     id as ``timer``; the runner calls ``fire_timer(..., timer=id)`` when it is due.
     """
     _check_resumable(instance, payload, step)
     target = _resume_target(definition, instance, event, step)
+    data = check_mapping(payload, "payload")  # a private copy, or UnencodableValueError
     item = ScheduledResume(
-        id=str(instance.revision + 1), step=target, event=event, payload=dict(payload or {}), at=at
+        id=str(instance.revision + 1), step=target, event=event, payload=data, at=at
     )
     draft = Draft(definition, instance, now)
     draft.scheduled = (*draft.scheduled, item)
@@ -368,7 +374,11 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
     commands = close_open_steps(steps)
     commands.extend(drop_scheduled(instance.scheduled))
     entry = HistoryEntry(
-        now, HistoryKind.CANCELLED, data=None if reason is None else {"reason": reason}
+        now,
+        HistoryKind.CANCELLED,
+        data=None
+        if reason is None
+        else ReadOnlyMapping(check_mapping({"reason": reason}, "cancel")),
     )
     return Decision(
         rebuild(

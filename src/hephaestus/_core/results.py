@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 from hephaestus._core.commands import Failure, Outcome
 from hephaestus._core.instance import ErrorInfo
 from hephaestus._core.steps import Async, Error, Ok, valid_seconds
+from hephaestus._core.values import check_value, printable
+from hephaestus.errors import UnencodableValueError
 
 if TYPE_CHECKING:
     from hephaestus._core.definition import Node
 
-__all__ = ["failure_from_exception", "interpret"]
+__all__ = ["failure_from_exception", "interpret", "unstorable_result"]
 
 
 def interpret(node: Node, raw: object) -> Outcome:
@@ -28,20 +30,24 @@ def interpret(node: Node, raw: object) -> Outcome:
             and type(raw.updates) is dict
             and type(raw.metadata) is dict
             and raw.event in node.routed_events
-            and all(type(k) is str for k in raw.updates)
-            and all(type(k) is str for k in raw.metadata)
         ):
-            return raw  # the common case, without the generic Mapping checks below
+            if not raw.updates and not raw.metadata:
+                return raw  # the most common case: nothing to check or copy
+            return _stored(raw, name)  # without the generic checks below
         if not isinstance(raw.event, str) or raw.event not in node.events:
             return _invalid(f"{name} returned undeclared event {raw.event!r}", node)
         if raw.event not in node.routed_events:
             return _unrouted(f"{name} returned event {raw.event!r}", node)
-        for what, value in (("updates", raw.updates), ("metadata", raw.metadata)):
-            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        values: tuple[tuple[str, object], ...] = (
+            ("updates", raw.updates),
+            ("metadata", raw.metadata),
+        )
+        for what, value in values:  # steps are user code: the annotations are not a guarantee
+            if not isinstance(value, Mapping):
                 return _invalid(
                     f"{name} returned {what} {value!r}; expected a dict with string keys", node
                 )
-        return raw
+        return _stored(raw, name)
     if isinstance(raw, Async):
         timeout = raw.timeout
         if timeout is not None:
@@ -61,11 +67,34 @@ def interpret(node: Node, raw: object) -> Outcome:
             return Async(timeout=float(seconds), timeout_event=raw.timeout_event)
         return raw
     if isinstance(raw, Error):
-        return Failure(ErrorInfo(kind="error", message=str(raw.reason)), retryable=raw.retryable)
+        return Failure(
+            ErrorInfo(kind="error", message=printable(str(raw.reason))), retryable=raw.retryable
+        )
     return _invalid(
         f"{name} returned {raw!r}; expected Ok(...), Async(...), Error(...) or an event name",
         node,
     )
+
+
+def _stored(raw: Ok, name: str) -> Ok | Failure:
+    """``raw`` with private copies of its updates and metadata, or a failure if unstorable.
+
+    A result that cannot be stored fails the attempt like an exception would (kind
+    ``invalid_result``, retried per the step's policy): it may depend on data the step read.
+    """
+    if not raw.updates and not raw.metadata:
+        return raw  # nothing to copy: the engine keeps its own (empty) dicts
+    try:
+        updates = check_value(raw.updates, "updates") if raw.updates else {}
+        metadata = check_value(raw.metadata, "metadata") if raw.metadata else {}
+    except UnencodableValueError as exc:
+        return unstorable_result(f"{name} returned a result that cannot be stored: {exc}")
+    return Ok(raw.event, updates, metadata)
+
+
+def unstorable_result(message: str) -> Failure:
+    """The failure of an attempt whose result cannot be stored (refused here or by storage)."""
+    return Failure(ErrorInfo(kind="invalid_result", message=printable(message)), retryable=True)
 
 
 def _invalid(message: str, node: Node) -> Failure:
@@ -95,8 +124,8 @@ def failure_from_exception(exc: BaseException, kind: str = "exception") -> Failu
     return Failure(
         ErrorInfo(
             kind=kind,
-            message=str(exc) or kind_type.__name__,
+            message=printable(str(exc) or kind_type.__name__),
             type=f"{kind_type.__module__}.{kind_type.__qualname__}",
-            traceback="".join(traceback.format_exception(exc)),
+            traceback=printable("".join(traceback.format_exception(exc))),
         )
     )

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from hephaestus._core.values import MAX_ID_LENGTH
 from hephaestus.errors import InvalidInstanceIdError
 
 __all__ = ["Scope", "Unique", "build_id", "keys_collide", "parse_value", "unique_key_for"]
@@ -14,6 +15,8 @@ Scope = Literal["workflow", "version", "global", "none"]
 SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
 
 _KEY = re.compile(r"[a-z0-9]+")
+MAX_KEY_LENGTH = 64
+"""Characters of a workflow's unique key, at most (it starts every id, see ``MAX_ID_LENGTH``)."""
 _VALUE = re.compile(r"[a-z0-9]+|[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
 _SUFFIX = re.compile(r"[a-f0-9]{8}")
 
@@ -41,6 +44,11 @@ class Unique:
                 f"unique key must contain only lowercase letters and digits [a-z0-9], "
                 f"got {self.key!r}"
             )
+        elif len(key) > MAX_KEY_LENGTH:
+            found.append(
+                f"unique key must be at most {MAX_KEY_LENGTH} characters (MAX_KEY_LENGTH), "
+                f"got {len(key)}: ids are key::value and at most {MAX_ID_LENGTH} characters"
+            )
         if self.scope not in SCOPES:
             found.append(f"unique scope must be one of {list(SCOPES)}, got {self.scope!r}")
         return found
@@ -58,10 +66,17 @@ def build_id(unique: Unique, value: str, suffix: str | None = None) -> str:
     """The instance id for ``value``; scope ``none`` ids carry a caller-made random suffix."""
     _check_value(value)
     if suffix is None:
-        return f"{unique.key}::{value}"
-    if not _SUFFIX.fullmatch(suffix):
+        instance_id = f"{unique.key}::{value}"
+    elif not _SUFFIX.fullmatch(suffix):
         raise InvalidInstanceIdError(f"invalid id suffix {suffix!r}: must be 8 lowercase hex")
-    return f"{unique.key}::{value}::{suffix}"
+    else:
+        instance_id = f"{unique.key}::{value}::{suffix}"
+    if len(instance_id) > MAX_ID_LENGTH:
+        raise InvalidInstanceIdError(
+            f"instance id {instance_id[:40]}... is {len(instance_id)} characters, over the limit "
+            f"of {MAX_ID_LENGTH} (MAX_ID_LENGTH); use a shorter value (a hash or a UUID of it)"
+        )
+    return instance_id
 
 
 def parse_value(unique: Unique, value_or_id: str) -> str:
@@ -91,7 +106,7 @@ def parse_value(unique: Unique, value_or_id: str) -> str:
         return build_id(unique, parts[1], parts[2])
     if unique.scope == "none":
         raise InvalidInstanceIdError(f"invalid instance id {value_or_id!r}: missing suffix")
-    return value_or_id
+    return build_id(unique, parts[1])
 
 
 def unique_key_for(unique: Unique, instance_id: str, family: str, version: int) -> str | None:

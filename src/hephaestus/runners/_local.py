@@ -31,7 +31,9 @@ from hephaestus._core.instance import (
     StepContext,
     StepStatus,
 )
+from hephaestus._core.results import unstorable_result
 from hephaestus._core.steps import runs_inline
+from hephaestus._core.values import ReadOnlyMapping, step_view
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -611,14 +613,8 @@ class LocalRunner:
     async def _execute_one(self, run: _Run, command: engine.RunStep) -> engine.RunStep | None:
         instance = run.instance
         node = run.definition.nodes[command.step]
-        context = StepContext(
-            initial=instance.context.initial,
-            steps=instance.context.steps,
-            instance_id=instance.id,
-            run_id=instance.run_id,
-            step=command.step,
-            attempt=command.attempt,
-        )
+        # Read-only views: nothing a step changes in what it receives reaches the stored run.
+        view, context = step_view(instance, command.step, command.attempt)
         observed = self._observe and telemetry.handlers_attached()
         began = time.perf_counter() if observed else 0.0
         if observed:
@@ -626,7 +622,7 @@ class LocalRunner:
                 run.definition, instance, command.step, command.attempt, runner=self.name
             )
         try:
-            outcome = await self._call_step(node, instance, command, context)
+            outcome = await self._call_step(node, view, command, context)
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
@@ -635,11 +631,10 @@ class LocalRunner:
             try:
                 return await self._record(run, command, outcome, duration)
             except UnencodableValueError as exc:
-                # The storage cannot hold what the step returned: fail the step, keep the run.
-                error = ErrorInfo(kind="invalid_result", message=f"result cannot be stored: {exc}")
-                return await self._record(
-                    run, command, engine.Failure(error, retryable=False), duration
-                )
+                # The storage refused what the step returned (ValueRejectedError, say): fail the
+                # attempt like any failure, keep the run.
+                failure = unstorable_result(f"result cannot be stored: {exc}")
+                return await self._record(run, command, failure, duration)
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
             return None
@@ -694,12 +689,13 @@ class LocalRunner:
         self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
     ) -> object:
         step = node.step()
+        config = None if command.config is None else ReadOnlyMapping(command.config)
         if node.is_async:
-            raw: object = await step.execute(instance, command.config, context)  # type: ignore[misc]
+            raw: object = await step.execute(instance, config, context)  # type: ignore[misc]
         elif runs_inline(node.step):
-            raw = step.execute(instance, command.config, context)
+            raw = step.execute(instance, config, context)
         else:
-            call = functools.partial(step.execute, instance, command.config, context)
+            call = functools.partial(step.execute, instance, config, context)
             raw = await asyncio.get_running_loop().run_in_executor(
                 self._executor, contextvars.copy_context().run, call
             )

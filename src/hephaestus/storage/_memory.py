@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
 from hephaestus._core.unique import keys_collide
+from hephaestus._core.values import copy_instance
 from hephaestus.errors import (
     ConcurrentUpdateError,
     CorruptInstanceError,
@@ -153,15 +154,15 @@ class InMemoryStorage:
         end = None if query.limit is None else query.offset + query.limit
         page = rows[query.offset : end]
         if not self._serialize:
-            return page
+            return [copy_instance(row) for row in page]  # what callers get is theirs to change
         return _decoded(self._load, page, skip_corrupt=query.skip_corrupt)
 
     def _store(self, instance: Instance) -> None:
         if self._serialize:
-            from hephaestus.codec import encode_instance
+            from hephaestus.codec import dumps, encode_instance
 
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
-            self._texts[instance.run_id] = json.dumps(encode_instance(instance))
+            self._texts[instance.run_id] = dumps(encode_instance(instance))
         if instance.run_id not in self._runs:
             found = self._by_id.get(instance.id)
             if found is None:
@@ -183,7 +184,7 @@ class InMemoryStorage:
 
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:
-            return instance
+            return copy_instance(instance)  # what callers get is theirs to change
         from hephaestus._core.registry import default_registry
         from hephaestus.codec import decode_instance
 

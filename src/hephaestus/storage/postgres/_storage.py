@@ -26,6 +26,7 @@ from hephaestus.codec import (
     FORMAT,
     JSONValue,
     decode_instance,
+    dumps,
     encode_error_info,
     encode_history_entry,
     encode_join_state,
@@ -41,6 +42,7 @@ from hephaestus.errors import (
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     StorageError,
+    ValueRejectedError,
 )
 from hephaestus.storage._corrupt import corrupt, log_skipped
 from hephaestus.storage.postgres._queries import Queries
@@ -69,7 +71,8 @@ def containment(pattern: Mapping[str, Any]) -> dict[str, JSONValue]:
     Values are encoded with the codec, so a ``datetime`` or ``Decimal`` in the pattern matches
     the tagged value stored for it. The state document holds ``id``, ``run_id``, ``workflow``,
     ``workflow_version``, ``family``, ``status``, ``context.initial``, ``metadata``,
-    ``unique_key`` and ``trace_context``.
+    ``unique_key`` and ``trace_context``. Write it as text with ``hephaestus.codec.dumps``
+    (large floats are carried as marked strings until then).
     """
     encoded = to_json(pattern)
     if not isinstance(encoded, dict):  # pragma: no cover - a Mapping encodes to a dict
@@ -79,13 +82,44 @@ def containment(pattern: Mapping[str, Any]) -> dict[str, JSONValue]:
 
 @contextmanager
 def wrap_exceptions() -> Iterator[None]:
-    """Driver and pool errors become ``StorageError`` (chained); ours pass through."""
+    """Driver and pool errors become Hephaestus errors (chained); ours pass through.
+
+    A deterministic refusal of the data (SQLSTATE class 22, data exception, or 54, program limit
+    exceeded: a character the database cannot hold, an index row too large) becomes
+    ``ValueRejectedError``: retrying cannot help, so it is no outage. The rest is
+    ``StorageError``.
+    """
     try:
         yield
     except HephaestusError:
         raise
     except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
-        raise StorageError(f"PostgreSQL storage failed: {type(exc).__name__}: {exc}") from exc
+        raise _translate(exc) from exc
+
+
+REJECTED_CLASSES = frozenset({"22", "54"})
+"""SQLSTATE classes that refuse the data itself: ``ValueRejectedError``, never retried."""
+
+RETRIED_STATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+"""Errors that can succeed on retry besides a lost connection: a serialization failure, a
+deadlock, and a server shutting down or starting (its connections are lost)."""
+
+
+def _translate(exc: BaseException) -> HephaestusError:
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    if state is not None and state[:2] in REJECTED_CLASSES:
+        return ValueRejectedError(
+            f"PostgreSQL refused a value (SQLSTATE {state}): {exc}; this is not an outage and "
+            "a retry would fail the same way: change the value (see the limits in the docs)",
+            sqlstate=state,
+        )
+    return StorageError(f"PostgreSQL storage failed: {type(exc).__name__}: {exc}")
+
+
+def _retryable(exc: psycopg.Error) -> bool:
+    """Whether a statement that failed with ``exc`` may succeed if run again."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in RETRIED_STATES
 
 
 class PostgresStorage:
@@ -233,10 +267,11 @@ class PostgresStorage:
             try:
                 rows = await self._execute_on_pool(self._queries.update_instances, params)
                 break
-            except psycopg.OperationalError as exc:
-                await self._connection_lost(attempt, exc)
-                attempt += 1
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                if _retryable(exc):
+                    await self._connection_lost(attempt, exc)
+                    attempt += 1
+                    continue
                 if len(batch) == 1:
                     raise
                 for write in batch:  # so that one bad run fails alone
@@ -332,7 +367,7 @@ class PostgresStorage:
         started with ``order_id`` 123. See ``containment`` for what the document holds.
         """
         params = {
-            "pattern": json.dumps(containment(contains)),
+            "pattern": dumps(containment(contains)),
             "limit": limit,
             "offset": offset,
         }
@@ -341,7 +376,7 @@ class PostgresStorage:
 
     async def explain_find(self, contains: Mapping[str, Any]) -> str:
         """PostgreSQL's plan for ``find(contains)``'s filter, to check the index serves it."""
-        params = {"pattern": json.dumps(containment(contains))}
+        params = {"pattern": dumps(containment(contains))}
         rows = await self._fetch(self._queries.explain_contains, params)
         return "\n".join(str(row[0]) for row in rows)
 
@@ -377,12 +412,22 @@ class PostgresStorage:
     async def _execute(self, statement: bytes, params: Mapping[str, Any]) -> None:
         await self._fetch(statement, params)
 
-    async def _connection_lost(self, attempt: int, exc: psycopg.OperationalError) -> None:
-        """After a lost connection: let the pool drop broken ones, or give up."""
+    async def _connection_lost(self, attempt: int, exc: psycopg.Error) -> None:
+        """After a statement failed: retry what may succeed again, translate the rest.
+
+        A lost connection lets the pool drop broken ones first; a serialization failure or a
+        deadlock is simply run again. Anything else (a refused value, a program limit) is
+        raised at once, translated: retrying cannot help and the pool is fine.
+        """
+        if not _retryable(exc):
+            raise _translate(exc) from exc
         if attempt + 1 >= CONNECTION_ATTEMPTS:
+            if exc.sqlstate in ("40001", "40P01"):
+                raise StorageError(f"PostgreSQL kept failing to commit: {exc}") from exc
             raise StorageError(f"PostgreSQL connection lost: {exc}") from exc
-        with wrap_exceptions():
-            await self.pool.check()
+        if exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57"):
+            with wrap_exceptions():
+                await self.pool.check()
         await asyncio.sleep(0.05 * (attempt + 1))
 
     async def _stored_revision(self, run_id: str) -> int | None:
@@ -469,7 +514,7 @@ def _state_document(instance: Instance) -> str:
         "metadata": to_json(instance.metadata, path="$.metadata"),
         "trace_context": to_json(instance.trace_context, path="$.trace_context"),
     }
-    return json.dumps(document)
+    return dumps(document)
 
 
 def _extra_document(instance: Instance) -> str:
@@ -484,7 +529,7 @@ def _extra_document(instance: Instance) -> str:
     }
     if instance.scheduled:
         document["scheduled"] = [encode_scheduled_resume(item) for item in instance.scheduled]
-    return json.dumps(document)
+    return dumps(document)
 
 
 def _header_params(instance: Instance, previous: Instance | None = None) -> dict[str, Any]:
@@ -562,7 +607,7 @@ def _encode_part(kind: PartKind, key: str, position: int, value: Any) -> str:
         data = value
     else:
         data = to_json(value, path=f"$.context.steps.{key}")
-    return json.dumps([kind, key, position, data])
+    return dumps([kind, key, position, data])
 
 
 def _join_header(state: JoinState) -> JSONValue:
@@ -653,8 +698,8 @@ def _all_parts(instance: Instance) -> str:
 
 
 def _history_params(instance: Instance, start: int) -> dict[str, Any]:
-    entries = [encode_history_entry(entry) for entry in instance.history[start:]]
-    return {"history_start": start, "history": json.dumps(entries)}
+    entries: list[JSONValue] = [encode_history_entry(entry) for entry in instance.history[start:]]
+    return {"history_start": start, "history": dumps(entries)}
 
 
 def _changes(instance: Instance, previous: Instance) -> dict[str, Any]:
