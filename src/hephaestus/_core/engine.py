@@ -39,6 +39,7 @@ from hephaestus._core.commands import (
 )
 from hephaestus._core.draft import Draft, close_open_steps, drop_scheduled, rebuild
 from hephaestus._core.instance import (
+    NO_DATA,
     Context,
     HistoryEntry,
     HistoryKind,
@@ -184,13 +185,13 @@ def _fresh(
         workflow_version=definition.version,
         family=family,
         status=Status.PENDING,
-        context=Context(initial=dict(initial), steps={}),
+        context=Context(initial=dict(initial) if initial else NO_DATA, steps=NO_DATA),
         created_at=now,
         updated_at=now,
         revision=revision,
         unique_key=unique_key,
-        metadata=dict(metadata or {}),
-        trace_context=dict(trace_context or {}),
+        metadata=dict(metadata) if metadata else NO_DATA,
+        trace_context=dict(trace_context) if trace_context else NO_DATA,
     )
 
 

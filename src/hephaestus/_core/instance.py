@@ -6,9 +6,8 @@ the engine can be replayed from stored data alone.
 
 from __future__ import annotations
 
-from dataclasses import field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hephaestus._core.records import record
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "NO_DATA",
     "TERMINAL_STATUSES",
     "Context",
     "ErrorInfo",
@@ -32,6 +32,33 @@ __all__ = [
     "StepState",
     "StepStatus",
 ]
+
+
+class _NoData(dict[str, Any]):
+    """The one empty mapping that records share where they hold no data.
+
+    Most runs carry several empty mappings (no metadata, no joins, no trace context...): one
+    shared object instead of one empty dict each keeps a waiting run small. It is a ``dict``
+    (so ``json.dumps``, ``==`` and ``isinstance`` treat it as one) that refuses every change,
+    since records are never mutated and this one object is everybody's.
+    """
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]  # hashable: a dataclass default
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("this empty mapping is shared and read-only; change a dict(...) copy")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+
+NO_DATA: Mapping[str, Any] = _NoData()
+"""The shared, read-only empty mapping of records that hold no data (see ``_NoData``)."""
 
 
 class Status(StrEnum):
@@ -204,15 +231,15 @@ class Instance:
     created_at: datetime
     updated_at: datetime
     revision: int = 1
-    steps: Mapping[str, StepState] = field(default_factory=dict)
-    joins: Mapping[str, JoinState] = field(default_factory=dict)
+    steps: Mapping[str, StepState] = NO_DATA
+    joins: Mapping[str, JoinState] = NO_DATA
     inbox: tuple[PendingResume, ...] = ()
-    runtime_metadata: Mapping[str, Any] = field(default_factory=dict)
+    runtime_metadata: Mapping[str, Any] = NO_DATA
     history: tuple[HistoryEntry, ...] = ()
     unique_key: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = NO_DATA
     error: ErrorInfo | None = None
-    trace_context: Mapping[str, str] = field(default_factory=dict)
+    trace_context: Mapping[str, str] = NO_DATA
     """Propagation headers (W3C ``traceparent``...) captured at start, so a run resumed later
     or by another process continues the caller's trace."""
     scheduled: tuple[ScheduledResume, ...] = ()

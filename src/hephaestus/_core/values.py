@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hephaestus._core.instance import (
+    NO_DATA,
     Context,
     HistoryEntry,
     Instance,
@@ -282,6 +283,8 @@ def copy_value(value: Any) -> Any:
         return {copy_value(item) for item in value}
     if kind is ReadOnlyMapping:
         return copy_value(value._data)
+    if value is NO_DATA:
+        return {}  # the shared empty mapping: the caller gets a dict of its own
     return value
 
 

@@ -45,9 +45,6 @@ class InMemoryStorage:
     ) -> None:
         self._runs: dict[str, Instance] = {}
         self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
-        # instance id -> run_ids of its active runs holding a key (a global key excludes them
-        # all); a tuple, as there is rarely more than one, costs least per waiting run
-        self._keyed_ids: dict[str, tuple[str, ...]] = {}
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
@@ -82,16 +79,22 @@ class InMemoryStorage:
         self._store(instance)  # may fail (an unencodable value): then nothing is held
         if key is not None and instance.status in ACTIVE_STATUSES:
             self._holders[key] = instance.run_id
-            self._keyed_ids[instance.id] = (*self._keyed_ids.get(instance.id, ()), instance.run_id)
 
     def _holder(self, instance_id: str, key: str) -> str | None:
         """The active run whose key excludes ``key`` (``keys_collide``), if any."""
         holder = self._holders.get(key)
         if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
             return holder
-        for run_id in self._keyed_ids.get(instance_id, ()):
-            other = self._runs[run_id].unique_key
-            if other is not None and keys_collide(key, other, instance_id):
+        # Another scope's key of the same id (a global key excludes them all): look among the
+        # runs of that id, which the id index holds (no second index to pay for per run).
+        found = self._by_id.get(instance_id, ())
+        for run_id in (found,) if isinstance(found, str) else found:
+            other = self._runs[run_id]
+            if (
+                other.unique_key is not None
+                and other.status in ACTIVE_STATUSES
+                and keys_collide(key, other.unique_key, instance_id)
+            ):
                 return run_id
         return None
 
@@ -100,13 +103,6 @@ class InMemoryStorage:
         key = instance.unique_key
         if key is not None and self._holders.get(key) == instance.run_id:
             del self._holders[key]
-        held = self._keyed_ids.get(instance.id)
-        if held is not None and instance.run_id in held:
-            rest = tuple(run_id for run_id in held if run_id != instance.run_id)
-            if rest:
-                self._keyed_ids[instance.id] = rest
-            else:
-                del self._keyed_ids[instance.id]
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         del previous  # the whole instance is kept; there is nothing to diff
