@@ -44,7 +44,6 @@ class InMemoryStorage:
         self, *, serialize: bool = False, registry: WorkflowRegistry | None = None
     ) -> None:
         self._runs: dict[str, Instance] = {}
-        self._holders: dict[str, str] = {}  # unique key -> run_id of the active run holding it
         self._serialize = serialize
         self._registry = registry
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
@@ -77,16 +76,14 @@ class InMemoryStorage:
                     unique_key=key,
                 )
         self._store(instance)  # may fail (an unencodable value): then nothing is held
-        if key is not None and instance.status in ACTIVE_STATUSES:
-            self._holders[key] = instance.run_id
 
     def _holder(self, instance_id: str, key: str) -> str | None:
-        """The active run whose key excludes ``key`` (``keys_collide``), if any."""
-        holder = self._holders.get(key)
-        if holder is not None and self._runs[holder].status in ACTIVE_STATUSES:
-            return holder
-        # Another scope's key of the same id (a global key excludes them all): look among the
-        # runs of that id, which the id index holds (no second index to pay for per run).
+        """The active run whose key excludes ``key`` (``keys_collide``), if any.
+
+        Every key names its id (``family|id``, ``family@version|id``, the id itself), so the
+        runs that can hold a colliding key are among that id's runs, which the id index holds:
+        no index of keys to pay for per run, and a run that finishes frees its key at once.
+        """
         found = self._by_id.get(instance_id, ())
         for run_id in (found,) if isinstance(found, str) else found:
             other = self._runs[run_id]
@@ -97,12 +94,6 @@ class InMemoryStorage:
             ):
                 return run_id
         return None
-
-    def _release(self, instance: Instance) -> None:
-        """Free the key ``instance`` holds (it finished, or is deleted)."""
-        key = instance.unique_key
-        if key is not None and self._holders.get(key) == instance.run_id:
-            del self._holders[key]
 
     async def put(self, instance: Instance, previous: Instance | None = None) -> None:
         del previous  # the whole instance is kept; there is nothing to diff
@@ -118,8 +109,6 @@ class InMemoryStorage:
                 instance_id=instance.id,
             )
         self._store(instance)
-        if instance.unique_key is not None and instance.status not in ACTIVE_STATUSES:
-            self._release(instance)
 
     async def get(self, run_id: str) -> Instance:
         instance = self._runs.get(run_id)
@@ -131,7 +120,6 @@ class InMemoryStorage:
         instance = self._runs.pop(run_id, None)
         self._texts.pop(run_id, None)
         if instance is not None:
-            self._release(instance)
             self._unindex(instance)
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
