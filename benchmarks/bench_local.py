@@ -6,6 +6,9 @@ Scenarios (issue: core engine, "Performance"):
 * ``baseline``: the same shape in bare asyncio: 1,000 coroutines, each awaiting 10
   ``create_task`` of a trivial coroutine one after another; tasks/s.
 * ``fanout``: one 20-way fan-out/fan-in workflow run alone; wall time per run (p50, min).
+* ``scaling``: the cost per step of one run alone: a 10-step chain, a 1,000-step chain and a
+  1,000-branch fan-out (+ join). Flat means the 1,000-step figures stay within 1.5x of the
+  10-step one (issue 9, item 4: checking and copying values must not grow with the run).
 
 Run: ``uv run python -m benchmarks.bench_local [--instances N] [--rounds R]``. Prints one JSON
 line per round and a summary with medians and the ratio computed inside each round.
@@ -22,6 +25,7 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks._shapes import chain, fan_out
 from hephaestus import (
     Config,
     Done,
@@ -145,14 +149,50 @@ async def bench_fanout(runs: int) -> dict[str, float]:
     }
 
 
+Chain10 = chain("LocalTen", 10)
+Chain1000 = chain("LocalThousand", 1_000)
+Fan1000 = fan_out("LocalFan", 1_000)
+
+
+async def run_alone(flow: type[Workflow], steps: int, runs: int) -> float:
+    """Median microseconds per step of ``runs`` runs of ``flow``, each run alone."""
+    samples: list[float] = []
+    async with Hephaestus() as app:
+        for i in range(runs):
+            gc.collect()
+            began = time.perf_counter()
+            await flow.start(f"{i}", app=app)
+            await app.run_until_idle()
+            samples.append((time.perf_counter() - began) / steps * 1e6)
+        completed = await app.list(flow, status=Status.COMPLETED)
+        if len(completed) != runs:
+            raise RuntimeError(f"{flow.__name__}: {len(completed)} of {runs} runs completed")
+    return statistics.median(samples)
+
+
+async def bench_scaling() -> dict[str, float]:
+    ten = await run_alone(Chain10, 10 + 1, 200)
+    thousand = await run_alone(Chain1000, 1_000 + 1, 3)
+    fan = await run_alone(Fan1000, 1_000 + 3, 3)
+    return {
+        "chain_10_us_per_step": ten,
+        "chain_1000_us_per_step": thousand,
+        "fanout_1000_us_per_step": fan,
+        "chain_vs_10": thousand / ten,
+        "fanout_vs_10": fan / ten,
+    }
+
+
 async def one_round(instances: int, fan_runs: int) -> dict[str, Any]:
     baseline = await bench_baseline(instances)
     linear = await bench_linear(instances)
     fanout = await bench_fanout(fan_runs)
+    scaling = await bench_scaling()
     return {
         "linear": linear,
         "baseline": baseline,
         "fanout_20": fanout,
+        "scaling": scaling,
         "ratio_linear_to_baseline": linear["steps_per_s"] / baseline["tasks_per_s"],
     }
 
@@ -183,7 +223,9 @@ def main() -> None:
         "  linear 10-step x {i}: {sps:,.0f} steps/s ({us:.1f} us/step, cpu {cpu:.1f} us/step)\n"
         "  bare asyncio baseline: {bps:,.0f} tasks/s ({bus:.1f} us/task)\n"
         "  ratio (ours / baseline, per round): {ratio:.3f}\n"
-        "  fan-out 20 + join, run alone: p50 {p50:.2f} ms (min {fmin:.2f} ms)".format(
+        "  fan-out 20 + join, run alone: p50 {p50:.2f} ms (min {fmin:.2f} ms)\n"
+        "  per step, one run alone: 10-step chain {c10:.1f} us, 1,000-step chain {c1k:.1f} us "
+        "({cr:.2f}x), 1,000-branch fan-out {f1k:.1f} us ({fr:.2f}x)".format(
             n=len(rounds),
             i=args.instances,
             sps=med(("linear", "steps_per_s")),
@@ -194,6 +236,11 @@ def main() -> None:
             ratio=med(("ratio_linear_to_baseline",)),
             p50=med(("fanout_20", "p50_ms")),
             fmin=med(("fanout_20", "min_ms")),
+            c10=med(("scaling", "chain_10_us_per_step")),
+            c1k=med(("scaling", "chain_1000_us_per_step")),
+            cr=med(("scaling", "chain_vs_10")),
+            f1k=med(("scaling", "fanout_1000_us_per_step")),
+            fr=med(("scaling", "fanout_vs_10")),
         )
     )
 

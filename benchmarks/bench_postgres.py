@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import itertools
 import json
 import os
 import statistics
@@ -31,17 +30,10 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
+from benchmarks._shapes import chain, fan_out
 from hephaestus import (
-    Config,
-    Done,
     Hephaestus,
-    Instance,
-    Ok,
     Status,
-    Step,
-    StepContext,
-    StepResult,
-    Unique,
     Workflow,
 )
 from hephaestus.storage import InstanceQuery
@@ -52,49 +44,9 @@ POOL_SIZE = 10
 STEPS = 10
 
 
-def _make_step(name: str) -> type[Step]:
-    async def execute(
-        self: Step, instance: Instance, config: Config, context: StepContext
-    ) -> StepResult:
-        return Ok("next", {"n": 1})
-
-    return type(name, (Step,), {"events": ("next",), "execute": execute})
-
-
-def _chain(prefix: str, length: int) -> type[Workflow]:
-    steps = [_make_step(f"{prefix}Step{i}") for i in range(length)]
-    transitions: dict[Any, Any] = {
-        **{(a, "next"): b for a, b in itertools.pairwise(steps)},
-        (steps[-1], "next"): Done,
-    }
-    namespace = {
-        "unique": Unique(key=prefix.lower(), scope="none"),
-        "start_step": steps[0],
-        "transitions": transitions,
-    }
-    return type(f"{prefix}Chain", (Workflow,), namespace)
-
-
-def _fan_out(prefix: str, width: int) -> type[Workflow]:
-    start = _make_step(f"{prefix}Start")
-    join = _make_step(f"{prefix}Join")
-    branches = [_make_step(f"{prefix}Branch{i}") for i in range(width)]
-    transitions: dict[Any, Any] = {
-        (start, "next"): branches,
-        **{(branch, "next"): join for branch in branches},
-        (join, "next"): Done,
-    }
-    namespace = {
-        "unique": Unique(key=prefix.lower(), scope="none"),
-        "start_step": start,
-        "transitions": transitions,
-    }
-    return type(f"{prefix}Flow", (Workflow,), namespace)
-
-
-Chain10 = _chain("Ten", STEPS)
-Chain1000 = _chain("Thousand", 1_000)
-Fan1000 = _fan_out("Fan", 1_000)
+Chain10 = chain("Ten", STEPS)
+Chain1000 = chain("Thousand", 1_000)
+Fan1000 = fan_out("Fan", 1_000)
 
 
 def admin_dsn(server: str, database: str = "postgres") -> str:

@@ -206,7 +206,8 @@ async def test_built_in_waiting_steps_need_no_worker_thread() -> None:
 
 
 async def test_a_waiting_run_holds_little_memory() -> None:
-    """Runs left waiting for an event cost well under 2 KB each (the runner keeps nothing)."""
+    """Runs left waiting for an event cost well under 2 KB each (about 1.2 KB: the runner keeps
+    nothing, and empty mappings are shared)."""
     runs = 2_000
     async with Hephaestus() as app:
         await ScaleWait.start("warm", app=app)
@@ -227,7 +228,7 @@ async def test_a_waiting_run_holds_little_memory() -> None:
             tracemalloc.stop()
         assert len(await app.list(ScaleWait, status=Status.WAITING)) == runs + 1
 
-    assert held / runs < 1_800
+    assert held / runs < 1_500
 
 
 async def test_a_run_starting_with_a_built_in_wait_is_waiting_when_start_returns(

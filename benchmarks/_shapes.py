@@ -1,0 +1,52 @@
+"""Workflow shapes shared by the benchmarks: long chains and wide fan-outs of no-op steps."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hephaestus import Config, Done, Instance, Ok, Step, StepContext, StepResult, Unique, Workflow
+
+
+def make_step(name: str) -> type[Step]:
+    """A step class named ``name`` that completes at once with ``next`` and a small result."""
+
+    async def execute(
+        self: Step, instance: Instance, config: Config, context: StepContext
+    ) -> StepResult:
+        return Ok("next", {"n": 1})
+
+    return type(name, (Step,), {"events": ("next",), "execute": execute})
+
+
+def chain(prefix: str, length: int) -> type[Workflow]:
+    """A linear workflow of ``length`` steps, then ``Done``."""
+    steps = [make_step(f"{prefix}Step{i}") for i in range(length)]
+    transitions: dict[Any, Any] = {
+        **{(a, "next"): b for a, b in itertools.pairwise(steps)},
+        (steps[-1], "next"): Done,
+    }
+    namespace = {
+        "unique": Unique(key=prefix.lower(), scope="none"),
+        "start_step": steps[0],
+        "transitions": transitions,
+    }
+    return type(f"{prefix}Chain", (Workflow,), namespace)
+
+
+def fan_out(prefix: str, width: int) -> type[Workflow]:
+    """A start step fanning out to ``width`` branches that join in one step, then ``Done``."""
+    start = make_step(f"{prefix}Start")
+    join = make_step(f"{prefix}Join")
+    branches = [make_step(f"{prefix}Branch{i}") for i in range(width)]
+    transitions: dict[Any, Any] = {
+        (start, "next"): branches,
+        **{(branch, "next"): join for branch in branches},
+        (join, "next"): Done,
+    }
+    namespace = {
+        "unique": Unique(key=prefix.lower(), scope="none"),
+        "start_step": start,
+        "transitions": transitions,
+    }
+    return type(f"{prefix}Flow", (Workflow,), namespace)
