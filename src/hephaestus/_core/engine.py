@@ -88,6 +88,11 @@ __all__ = [
 ]
 
 
+_NO_CONTEXT = Context(NO_DATA, NO_DATA)
+"""The context of every run started without data, until a step adds some (records are shared,
+never mutated)."""
+
+
 def _unchanged(instance: Instance) -> Decision:
     return Decision(instance, (), changed=False)
 
@@ -185,7 +190,7 @@ def _fresh(
         workflow_version=definition.version,
         family=family,
         status=Status.PENDING,
-        context=Context(initial=dict(initial) if initial else NO_DATA, steps=NO_DATA),
+        context=Context(dict(initial), NO_DATA) if initial else _NO_CONTEXT,
         created_at=now,
         updated_at=now,
         revision=revision,
