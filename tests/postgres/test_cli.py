@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import psycopg
 from click.testing import CliRunner
 
+from hephaestus._cli._db import db
 from hephaestus.storage.postgres import MIGRATIONS, applied_versions, schema_sql
-from hephaestus.storage.postgres._cli import db
 from tests._pg import create_database, drop_database, dsn, unique_name
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ __all__ = ["cli", "main"]
 
 _LAZY = {
     "db": (
-        "hephaestus.storage.postgres._cli",
+        "hephaestus._cli._db",
         "db",
         "PostgreSQL schema: install, migrate, print the SQL.",
     ),

@@ -13,6 +13,7 @@ See ``docs/postgres.md`` for tables, tenants (one schema each), migrations and q
 
 from __future__ import annotations
 
+from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._migrations import (
     MIGRATIONS,
     Migration,
@@ -23,12 +24,8 @@ from hephaestus.storage.postgres._migrations import (
     pending_migrations,
     schema_sql,
 )
-from hephaestus.storage.postgres._storage import (
-    UNIQUE_INDEX,
-    PostgresStorage,
-    containment,
-    wrap_exceptions,
-)
+from hephaestus.storage.postgres._rows import containment
+from hephaestus.storage.postgres._storage import UNIQUE_INDEX, PostgresStorage
 
 __all__ = [
     "MIGRATIONS",

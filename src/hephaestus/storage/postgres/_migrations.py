@@ -14,8 +14,8 @@ import psycopg
 import psycopg.errors
 import psycopg_pool
 
+from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._queries import MIGRATIONS, Migration, Queries
-from hephaestus.storage.postgres._storage import wrap_exceptions
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

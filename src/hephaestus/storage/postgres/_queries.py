@@ -93,22 +93,30 @@ class Queries:
         def query(name: LiteralString, **fragments: sql.Composable) -> bytes:
             return render(load_sql(f"queries/{name}.sql"), schema, **fragments)
 
+        # The one projection of a run: each read query is ``{select_runs}`` and its filter.
+        runs = sql.SQL(load_sql("queries/select_runs.sql").rstrip()).format(
+            schema=sql.Identifier(schema)
+        )
+
+        def read(name: LiteralString, **fragments: sql.Composable) -> bytes:
+            return query(name, select_runs=runs, **fragments)
+
         self.bootstrap = render(load_sql("bootstrap.sql"), schema)
         self.insert_instance = query("insert_instance")
         self.update_instances = query("update_instances")
         self.stored_revision = query("stored_revision")
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
-        self.get_instance = query("get_instance")
-        self.query_oldest = query("query_instances", direction=sql.SQL("ASC"))
-        self.query_newest = query("query_instances", direction=sql.SQL("DESC"))
+        self.get_instance = read("get_instance")
+        self.query_oldest = read("query_instances", direction=sql.SQL("ASC"))
+        self.query_newest = read("query_instances", direction=sql.SQL("DESC"))
         self.query_by_id = (
-            query("query_by_id", direction=sql.SQL("ASC")),
-            query("query_by_id", direction=sql.SQL("DESC")),
+            read("query_by_id", direction=sql.SQL("ASC")),
+            read("query_by_id", direction=sql.SQL("DESC")),
         )
         self.query_contains = (
-            query("query_contains", direction=sql.SQL("ASC")),
-            query("query_contains", direction=sql.SQL("DESC")),
+            read("query_contains", direction=sql.SQL("ASC")),
+            read("query_contains", direction=sql.SQL("DESC")),
         )
         self.explain_contains = query("explain_contains")
         self.applied_migrations = query("applied_migrations")

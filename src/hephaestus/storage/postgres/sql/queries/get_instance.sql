@@ -1,13 +1,3 @@
 -- One run with its parts and history, as JSON text.
-SELECT
-    h.run_id,
-    h.revision,
-    h.state::text,
-    h.extra::text,
-    (SELECT coalesce(json_agg(json_build_array(p.kind, p.key, p.data)
-                              ORDER BY p.kind, p.position), '[]')
-     FROM {schema}.workflow_instance_parts AS p WHERE p.run_id = h.run_id)::text,
-    (SELECT coalesce(json_agg(e.entry ORDER BY e.position), '[]')
-     FROM {schema}.workflow_instance_history AS e WHERE e.run_id = h.run_id)::text
-FROM {schema}.workflow_instances AS h
+{select_runs}
 WHERE h.run_id = %(run_id)s

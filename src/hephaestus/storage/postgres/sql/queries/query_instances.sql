@@ -1,15 +1,5 @@
 -- Runs matching every given filter (a NULL parameter means "no filter"), ordered and paginated.
-SELECT
-    h.run_id,
-    h.revision,
-    h.state::text,
-    h.extra::text,
-    (SELECT coalesce(json_agg(json_build_array(p.kind, p.key, p.data)
-                              ORDER BY p.kind, p.position), '[]')
-     FROM {schema}.workflow_instance_parts AS p WHERE p.run_id = h.run_id)::text,
-    (SELECT coalesce(json_agg(e.entry ORDER BY e.position), '[]')
-     FROM {schema}.workflow_instance_history AS e WHERE e.run_id = h.run_id)::text
-FROM {schema}.workflow_instances AS h
+{select_runs}
 WHERE (%(id)s::text IS NULL OR h.id = %(id)s::text)
   AND (%(statuses)s::text[] IS NULL OR h.status = ANY (%(statuses)s::text[]))
   AND (%(workflows)s::text[] IS NULL OR h.workflow = ANY (%(workflows)s::text[]))

@@ -1,4 +1,9 @@
-"""``hephaestus db``: install, migrate and print the PostgreSQL schema."""
+"""``hephaestus db``: install, migrate and print the PostgreSQL schema.
+
+The command wiring only: the work is the plain functions of ``hephaestus.storage.postgres``.
+Importing this module imports the driver, so the root group loads it lazily and explains a
+missing ``postgres`` extra instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,12 @@ import asyncio
 import re
 
 import click
+
+from hephaestus._cli._common import CliUsageError, settings
+from hephaestus.errors import StorageError
+from hephaestus.storage.postgres import install as do_install
+from hephaestus.storage.postgres import migrate as do_migrate
+from hephaestus.storage.postgres import migration_sql, schema_sql
 
 __all__ = ["db"]
 
@@ -32,8 +43,6 @@ def _check_schema(schema: str) -> str:
 
 def _target(dsn: str | None, schema: str | None, *, need_dsn: bool = True) -> tuple[str, str]:
     """Flags over the layered configuration (file < environment), like every other command."""
-    from hephaestus._cli._common import CliUsageError, settings
-
     try:
         config = settings().with_flags(dsn=dsn, schema=schema)
     except CliUsageError as exc:
@@ -55,9 +64,6 @@ def db() -> None:
 @schema_option
 def install(dsn: str | None, schema: str | None) -> None:
     """Create the tables (or apply pending migrations when they exist)."""
-    from hephaestus.errors import StorageError
-    from hephaestus.storage.postgres import install as do_install
-
     try:
         dsn, schema = _target(dsn, schema)
         applied = asyncio.run(do_install(dsn, schema))
@@ -74,9 +80,6 @@ def install(dsn: str | None, schema: str | None) -> None:
 @schema_option
 def migrate(dsn: str | None, schema: str | None) -> None:
     """Apply the migrations not applied yet, in order."""
-    from hephaestus.errors import StorageError
-    from hephaestus.storage.postgres import migrate as do_migrate
-
     try:
         dsn, schema = _target(dsn, schema)
         applied = asyncio.run(do_migrate(dsn, schema))
@@ -98,8 +101,6 @@ def migrate(dsn: str | None, schema: str | None) -> None:
 )
 def sql(schema: str | None, after: int | None) -> None:
     """Print the SQL (for Alembic, Django or hand-run migrations); touches no database."""
-    from hephaestus.storage.postgres import migration_sql, schema_sql
-
     _, schema = _target(None, schema, need_dsn=False)
     text = schema_sql(schema) if after is None else migration_sql(schema, after=after)
     click.echo(text, nl=False)
