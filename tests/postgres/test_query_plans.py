@@ -76,7 +76,8 @@ async def test_a_lookup_by_instance_id_uses_the_id_index_even_with_a_generic_pla
             for (name,) in prepared:
                 explain = sql.SQL(
                     "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}"
-                    "('wait::77', '{{waiting}}', '{{plans.Flow}}', NULL, NULL, 0)"
+                    "('wait::77', NULL, '{{waiting}}', '{{plans.Flow}}', NULL, NULL, NULL, NULL,"
+                    " NULL, NULL, NULL, NULL, NULL, 0)"
                 ).format(sql.Identifier(name))
                 cursor = await conn.execute(explain)
                 row = await cursor.fetchone()
