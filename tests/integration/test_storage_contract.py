@@ -647,3 +647,9 @@ async def test_counts_group_by_status_and_workflow(store: Storage) -> None:
     assert await store.count(InstanceQuery(), by=()) == {(): 4}
     assert await store.count(InstanceQuery(id_prefix="none"), by=()) == {}
     assert await store.count(InstanceQuery(limit=1, offset=3), by=()) == {(): 4}
+
+
+async def test_counts_group_only_by_status_and_workflow(store: Storage) -> None:
+    """Any other grouping is refused with ``ValueError``."""
+    with pytest.raises(ValueError, match="status and/or workflow"):
+        await store.count(InstanceQuery(), by=("id",))  # type: ignore[arg-type]

@@ -143,6 +143,8 @@ class InMemoryStorage:
     async def count(
         self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
     ) -> dict[tuple[str, ...], int]:
+        if any(column not in ("status", "workflow") for column in by):
+            raise ValueError(f"count groups by status and/or workflow, not {by!r}")
         counts: dict[tuple[str, ...], int] = {}
         for row in self._matching(query):
             key = tuple(row.status.value if column == "status" else row.workflow for column in by)
