@@ -7,7 +7,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from hephaestus import telemetry as _telemetry
@@ -375,8 +375,20 @@ class Hephaestus:
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        after: str | None = None,
     ) -> list[Instance]:
-        """Runs, optionally of one workflow, filtered by status and version, paginated."""
+        """Runs, optionally of one workflow, filtered and paginated as ``InstanceQuery`` says.
+
+        ``tags`` resolve through this app's registry; ``after`` is a cursor from
+        ``storage.page`` (see the Queries section of the reference).
+        """
         names = None
         if workflow is not None:
             top, version = self._scope(workflow, version)
@@ -389,7 +401,15 @@ class Hephaestus:
             limit=limit,
             offset=offset,
             newest_first=newest_first,
-        )
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
+        ).resolve_tags(self.registry)
         return await self._on_loop(lambda: self.storage.query(query))
 
     async def run_until_idle(self) -> None:

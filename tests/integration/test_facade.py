@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,6 +34,7 @@ from hephaestus.errors import (
     UnencodableValueError,
     UnknownVersionError,
 )
+from hephaestus.storage import InstanceQuery
 from hephaestus.testing import advance, run_until_idle
 
 if TYPE_CHECKING:
@@ -427,3 +428,31 @@ async def test_list_newest_first_and_unknown_version(app: Hephaestus, clock: Fak
         await Ticket.list(version=2)
     with pytest.raises(UnknownVersionError):
         await Ticket.get("ticket::a::00000000", version=2)
+
+
+class Invoice(Workflow):
+    unique = Unique(key="invoice")
+    tags = ("billing",)
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+async def test_list_passes_the_query_filters_through(app: Hephaestus) -> None:
+    """``list`` takes the query model's filters; tags resolve through the app's registry."""
+    await app.start(Invoice, "ab1", metadata={"team": "a"})
+    await app.start(Invoice, "ab2", metadata={"team": "b"})
+    await app.start(Invoice, "cd3", metadata={"team": "a"})
+    await app.start(Hold, "ab4")
+
+    async def ids(**filters: Any) -> list[str]:
+        return [run.id for run in await app.list(**filters)]
+
+    assert await ids(tags=["billing"]) == ["invoice::ab1", "invoice::ab2", "invoice::cd3"]
+    assert await ids(tags=["billing"], id_prefix="invoice::ab") == ["invoice::ab1", "invoice::ab2"]
+    assert await ids(metadata={"team": "a"}, newest_first=True) == ["invoice::cd3", "invoice::ab1"]
+    assert await ids(tags=["nowhere"]) == []
+    first = await app.get(Invoice, "ab1")
+    assert await ids(created_after=first.created_at, created_before=first.created_at) == []
+    page = await app.storage.page(InstanceQuery(tags=["billing"], limit=2))
+    assert page.next_cursor is not None
+    assert await ids(tags=["billing"], after=page.next_cursor) == ["invoice::cd3"]

@@ -14,10 +14,12 @@ import pytest
 
 from hephaestus import (
     Context,
+    Done,
     Instance,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     Status,
+    Workflow,
 )
 from hephaestus.errors import ConcurrentUpdateError, HephaestusError, StorageError
 from hephaestus.storage import InstanceQuery, Storage
@@ -39,6 +41,7 @@ def make(
     status: Status = Status.RUNNING,
     at: float = 0,
     unique_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Instance:
     """A stored-shaped instance at revision 1, created ``at`` seconds after ``T0``."""
     created = T0 + timedelta(seconds=at)
@@ -54,7 +57,7 @@ def make(
         updated_at=created,
         revision=1,
         unique_key=unique_key,
-        metadata={"source": "contract"},
+        metadata={"source": "contract"} if metadata is None else metadata,
     )
 
 
@@ -445,3 +448,208 @@ async def test_query_results_reflect_the_latest_revision(populated: Storage) -> 
     await populated.put(done)
     assert await populated.query(InstanceQuery(id="flow::b", status=Status.COMPLETED)) == [done]
     assert await populated.query(InstanceQuery(status=Status.WAITING)) == []
+
+
+# -- the query model: filters, keyset pages, counts --------------------------------------------
+
+
+class BillingEu(Workflow):
+    """A workflow tagged ``billing`` and ``eu``, for the tag filter."""
+
+    tags = ("billing", "eu")
+    start_step = Done
+
+
+class BillingUs(Workflow):
+    """A workflow tagged ``billing`` only."""
+
+    tags = ("billing", "us")
+    start_step = Done
+
+
+def workflow_name(workflow: type[Workflow]) -> str:
+    return workflow.definition().name
+
+
+async def test_id_prefix_matches_ids_starting_with_it_literally(store: Storage) -> None:
+    """``id_prefix`` keeps ids starting with it; ``%``, ``_`` and ``\\`` are not wildcards."""
+    ids = ["order::ab1", "order::ab2", "order::ac", "order%x", "order_y", "orderzy", "a\\b", "ab"]
+    for n, instance_id in enumerate(ids):
+        await store.create(make(f"p{n}", instance_id=instance_id, at=n))
+
+    async def prefixed(prefix: str) -> list[str]:
+        return [run.id for run in await store.query(InstanceQuery(id_prefix=prefix))]
+
+    assert await prefixed("order::ab") == ["order::ab1", "order::ab2"]
+    assert await prefixed("order%") == ["order%x"]
+    assert await prefixed("order_") == ["order_y"]
+    assert await prefixed("a\\") == ["a\\b"]
+    assert await prefixed("") == ids
+    assert await prefixed("zzz") == []
+
+
+async def test_metadata_filter_keeps_runs_whose_metadata_contains_it(store: Storage) -> None:
+    """``metadata`` is containment: nested mappings recursively, lists by their elements."""
+    await store.create(
+        make("m1", at=0, metadata={"team": {"name": "a", "size": 3}, "labels": ["x", "y"]})
+    )
+    await store.create(make("m2", at=1, metadata={"team": {"name": "b"}, "labels": ["y"]}))
+    await store.create(make("m3", at=2, metadata={}))
+
+    async def containing(metadata: dict[str, Any]) -> list[str]:
+        return run_ids(await store.query(InstanceQuery(metadata=metadata)))
+
+    assert await containing({"team": {"name": "a"}}) == ["m1"]
+    assert await containing({"labels": ["y"]}) == ["m1", "m2"]
+    assert await containing({"labels": ["x", "y"], "team": {"size": 3}}) == ["m1"]
+    assert await containing({}) == ["m1", "m2", "m3"]
+    assert await containing({"team": {"name": "c"}}) == []
+    assert await containing({"team": "a"}) == []
+
+
+async def test_time_ranges_are_half_open(store: Storage) -> None:
+    """``*_after`` is inclusive and ``*_before`` exclusive, for creation and update times."""
+    for n in range(3):
+        run = make(f"t{n}", at=n * 10)
+        await store.create(run)
+        await store.put(bump(run, updated_at=T0 + timedelta(seconds=100 - n * 10)))
+    ten = T0 + timedelta(seconds=10)
+    assert run_ids(await store.query(InstanceQuery(created_after=ten))) == ["t1", "t2"]
+    assert run_ids(await store.query(InstanceQuery(created_before=ten))) == ["t0"]
+    window = InstanceQuery(created_after=ten, created_before=ten + timedelta(seconds=10))
+    assert run_ids(await store.query(window)) == ["t1"]
+    ninety = T0 + timedelta(seconds=90)
+    assert run_ids(await store.query(InstanceQuery(updated_after=ninety))) == ["t0", "t1"]
+    assert run_ids(await store.query(InstanceQuery(updated_before=ninety))) == ["t2"]
+
+
+async def test_tags_filter_keeps_runs_of_workflows_with_every_tag(store: Storage) -> None:
+    """``tags`` resolves through the registry to the workflows whose definition has them all."""
+    eu, us = workflow_name(BillingEu), workflow_name(BillingUs)
+    await store.create(make("g1", workflow=eu, at=0))
+    await store.create(make("g2", workflow=us, at=1))
+    await store.create(make("g3", at=2))  # an untagged workflow
+    assert run_ids(await store.query(InstanceQuery(tags=["billing"]))) == ["g1", "g2"]
+    assert run_ids(await store.query(InstanceQuery(tags={"billing", "eu"}))) == ["g1"]
+    assert run_ids(await store.query(InstanceQuery(tags=["billing"], workflow=us))) == ["g2"]
+    assert run_ids(await store.query(InstanceQuery(tags=["billing"], workflow=FLOW))) == []
+    assert run_ids(await store.query(InstanceQuery(tags=["nowhere"]))) == []
+    assert run_ids(await store.query(InstanceQuery(tags=[]))) == ["g1", "g2"]
+
+
+async def test_filters_combine_with_and(store: Storage) -> None:
+    """Every given filter must hold: prefix, status, workflow, metadata and time together."""
+    eu = workflow_name(BillingEu)
+    await store.create(make("c1", instance_id="inv::1", workflow=eu, metadata={"k": 1}, at=0))
+    await store.create(make("c2", instance_id="inv::2", workflow=eu, metadata={"k": 1}, at=5))
+    await store.create(make("c3", instance_id="inv::3", workflow=eu, metadata={"k": 2}, at=6))
+    await store.create(
+        make("c4", instance_id="inv::4", metadata={"k": 1}, at=7, status=Status.FAILED)
+    )
+    await store.create(make("c5", instance_id="other::5", workflow=eu, metadata={"k": 1}, at=8))
+    query = InstanceQuery(
+        id_prefix="inv::",
+        tags=["eu"],
+        status_in={Status.RUNNING, Status.FAILED},
+        metadata={"k": 1},
+        created_after=T0 + timedelta(seconds=1),
+        created_before=T0 + timedelta(seconds=10),
+        updated_before=T0 + timedelta(seconds=10),
+    )
+    assert run_ids(await store.query(query)) == ["c2"]
+    assert await store.count(query) == {("running", eu): 1}
+
+
+async def test_a_bad_cursor_is_a_value_error(store: Storage) -> None:
+    """A cursor that no storage returned is rejected, not silently ignored."""
+    with pytest.raises(ValueError, match="cursor"):
+        await store.page(InstanceQuery(after="not a cursor", limit=2))
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+async def test_keyset_pages_return_every_run_once_despite_concurrent_inserts(
+    store: Storage, newest_first: bool
+) -> None:
+    """Walking pages returns each run that existed at the start exactly once, in order.
+
+    Runs are created between pages, some at instants equal to those of runs already read (a
+    tie broken by the creation sequence), some later, one earlier; none is returned twice, and
+    none that existed at the start is skipped.
+    """
+    for n in range(11):
+        await store.create(make(f"k{n:02}", at=n // 2, instance_id=f"key::{n}"))
+    initial = run_ids(await store.query(InstanceQuery(newest_first=newest_first)))
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = await store.page(InstanceQuery(after=cursor, limit=3, newest_first=newest_first))
+        seen.extend(run_ids(page.runs))
+        pages += 1
+        extra = f"x{pages:02}"
+        await store.create(make(extra + "tie", at=2))
+        await store.create(make(extra + "late", at=100 + pages))
+        await store.create(make(extra + "early", at=-pages))
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+        assert len(page.runs) == 3
+    assert len(seen) == len(set(seen))
+    assert [run for run in seen if run in initial] == initial
+    final = run_ids(await store.query(InstanceQuery(newest_first=newest_first)))
+    assert [run for run in final if run in seen] == seen  # pages follow the one order
+
+
+async def test_a_page_keeps_the_filters_and_the_last_page_has_no_cursor(store: Storage) -> None:
+    """Pages of a filtered query hold only matching runs; an exact last page ends the walk."""
+    for n in range(6):
+        status = Status.RUNNING if n % 2 else Status.WAITING
+        await store.create(make(f"f{n}", at=n, status=status))
+    first = await store.page(InstanceQuery(status=Status.RUNNING, limit=2))
+    assert run_ids(first.runs) == ["f1", "f3"]
+    assert first.next_cursor is not None
+    second = await store.page(
+        InstanceQuery(status=Status.RUNNING, limit=2, after=first.next_cursor)
+    )
+    assert run_ids(second.runs) == ["f5"]
+    assert second.next_cursor is None
+    everything = await store.page(InstanceQuery(status=Status.WAITING))
+    assert run_ids(everything.runs) == ["f0", "f2", "f4"]
+    assert everything.next_cursor is None
+    exact = await store.page(InstanceQuery(limit=6))
+    assert len(exact.runs) == 6
+    assert exact.next_cursor is None
+    # query() honours a cursor too
+    assert run_ids(await store.query(InstanceQuery(after=first.next_cursor))) == ["f4", "f5"]
+
+
+async def test_counts_group_by_status_and_workflow(store: Storage) -> None:
+    """``count`` applies the filters and groups by the chosen columns, in ``by`` order."""
+    await store.create(make("n1", at=0))
+    await store.create(make("n2", at=1, status=Status.FAILED))
+    await store.create(make("n3", at=2, workflow=OTHER))
+    await store.create(make("n4", at=3, workflow=OTHER, instance_id="other::4"))
+    assert await store.count(InstanceQuery()) == {
+        ("running", FLOW): 1,
+        ("failed", FLOW): 1,
+        ("running", OTHER): 2,
+    }
+    assert await store.count(InstanceQuery(), by=("workflow", "status")) == {
+        (FLOW, "running"): 1,
+        (FLOW, "failed"): 1,
+        (OTHER, "running"): 2,
+    }
+    assert await store.count(InstanceQuery(), by=("status",)) == {("running",): 3, ("failed",): 1}
+    assert await store.count(InstanceQuery(id_prefix="flow::"), by=("workflow",)) == {
+        (FLOW,): 2,
+        (OTHER,): 1,
+    }
+    assert await store.count(InstanceQuery(), by=()) == {(): 4}
+    assert await store.count(InstanceQuery(id_prefix="none"), by=()) == {}
+    assert await store.count(InstanceQuery(limit=1, offset=3), by=()) == {(): 4}
+
+
+async def test_counts_group_only_by_status_and_workflow(store: Storage) -> None:
+    """Any other grouping is refused with ``ValueError``."""
+    with pytest.raises(ValueError, match="status and/or workflow"):
+        await store.count(InstanceQuery(), by=("id",))  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ EXPECTED = {
         "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition", "WorkflowDefinitionError",
         "WorkflowRegistry", "context_key", "default_registry", "route",
     },
-    hephaestus.storage: {"InMemoryStorage", "InstanceQuery", "Storage"},
+    hephaestus.storage: {"CountKey", "InMemoryStorage", "InstanceQuery", "Page", "Storage"},
     hephaestus.storage.postgres: {
         "MIGRATIONS", "UNIQUE_INDEX", "Migration", "PostgresStorage", "applied_versions",
         "containment", "install", "migrate", "migration_sql", "pending_migrations", "schema_sql",

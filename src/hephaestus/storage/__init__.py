@@ -6,25 +6,48 @@ decides atomically: there is no check-then-insert anywhere above it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from hephaestus.storage._memory import InMemoryStorage
+from hephaestus.storage._query import Page, json_contains, tagged_workflows
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
+    from datetime import datetime
 
     from hephaestus._core.instance import Instance, Status
+    from hephaestus._core.registry import WorkflowRegistry
 
-__all__ = ["InMemoryStorage", "InstanceQuery", "Storage"]
+__all__ = ["CountKey", "InMemoryStorage", "InstanceQuery", "Page", "Storage"]
+
+type CountKey = Literal["status", "workflow"]
+"""What ``Storage.count`` can group by."""
 
 
 @dataclass(frozen=True, slots=True)
 class InstanceQuery:
-    """Filters for ``Storage.query``; every given filter must match (AND).
+    """Filters for ``Storage.query``, ``Storage.page`` and ``Storage.count``; every given
+    filter must match (AND).
 
-    Results are ordered by creation time, oldest first (``newest_first`` reverses it), then
-    ``offset`` rows are skipped and at most ``limit`` returned.
+    - ``id``: the runs of one instance id; ``id_prefix``: instance ids starting with it
+      (``"order::ab"``; matched literally, ``%`` and ``_`` are not wildcards).
+    - ``status`` / ``status_in``: one status, or any of several.
+    - ``workflow`` (one stored workflow name or several), ``workflow_version``.
+    - ``tags``: runs of a workflow whose definition has every one of these tags. Tags live on
+      definitions, so the storage resolves them to workflow names through its registry
+      (``tagged_workflows``): a workflow that is not defined in this process matches no tag.
+    - ``metadata``: the run's caller metadata contains this mapping (nested mappings match
+      recursively, lists by containment: JSONB ``@>``).
+    - ``created_after`` / ``created_before``, ``updated_after`` / ``updated_before``: half-open
+      ranges, ``after <= t < before``.
+
+    Results are ordered by creation, oldest first (``newest_first`` reverses it): by
+    ``created_at``, ties broken by the storage's creation sequence, so the order is total and
+    stable. ``after`` (a cursor from ``Page.next_cursor``) keeps only the runs after that
+    position in this order (keyset pagination: stable under concurrent inserts, and as fast on
+    the last page as on the first); then ``offset`` rows are skipped and at most ``limit``
+    returned.
 
     A stored run that cannot be decoded is left out of the results and reported with one
     error log line on the ``hephaestus.storage`` logger (naming the run and the fix), so one
@@ -38,15 +61,46 @@ class InstanceQuery:
     status_in: Collection[Status] | None = None
     workflow: str | Collection[str] | None = None
     workflow_version: int | None = None
+    id_prefix: str | None = None
+    tags: Collection[str] | None = None
+    metadata: Mapping[str, Any] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    after: str | None = None
     limit: int | None = None
     offset: int = 0
     newest_first: bool = False
     skip_corrupt: bool = True
 
+    def resolve_tags(self, registry: WorkflowRegistry) -> InstanceQuery:
+        """This query with ``tags`` turned into a ``workflow`` filter through ``registry``."""
+        if self.tags is None:
+            return self
+        names = tagged_workflows(registry, self.tags)
+        if self.workflow is not None:
+            given = {self.workflow} if isinstance(self.workflow, str) else set(self.workflow)
+            names = names & given
+        return replace(self, tags=None, workflow=sorted(names))
+
     def matches(self, instance: Instance) -> bool:
-        """Whether ``instance`` passes every filter (pagination aside)."""
+        """Whether ``instance`` passes every filter (pagination aside; ``tags`` resolved)."""
+        if self.tags is not None:
+            raise ValueError("resolve the tags of a query (resolve_tags) before matching")
         if self.id is not None and instance.id != self.id:
             return False
+        if self.id_prefix is not None and not instance.id.startswith(self.id_prefix):
+            return False
+        if not _in_range(instance.created_at, self.created_after, self.created_before):
+            return False
+        if not _in_range(instance.updated_at, self.updated_after, self.updated_before):
+            return False
+        if self.metadata is not None:
+            from hephaestus.codec import to_json
+
+            if not json_contains(to_json(instance.metadata), to_json(self.metadata)):
+                return False
         if self.status is not None and instance.status != self.status:
             return False
         if self.status_in is not None and instance.status not in self.status_in:
@@ -58,6 +112,10 @@ class InstanceQuery:
             elif instance.workflow not in self.workflow:
                 return False
         return self.workflow_version is None or instance.workflow_version == self.workflow_version
+
+
+def _in_range(at: datetime, after: datetime | None, before: datetime | None) -> bool:
+    return (after is None or at >= after) and (before is None or at < before)
 
 
 @runtime_checkable
@@ -104,4 +162,22 @@ class Storage(Protocol):
 
         Runs that cannot be decoded are logged and skipped (see ``InstanceQuery``), unless
         ``query.skip_corrupt`` is false: then the first raises ``CorruptInstanceError``.
+        """
+
+    async def page(self, query: InstanceQuery) -> Page:
+        """Runs matching ``query`` like ``query``, with the cursor of the next page.
+
+        ``Page.next_cursor`` is ``None`` once no run follows; otherwise pass it as
+        ``InstanceQuery.after`` (same filters, same ``limit``) for the next page. Walking every
+        page returns every run that existed at the start exactly once, whatever is inserted
+        meanwhile.
+        """
+
+    async def count(
+        self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
+    ) -> dict[tuple[str, ...], int]:
+        """How many runs match ``query``'s filters, grouped by ``by`` (pagination ignored).
+
+        Keys are tuples of the grouped values in ``by`` order (``("running", "billing")``);
+        ``by=()`` gives one key, ``()``, unless nothing matches. Groups with no runs are absent.
         """

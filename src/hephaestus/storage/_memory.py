@@ -20,13 +20,14 @@ from hephaestus.errors import (
     StorageError,
 )
 from hephaestus.storage._corrupt import corrupt, log_skipped
+from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
     from hephaestus._core.registry import WorkflowRegistry
-    from hephaestus.storage import InstanceQuery
+    from hephaestus.storage import CountKey, InstanceQuery
 
 __all__ = ["InMemoryStorage"]
 
@@ -50,6 +51,9 @@ class InMemoryStorage:
         # instance id -> its runs' ids, in creation order (the run id alone while it has one):
         # a lookup by business id (resume, cancel, get) reads that id's runs only.
         self._by_id: dict[str, str | list[str]] = {}
+        # run_id -> creation sequence number: ties of created_at break by it (and cursors).
+        self._seq: dict[str, int] = {}
+        self._next_seq = 0
 
     @property
     def serialize(self) -> bool:
@@ -121,25 +125,67 @@ class InMemoryStorage:
         self._texts.pop(run_id, None)
         if instance is not None:
             self._unindex(instance)
+            del self._seq[run_id]
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
+        return self._decode(self._select(query, query.limit), query)
+
+    async def page(self, query: InstanceQuery) -> Page:
+        limit = query.limit
+        rows = self._select(query, None if limit is None else limit + 1)
+        cursor = None
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            cursor = encode_cursor(last.created_at, self._seq[last.run_id])
+        return Page(self._decode(rows, query), cursor)
+
+    async def count(
+        self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
+    ) -> dict[tuple[str, ...], int]:
+        if any(column not in ("status", "workflow") for column in by):
+            raise ValueError(f"count groups by status and/or workflow, not {by!r}")
+        counts: dict[tuple[str, ...], int] = {}
+        for row in self._matching(query):
+            key = tuple(row.status.value if column == "status" else row.workflow for column in by)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _matching(self, query: InstanceQuery) -> list[Instance]:
+        from hephaestus._core.registry import default_registry
+
+        query = query.resolve_tags(default_registry if self._registry is None else self._registry)
         if query.id is not None:
             found = self._by_id.get(query.id, ())
             run_ids = (found,) if isinstance(found, str) else found
             candidates = [self._runs[run_id] for run_id in run_ids]
         else:
             candidates = list(self._runs.values())
-        rows = [instance for instance in candidates if query.matches(instance)]
-        # Creation time orders rows (as a database would); the stable sort keeps ties in the
-        # order runs were created, which dict order already is.
-        rows.sort(key=_created_at)
-        if query.newest_first:
-            rows.reverse()
-        end = None if query.limit is None else query.offset + query.limit
-        page = rows[query.offset : end]
+        return [instance for instance in candidates if query.matches(instance)]
+
+    def _select(self, query: InstanceQuery, limit: int | None) -> list[Instance]:
+        """The stored rows ``query`` selects, ordered and paginated (``limit`` rows at most)."""
+        rows = self._matching(query)
+        seq = self._seq
+
+        def position(instance: Instance) -> tuple[datetime, int]:
+            return instance.created_at, seq[instance.run_id]
+
+        # Creation time orders rows (as a database would), ties in the order runs were created.
+        rows.sort(key=position, reverse=query.newest_first)
+        if query.after is not None:
+            mark = decode_cursor(query.after)
+            if query.newest_first:
+                rows = [row for row in rows if position(row) < mark]
+            else:
+                rows = [row for row in rows if position(row) > mark]
+        end = None if limit is None else query.offset + limit
+        return rows[query.offset : end]
+
+    def _decode(self, rows: list[Instance], query: InstanceQuery) -> list[Instance]:
         if not self._serialize:
-            return [copy_instance(row) for row in page]  # what callers get is theirs to change
-        return _decoded(self._load, page, skip_corrupt=query.skip_corrupt)
+            return [copy_instance(row) for row in rows]  # what callers get is theirs to change
+        return _decoded(self._load, rows, skip_corrupt=query.skip_corrupt)
 
     def _store(self, instance: Instance) -> None:
         if self._serialize:
@@ -148,6 +194,8 @@ class InMemoryStorage:
             # Encode before storing anything, so a value that cannot be encoded changes nothing.
             self._texts[instance.run_id] = dumps(encode_instance(instance))
         if instance.run_id not in self._runs:
+            self._seq[instance.run_id] = self._next_seq
+            self._next_seq += 1
             found = self._by_id.get(instance.id)
             if found is None:
                 self._by_id[instance.id] = instance.run_id
@@ -192,7 +240,3 @@ def _decoded(
                 raise
             log_skipped(exc)
     return found
-
-
-def _created_at(instance: Instance) -> datetime:
-    return instance.created_at

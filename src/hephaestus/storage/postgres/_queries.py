@@ -15,7 +15,15 @@ from typing import LiteralString
 
 from psycopg import sql
 
-__all__ = ["MIGRATIONS", "Migration", "Queries", "load_sql", "render"]
+__all__ = ["COUNT_GROUPS", "MIGRATIONS", "Migration", "Queries", "load_sql", "render"]
+
+COUNT_GROUPS: tuple[tuple[LiteralString, ...], ...] = (
+    (),
+    ("status",),
+    ("workflow",),
+    ("status", "workflow"),
+)
+"""The column groups ``count_runs`` is rendered for (any order of them maps to one)."""
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -71,8 +79,10 @@ class Queries:
     __slots__ = (
         "applied_migrations",
         "bootstrap",
+        "count_runs",
         "delete_instance",
         "explain_contains",
+        "explain_runs",
         "get_instance",
         "insert_instance",
         "lock_migrations",
@@ -101,6 +111,20 @@ class Queries:
         def read(name: LiteralString, **fragments: sql.Composable) -> bytes:
             return query(name, select_runs=runs, **fragments)
 
+        # The one set of filters, for reading (each direction has its keyset comparison) and
+        # counting (no cursor: ``after_created`` is NULL there).
+        def filters(direction: LiteralString) -> sql.Composable:
+            after = sql.SQL("<" if direction == "DESC" else ">")
+            text = load_sql("queries/run_filters.sql").rstrip()
+            return sql.SQL(text).format(after=after)
+
+        def ordered(name: LiteralString) -> tuple[bytes, bytes]:
+            """``name`` oldest first, then newest first."""
+            return (
+                read(name, direction=sql.SQL("ASC"), run_filters=filters("ASC")),
+                read(name, direction=sql.SQL("DESC"), run_filters=filters("DESC")),
+            )
+
         self.bootstrap = render(load_sql("bootstrap.sql"), schema)
         self.insert_instance = query("insert_instance")
         self.update_instances = query("update_instances")
@@ -108,12 +132,25 @@ class Queries:
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
-        self.query_oldest = read("query_instances", direction=sql.SQL("ASC"))
-        self.query_newest = read("query_instances", direction=sql.SQL("DESC"))
-        self.query_by_id = (
-            read("query_by_id", direction=sql.SQL("ASC")),
-            read("query_by_id", direction=sql.SQL("DESC")),
-        )
+        self.query_oldest, self.query_newest = ordered("query_instances")
+        self.query_by_id = ordered("query_by_id")
+        self.explain_runs = ordered("explain_runs")
+        # Grouped by nothing, status, workflow, or both: keys of ``COUNT_GROUPS``.
+        self.count_runs = {
+            columns: query(
+                "count_runs",
+                columns=sql.SQL("").join(
+                    sql.SQL("h.{}, ").format(sql.Identifier(c)) for c in columns
+                ),
+                groups=sql.SQL(", ").join(
+                    sql.SQL("h.{}").format(sql.Identifier(c)) for c in columns
+                )
+                if columns
+                else sql.SQL("()"),
+                run_filters=filters("ASC"),
+            )
+            for columns in COUNT_GROUPS
+        }
         self.query_contains = (
             read("query_contains", direction=sql.SQL("ASC")),
             read("query_contains", direction=sql.SQL("DESC")),

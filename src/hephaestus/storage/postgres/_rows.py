@@ -33,6 +33,7 @@ from hephaestus.storage._corrupt import corrupt, log_skipped
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
     from hephaestus._core.instance import Instance, JoinState
     from hephaestus._core.registry import WorkflowRegistry
@@ -46,8 +47,8 @@ __all__ = [
     "put_item",
 ]
 
-type Row = tuple[str, int, str, str, str, str]
-"""A run as the read queries return it: run id, revision, and four JSON texts."""
+type Row = tuple[str, int, str, str, str, str, datetime, int]
+"""A run as the read queries return it: run id, revision, four JSON texts, and its position."""
 type PartKind = Literal["step", "join", "member", "result"]
 
 
@@ -327,7 +328,7 @@ def decode_rows(
 
 def decode_row(row: Row, registry: WorkflowRegistry) -> Instance:
     """One run from its row: header documents, parts and history (``CorruptInstanceError``)."""
-    run_id, revision, state_text, extra_text, parts_text, history_text = row
+    run_id, revision, state_text, extra_text, parts_text, history_text = row[:6]
     try:
         document = json.loads(state_text)
         document.update(json.loads(extra_text))

@@ -15,6 +15,7 @@ import psycopg.errors
 from hephaestus._core.instance import Status
 from hephaestus.codec import dumps
 from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError, StorageError
+from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
 from hephaestus.storage.postgres._queries import Queries
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
-    from hephaestus.storage import InstanceQuery
+    from hephaestus.storage import CountKey, InstanceQuery
+    from hephaestus.storage.postgres._rows import Row
 
 __all__ = ["UNIQUE_INDEX", "PostgresStorage"]
 
@@ -128,9 +130,63 @@ class PostgresStorage:
         await self._connections.fetch(self._queries.delete_instance, {"run_id": run_id})
 
     async def query(self, query: InstanceQuery) -> list[Instance]:
-        statuses = _statuses(query.status, query.status_in)
-        if (statuses is not None and not statuses) or query.limit == 0:
+        rows = await self._select(query, query.limit)
+        return decode_rows(rows, self._registry, skip_corrupt=query.skip_corrupt)
+
+    async def page(self, query: InstanceQuery) -> Page:
+        limit = query.limit
+        rows = await self._select(query, None if limit is None else limit + 1)
+        cursor = None
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            cursor = encode_cursor(rows[-1][6], int(rows[-1][7]))
+        return Page(decode_rows(rows, self._registry, skip_corrupt=query.skip_corrupt), cursor)
+
+    async def count(
+        self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
+    ) -> dict[tuple[str, ...], int]:
+        if any(column not in ("status", "workflow") for column in by):
+            raise ValueError(f"count groups by status and/or workflow, not {by!r}")
+        columns = tuple(column for column in ("status", "workflow") if column in by)
+        params = self._params(query, None)
+        if params is None:
+            return {}
+        rows = await self._connections.fetch(self._queries.count_runs[columns], params)
+        counts: dict[tuple[str, ...], int] = {}
+        for row in rows:
+            if row[-1]:  # grouping by nothing counts an empty match as one group of 0
+                found = dict(zip(columns, row[:-1], strict=True))
+                counts[tuple(str(found[column]) for column in by)] = int(row[-1])
+        return counts
+
+    async def explain(self, query: InstanceQuery) -> str:
+        """PostgreSQL's plan for a page of ``query`` (header rows), to check indexes serve it."""
+        params = self._params(query, query.limit)
+        if params is None:
+            return "(no rows can match)"
+        statement = self._queries.explain_runs[1 if query.newest_first else 0]
+        rows = await self._connections.fetch(statement, params)
+        return "\n".join(str(row[0]) for row in rows)
+
+    async def _select(self, query: InstanceQuery, limit: int | None) -> list[Row]:
+        params = self._params(query, limit)
+        if params is None:
             return []
+        if query.id is not None:  # resume, cancel, get: only that id's runs, by its index
+            statement = self._queries.query_by_id[1 if query.newest_first else 0]
+        elif query.newest_first:
+            statement = self._queries.query_newest
+        else:
+            statement = self._queries.query_oldest
+        rows: list[Row] = await self._connections.fetch(statement, params)
+        return rows
+
+    def _params(self, query: InstanceQuery, limit: int | None) -> dict[str, Any] | None:
+        """The statement parameters of ``query`` (``None``: it cannot match any run)."""
+        query = query.resolve_tags(self._registry)
+        statuses = _statuses(query.status, query.status_in)
+        if (statuses is not None and not statuses) or limit == 0:
+            return None
         workflows: list[str] | None
         if query.workflow is None:
             workflows = None
@@ -138,22 +194,29 @@ class PostgresStorage:
             workflows = [query.workflow]
         else:
             workflows = list(query.workflow)
-        params: dict[str, Any] = {
+        if workflows is not None and not workflows:
+            return None
+        after_created, after_seq = (
+            (None, None) if query.after is None else decode_cursor(query.after)
+        )
+        return {
             "id": query.id,
+            "id_pattern": None if query.id_prefix is None else _like_prefix(query.id_prefix),
             "statuses": statuses,
             "workflows": workflows,
             "workflow_version": query.workflow_version,
-            "limit": query.limit,
+            "contains": None
+            if query.metadata is None
+            else dumps(containment({"metadata": query.metadata})),
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "updated_after": query.updated_after,
+            "updated_before": query.updated_before,
+            "after_created": after_created,
+            "after_seq": after_seq,
+            "limit": limit,
             "offset": query.offset,
         }
-        if query.id is not None:  # resume, cancel, get: only that id's runs, by its index
-            statement = self._queries.query_by_id[1 if query.newest_first else 0]
-        elif query.newest_first:
-            statement = self._queries.query_newest
-        else:
-            statement = self._queries.query_oldest
-        rows = await self._connections.fetch(statement, params)
-        return decode_rows(rows, self._registry, skip_corrupt=query.skip_corrupt)
 
     # -- beyond the protocol ----------------------------------------------------------------
 
@@ -190,6 +253,12 @@ class PostgresStorage:
     async def _stored_revision(self, run_id: str) -> int | None:
         rows = await self._connections.fetch(self._queries.stored_revision, {"run_id": run_id})
         return None if not rows else int(rows[0][0])
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching the texts that start with ``prefix`` (taken literally)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
 
 
 def _statuses(status: Status | None, status_in: Collection[Status] | None) -> list[str] | None:

@@ -26,6 +26,10 @@ CREATE INDEX IF NOT EXISTS workflow_instances_created
     ON {schema}.workflow_instances (created_at, seq);
 CREATE INDEX IF NOT EXISTS workflow_instances_state
     ON {schema}.workflow_instances USING gin (state jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS workflow_instances_id_pattern
+    ON {schema}.workflow_instances (id text_pattern_ops);
+CREATE INDEX IF NOT EXISTS workflow_instances_updated
+    ON {schema}.workflow_instances (updated_at);
 
 CREATE TABLE IF NOT EXISTS {schema}.workflow_instance_parts (
     run_id text NOT NULL REFERENCES {schema}.workflow_instances (run_id) ON DELETE CASCADE,

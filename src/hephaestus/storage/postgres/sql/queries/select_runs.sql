@@ -1,5 +1,6 @@
 -- The projection of a run that every read query filters: its header row, then its parts and
--- its history aggregated as JSON text (decoded by `_rows.decode_row`). Alone: every run.
+-- its history aggregated as JSON text (decoded by `_rows.decode_row`), then its position in
+-- creation order (a page's cursor). Alone: every run.
 SELECT
     h.run_id,
     h.revision,
@@ -9,5 +10,7 @@ SELECT
                               ORDER BY p.kind, p.position), '[]')
      FROM {schema}.workflow_instance_parts AS p WHERE p.run_id = h.run_id)::text,
     (SELECT coalesce(json_agg(e.entry ORDER BY e.position), '[]')
-     FROM {schema}.workflow_instance_history AS e WHERE e.run_id = h.run_id)::text
+     FROM {schema}.workflow_instance_history AS e WHERE e.run_id = h.run_id)::text,
+    h.created_at,
+    h.seq
 FROM {schema}.workflow_instances AS h
