@@ -52,11 +52,12 @@ from hephaestus._core.values import (
     MAX_ID_LENGTH,
     MAX_INT_DIGITS,
     MAX_SIZE,
+    Refused,
     check_string,
     check_value,
     unencodable,
 )
-from hephaestus.errors import UnencodableValueError, UnknownWorkflowError, ValueLimitError
+from hephaestus.errors import UnknownWorkflowError
 
 if TYPE_CHECKING:
     from hephaestus._core.registry import WorkflowRegistry
@@ -117,14 +118,10 @@ def to_json(value: object, *, path: str = "$") -> JSONValue:
     """
     try:
         return _encode(value, 0)
-    except _Refused as refused:
+    except Refused as refused:
         where = path + "".join(reversed(refused.segments))
         message = f"cannot encode {refused.subject} at {where}: {refused.message}"
-        if refused.limit is not None:
-            raise ValueLimitError(
-                message, limit=refused.limit, maximum=refused.maximum, path=where
-            ) from None
-        raise UnencodableValueError(message, path=where) from None
+        raise refused.error(message, where) from None
 
 
 def dumps(data: JSONValue) -> str:
@@ -182,20 +179,6 @@ def _marked_float(text: str) -> float:
         raise CodecError(f"malformed number {text!r}") from None
 
 
-class _Refused(Exception):
-    """Raised inside the encoder; carries the path back up as the stack unwinds."""
-
-    def __init__(
-        self, subject: str, message: str, limit: str | None = None, maximum: int = 0
-    ) -> None:
-        super().__init__(message)
-        self.subject = subject
-        self.message = message
-        self.limit = limit
-        self.maximum = maximum
-        self.segments: list[str] = []
-
-
 def _encode(value: object, depth: int) -> JSONValue:
     # Exact type checks first: they are the common case and bool is an int subclass.
     kind = type(value)
@@ -204,18 +187,18 @@ def _encode(value: object, depth: int) -> JSONValue:
         if "\x00" in text or not text.isascii():
             problem = check_string(text)
             if problem is not None:
-                raise _Refused(repr(text), problem)
+                raise Refused(problem, subject=repr(text))
         return text
     if value is None or kind is bool or kind is int:
         return value  # type: ignore[return-value]
     if kind is float:
         return _float_to_json(value)  # type: ignore[arg-type]
     if isinstance(value, Mapping | list | tuple | set | frozenset) and depth >= MAX_DEPTH:
-        raise _Refused(
-            "a container",
+        raise Refused(
             f"nested more than {MAX_DEPTH} deep (the depth limit MAX_DEPTH)",
             "depth",
             MAX_DEPTH,
+            subject="a container",
         )
     if isinstance(value, Mapping):
         return _mapping_to_json(value, depth + 1)
@@ -239,14 +222,14 @@ def _encode(value: object, depth: int) -> JSONValue:
     if isinstance(value, set | frozenset):
         try:
             members = [_encode(item, depth + 1) for item in value]
-        except _Refused as refused:
+        except Refused as refused:
             refused.segments.append("{...}")
             raise
         members.sort(key=_sort_key)  # a stable document for equal sets
         return {TAG: "frozenset" if isinstance(value, frozenset) else "set", "value": members}
     if isinstance(value, type) and issubclass(value, Step):
         return {TAG: "step", "value": f"{value.__module__}.{value.__qualname__}"}
-    raise _Refused(repr(value), unencodable(value))
+    raise Refused(unencodable(value), subject=repr(value))
 
 
 def _items_to_json(items: list[object] | tuple[object, ...], depth: int) -> list[JSONValue]:
@@ -254,7 +237,7 @@ def _items_to_json(items: list[object] | tuple[object, ...], depth: int) -> list
     try:
         for item in items:
             out.append(_encode(item, depth))
-    except _Refused as refused:
+    except Refused as refused:
         refused.segments.append(f"[{len(out)}]")
         raise
     return out
@@ -264,14 +247,14 @@ def _mapping_to_json(value: Mapping[Any, Any], depth: int) -> JSONValue:
     out: dict[str, JSONValue] = {}
     for key, item in value.items():
         if type(key) is not str:
-            raise _Refused(f"key {key!r}", "keys must be str")
+            raise Refused("keys must be str", subject=f"key {key!r}")
         if "\x00" in key or not key.isascii():
             problem = check_string(key)
             if problem is not None:
-                raise _Refused(f"key {key!r}", problem)
+                raise Refused(problem, subject=f"key {key!r}")
         try:
             out[key] = _encode(item, depth)
-        except _Refused as refused:
+        except Refused as refused:
             refused.segments.append(f".{key}")
             raise
     if TAG in out:

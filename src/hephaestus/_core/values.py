@@ -77,15 +77,25 @@ _PLAIN_SIZE = 8  # what a number, bool or null counts towards MAX_SIZE
 _IMMUTABLE = (datetime, date, time, timedelta, Decimal)
 
 
-class _Refused(Exception):
-    """Raised inside the walk; carries the path back up as the stack unwinds."""
+class Refused(Exception):
+    """Raised inside a walk (this check, the codec's encoder): why a value is refused, with
+    the path carried back up as the stack unwinds (``segments``, innermost first)."""
 
-    def __init__(self, message: str, limit: str | None = None, maximum: int = 0) -> None:
+    def __init__(
+        self, message: str, limit: str | None = None, maximum: int = 0, *, subject: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.limit = limit
         self.maximum = maximum
+        self.subject = subject
         self.segments: list[str] = []
+
+    def error(self, message: str, path: str) -> UnencodableValueError:
+        """The public error: ``ValueLimitError`` for a limit, else ``UnencodableValueError``."""
+        if self.limit is not None:
+            return ValueLimitError(message, limit=self.limit, maximum=self.maximum, path=path)
+        return UnencodableValueError(message, path=path)
 
 
 def check_value(value: object, what: str = "value") -> Any:
@@ -97,14 +107,9 @@ def check_value(value: object, what: str = "value") -> Any:
     walk = _Walk()
     try:
         copy = walk.copy(value, 0)
-    except _Refused as refused:
+    except Refused as refused:
         path = what + "".join(reversed(refused.segments))
-        message = f"{what} cannot be stored: {refused.message} at {path}"
-        if refused.limit is not None:
-            raise ValueLimitError(
-                message, limit=refused.limit, maximum=refused.maximum, path=path
-            ) from None
-        raise UnencodableValueError(message, path=path) from None
+        raise refused.error(f"{what} cannot be stored: {refused.message} at {path}", path) from None
     if walk.size > MAX_SIZE:
         raise ValueLimitError(
             f"{what} cannot be stored: about {walk.size} characters once encoded, over the "
@@ -179,7 +184,7 @@ class _Walk:
             if "\x00" in text or not text.isascii():
                 problem = check_string(text)
                 if problem is not None:
-                    raise _Refused(problem)
+                    raise Refused(problem)
             return text
         if value is None or kind is bool or kind is float:
             self.size += _PLAIN_SIZE
@@ -188,7 +193,7 @@ class _Walk:
             number: int = value  # type: ignore[assignment]
             bits = number.bit_length()
             if bits > _MAX_INT_BITS and abs(number) >= _INT_BOUND:
-                raise _Refused(
+                raise Refused(
                     f"an integer of more than {MAX_INT_DIGITS} digits exceeds the limit "
                     "MAX_INT_DIGITS",
                     "int_digits",
@@ -198,7 +203,7 @@ class _Walk:
             return value
         if kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
             if depth >= MAX_DEPTH:
-                raise _Refused(
+                raise Refused(
                     f"containers nested more than {MAX_DEPTH} deep exceed the depth limit "
                     "MAX_DEPTH",
                     "depth",
@@ -209,7 +214,7 @@ class _Walk:
             return self._mapping(value, depth + 1)  # type: ignore[arg-type]
         if kind is set or kind is frozenset:
             if depth >= MAX_DEPTH:
-                raise _Refused(
+                raise Refused(
                     f"containers nested more than {MAX_DEPTH} deep exceed the depth limit "
                     "MAX_DEPTH",
                     "depth",
@@ -218,7 +223,7 @@ class _Walk:
             members: set[object] | frozenset[object] = value  # type: ignore[assignment]
             try:
                 copied = [self.copy(member, depth + 1) for member in members]
-            except _Refused as refused:
+            except Refused as refused:
                 refused.segments.append("{...}")
                 raise
             return set(copied) if kind is set else frozenset(copied)
@@ -228,7 +233,7 @@ class _Walk:
         if isinstance(value, type) and issubclass(value, Step):
             self.size += 40 + len(value.__qualname__) + len(value.__module__)
             return value
-        raise _Refused(unencodable(value))
+        raise Refused(unencodable(value))
 
     def _sequence(self, items: list[object] | tuple[object, ...], kind: type, depth: int) -> Any:
         self.size += 2
@@ -237,7 +242,7 @@ class _Walk:
         try:
             for index, item in enumerate(items):  # noqa: B007 - read on error below
                 out.append(self.copy(item, depth))
-        except _Refused as refused:
+        except Refused as refused:
             refused.segments.append(f"[{index}]")
             raise
         return out if kind is list else tuple(out)
@@ -247,15 +252,15 @@ class _Walk:
         out: dict[str, Any] = {}
         for key, item in mapping.items():
             if type(key) is not str:
-                raise _Refused(f"key {key!r} is not a str (keys must be str)")
+                raise Refused(f"key {key!r} is not a str (keys must be str)")
             self.size += len(key) + 4
             if "\x00" in key or not key.isascii():
                 problem = check_string(key)
                 if problem is not None:
-                    raise _Refused(f"key {key!r}: {problem}")
+                    raise Refused(f"key {key!r}: {problem}")
             try:
                 out[key] = self.copy(item, depth)
-            except _Refused as refused:
+            except Refused as refused:
                 refused.segments.append(f"[{key!r}]")
                 raise
         return out
