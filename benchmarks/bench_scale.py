@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from hephaestus import Done, Hephaestus, Status, Unique, WaitForEvent, Workflow
+from hephaestus.runners import Resume
 
 BATCH = 1_000
 
@@ -105,7 +106,7 @@ async def bench_resume(runs: int, sample: int | None) -> dict[str, Any]:
         gc.collect()
         began, cpu = time.perf_counter(), time.process_time()
         for run_id in run_ids:
-            await app.runner.resume(run_id, event="received", payload=None, step=None)
+            await app.runner.apply(run_id, Resume("received"))
         await app.run_until_idle()
         elapsed, cpu_used = time.perf_counter() - began, time.process_time() - cpu
     result["by_run_id_us"] = elapsed / len(run_ids) * 1e6

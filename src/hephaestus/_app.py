@@ -30,7 +30,7 @@ from hephaestus.errors import (
     NoAppRunningError,
     UnknownVersionError,
 )
-from hephaestus.runners import LocalRunner, Runner, RuntimeEnv
+from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
 from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class Hephaestus:
         definition = self._pick_version(workflow, top, value, initial, version)
         suffix = secrets.token_hex(4) if top.unique.scope == "none" else None
         instance_id = build_id(top.unique, value, suffix)
-        decision = engine.start(
+        run = engine.pending(
             definition,
             instance_id=instance_id,
             run_id=uuid.uuid4().hex,
@@ -295,7 +295,7 @@ class Hephaestus:
                 else None
             ),
         )
-        await self._on_loop(lambda: self.runner.start(definition, decision))
+        await self._on_loop(lambda: self.runner.start(definition, run))
         return instance_id
 
     async def resume(
@@ -316,9 +316,7 @@ class Hephaestus:
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string, got {event!r}")
         run = await self._active_run(workflow, value, version)
-        await self._on_loop(
-            lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
-        )
+        await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
 
     async def cancel(
         self,
@@ -330,7 +328,7 @@ class Hephaestus:
     ) -> None:
         """Cancel the active run; raises ``InstanceNotActiveError`` if it already finished."""
         run = await self._active_run(workflow, value, version)
-        await self._on_loop(lambda: self.runner.cancel(run.run_id, reason=reason))
+        await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
 
     async def get(
         self, workflow: type[Workflow], value: str, *, version: int | None = None
@@ -413,8 +411,14 @@ class Hephaestus:
         return await self._on_loop(lambda: self.storage.query(query))
 
     async def run_until_idle(self) -> None:
-        """Wait until no step is executing or due (pending timers aside)."""
-        await self._on_loop(self.runner.wait_idle)
+        """Wait until no step is executing or due (pending timers aside): for tests.
+
+        Needs a runner with a ``wait_idle()`` (the local runner has one).
+        """
+        wait_idle = getattr(self.runner, "wait_idle", None)
+        if wait_idle is None:
+            raise AppError(f"{type(self.runner).__name__} cannot tell when it is idle")
+        await self._on_loop(wait_idle)
 
     # -- operations by instance id (for tools that do not import the workflow class) --------
 
@@ -445,9 +449,7 @@ class Hephaestus:
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string, got {event!r}")
         run = await self._find_active(instance_id, None)
-        await self._on_loop(
-            lambda: self.runner.resume(run.run_id, event=event, payload=payload, step=step)
-        )
+        await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
         return run
 
     async def schedule_resume(
@@ -499,16 +501,15 @@ class Hephaestus:
         payload: Mapping[str, Any] | None,
     ) -> ScheduledResume:
         at = self.clock.now() + timedelta(seconds=seconds)
-        return await self._on_loop(
-            lambda: self.runner.schedule_resume(
-                run.run_id, step=step, event=event, payload=payload, at=at
-            )
+        decision = await self._on_loop(
+            lambda: self.runner.apply(run.run_id, ScheduleResume(step, event, payload, at))
         )
+        return decision.instance.scheduled[-1]
 
     async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
         """``cancel`` by full id; returns the run cancelled."""
         run = await self._find_active(instance_id, None)
-        await self._on_loop(lambda: self.runner.cancel(run.run_id, reason=reason))
+        await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
         return run
 
     # -- helpers ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,9 @@ from hephaestus import (
 from hephaestus.errors import StorageError, UnencodableValueError
 from hephaestus.storage import InMemoryStorage, Storage
 from hephaestus.testing import FakeClock, advance, run_until_idle
+
+if TYPE_CHECKING:
+    from hephaestus.runners import Changes
 
 executions: list[str] = []
 
@@ -48,11 +52,16 @@ class FlakyStorage(InMemoryStorage):
         super().__init__()
         self.failures = 0
 
-    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise StorageError("connection lost")
-        await super().put(instance, previous)
+        await super().put(instance, previous, changes)
 
 
 async def test_a_step_result_is_recorded_once_storage_recovers(

@@ -24,9 +24,13 @@ EXPECTED = {
         "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition", "WorkflowDefinitionError",
         "WorkflowRegistry", "context_key", "default_registry", "route",
     },
-    hephaestus.storage: {"CountKey", "InMemoryStorage", "InstanceQuery", "Page", "Storage"},
+    hephaestus.storage: {
+        "CountKey", "InMemoryStorage", "InstanceQuery", "MemoryTransaction", "Page", "Storage",
+        "StorageTransaction",
+    },
     hephaestus.storage.postgres: {
-        "MIGRATIONS", "UNIQUE_INDEX", "Migration", "PostgresStorage", "applied_versions",
+        "MIGRATIONS", "UNIQUE_INDEX", "Migration", "PostgresStorage", "PostgresTransaction",
+        "applied_versions",
         "containment", "install", "migrate", "migration_sql", "pending_migrations", "schema_sql",
         "wrap_exceptions",
     },
@@ -44,7 +48,12 @@ EXPECTED = {
         "ascii_lines", "definitions", "display_name", "docstring_block", "inject", "layers",
         "markers", "render",
     },
-    hephaestus.runners: {"LocalRunner", "Runner", "RuntimeEnv"},
+    hephaestus.runners: {
+        "AbortStep", "Applied", "Begin", "Cancel", "CancelTimer", "Changes", "Command",
+        "Decision", "Driver", "Failure", "FireTimer", "Input", "LocalRunner", "Outcome",
+        "Resume", "RunStep", "Runner", "RuntimeEnv", "ScheduleResume", "StartTimer",
+        "StepExecutor", "StepFinished", "recover_commands",
+    },
     hephaestus.testing: {"FakeClock", "InMemoryStorage", "advance", "run_until_idle"},
     hephaestus.telemetry: {
         "DEFAULT_LOG_LEVELS", "EVENTS", "ContextInjector", "Handler", "attach",

@@ -8,20 +8,30 @@ from hephaestus._core.records import record
 from hephaestus._core.steps import Async, Ok
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
+    from typing import Any
 
-    from hephaestus._core.instance import ErrorInfo, Instance
+    from hephaestus._core.instance import ErrorInfo, HistoryEntry, Instance
     from hephaestus._core.steps import Config
 
 __all__ = [
     "AbortStep",
+    "Begin",
+    "Cancel",
     "CancelTimer",
+    "Changes",
     "Command",
     "Decision",
     "Failure",
+    "FireTimer",
+    "Input",
     "Outcome",
+    "Resume",
     "RunStep",
+    "ScheduleResume",
     "StartTimer",
+    "StepFinished",
 ]
 
 
@@ -79,12 +89,92 @@ Outcome = Ok | Async | Failure
 
 
 @record
+class Changes:
+    """What one decision changed, so that storage writes and telemetry need no comparing.
+
+    ``history``: the entries it appended (the tail of ``instance.history``); ``steps``: the
+    steps whose state it added or replaced; ``results``: the ``context.steps`` entries it
+    wrote; ``joins``: the join states it added, replaced or removed; ``activated``: the steps
+    it made active, in order (``Done`` included when reached). The engine never removes a step
+    state or a result.
+    """
+
+    history: tuple[HistoryEntry, ...] = ()
+    steps: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    joins: tuple[str, ...] = ()
+    activated: tuple[str, ...] = ()
+
+
+NO_CHANGES = Changes()
+
+
+@record
 class Decision:
     """The engine's answer: the next instance state and what the runner must do.
 
     ``changed`` is false for stale input (a late result, an old timer): nothing to persist.
+    ``changes`` says what differs from the instance the decision was taken on (for a new run,
+    everything in it).
     """
 
     instance: Instance
     commands: tuple[Command, ...] = ()
     changed: bool = True
+    changes: Changes = NO_CHANGES
+
+
+# -- inputs: what a runner applies to a run (``engine.decide``) --------------------------------
+
+
+@record
+class Begin:
+    """Take a ``pending`` run's first decision (a run created in a caller's transaction)."""
+
+
+@record
+class StepFinished:
+    """Attempt ``attempt`` of ``step`` ended with ``outcome``."""
+
+    step: str
+    attempt: int
+    outcome: Outcome
+
+
+@record
+class Resume:
+    """An external event for a waiting step (``step=None``: the one that can take it)."""
+
+    event: str
+    payload: Mapping[str, Any] | None = None
+    step: str | None = None
+
+
+@record
+class ScheduleResume:
+    """Deliver ``event`` to ``step`` at ``at`` (durably, with the run)."""
+
+    step: str
+    event: str
+    payload: Mapping[str, Any] | None
+    at: datetime
+
+
+@record
+class FireTimer:
+    """The timer a ``StartTimer`` armed is due."""
+
+    step: str
+    at: datetime
+    timer: str | None = None
+
+
+@record
+class Cancel:
+    """Stop the run (``reason`` is kept in its history)."""
+
+    reason: str | None = None
+
+
+Input = Begin | StepFinished | Resume | ScheduleResume | FireTimer | Cancel
+"""Everything that can advance a stored run; ``engine.decide`` applies any of them."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hephaestus._core.commands import (
     AbortStep,
     CancelTimer,
+    Changes,
     Command,
     Decision,
     Failure,
@@ -50,15 +51,18 @@ def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return ReadOnlyMapping(data) if data else None
 
 
-def close_open_steps(steps: dict[str, StepState]) -> list[Command]:
-    """Mark active and waiting steps cancelled; return the commands that stop them."""
+def close_open_steps(steps: dict[str, StepState], touched: list[str]) -> list[Command]:
+    """Mark active and waiting steps cancelled (noting them in ``touched``); return the
+    commands that stop them."""
     commands: list[Command] = []
     for key, state in steps.items():
         if state.status is StepStatus.ACTIVE:
             steps[key] = _with_status(state, StepStatus.CANCELLED)
+            touched.append(key)
             commands.append(AbortStep(key))
         elif state.status is StepStatus.WAITING:
             steps[key] = _with_status(state, StepStatus.CANCELLED)
+            touched.append(key)
             if state.timer_at is not None:
                 commands.append(CancelTimer(key))
     return commands
@@ -137,6 +141,7 @@ class Draft:
         "now",
         "scheduled",
         "steps",
+        "touched",
     )
 
     def __init__(self, definition: WorkflowDefinition, instance: Instance, now: datetime) -> None:
@@ -154,16 +159,23 @@ class Draft:
         self.commands: list[Command] = []
         self.error: ErrorInfo | None = None
         self.done = False
+        self.touched: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
+        """Keys of the steps, results and joins written, and the steps activated."""
+
+    def set_step(self, key: str, state: StepState) -> None:
+        self.steps[key] = state
+        self.touched[0].append(key)
 
     # -- step lifecycle -------------------------------------------------------------------
 
     def activate(self, key: str, config: Config) -> None:
         node = self.definition.nodes[key]
+        self.touched[3].append(key)
         if node.is_done:
-            self.steps[key] = StepState(StepStatus.ACTIVE, config=config)
+            self.set_step(key, StepState(StepStatus.ACTIVE, config=config))
             self.complete(key, "done", {}, {})
             return
-        self.steps[key] = StepState(StepStatus.ACTIVE, config=config)
+        self.set_step(key, StepState(StepStatus.ACTIVE, config=config))
         self.commands.append(RunStep(key, 1, config))
 
     def complete(
@@ -178,13 +190,17 @@ class Draft:
     ) -> None:
         node = self.definition.nodes[key]
         state = self.steps[key]
-        self.steps[key] = StepState(
-            StepStatus.COMPLETED, attempt=state.attempt, config=state.config, event=event
+        self.set_step(
+            key,
+            StepState(
+                StepStatus.COMPLETED, attempt=state.attempt, config=state.config, event=event
+            ),
         )
         data = dict(updates)
         if self.context_steps is None:
             self.context_steps = dict(self.instance.context.steps)
         self.context_steps[key] = data
+        self.touched[1].append(key)
         if metadata:
             if self.metadata is None:
                 self.metadata = dict(self.instance.runtime_metadata)
@@ -218,12 +234,15 @@ class Draft:
                 else outcome.timeout
             )
             timer_at = self.now + timedelta(seconds=seconds)
-        self.steps[key] = StepState(
-            StepStatus.WAITING,
-            attempt=state.attempt,
-            config=state.config,
-            timer_at=timer_at,
-            timer_event=outcome.timeout_event if timer_at is not None else None,
+        self.set_step(
+            key,
+            StepState(
+                StepStatus.WAITING,
+                attempt=state.attempt,
+                config=state.config,
+                timer_at=timer_at,
+                timer_event=outcome.timeout_event if timer_at is not None else None,
+            ),
         )
         self.history.append(
             HistoryEntry(self.now, HistoryKind.STEP_WAITING, key, attempt=state.attempt)
@@ -267,12 +286,15 @@ class Draft:
         if failure.retryable and state.attempt < node.retry.max_attempts:
             run_after = self.now + timedelta(seconds=node.retry.delay_after(state.attempt))
             attempt = state.attempt + 1
-            self.steps[key] = StepState(
-                StepStatus.ACTIVE,
-                attempt=attempt,
-                config=state.config,
-                run_after=run_after,
-                error=error,
+            self.set_step(
+                key,
+                StepState(
+                    StepStatus.ACTIVE,
+                    attempt=attempt,
+                    config=state.config,
+                    run_after=run_after,
+                    error=error,
+                ),
             )
             self.history.append(
                 HistoryEntry(
@@ -281,9 +303,10 @@ class Draft:
             )
             self.commands.append(RunStep(key, attempt, state.config, run_after))
             return
-        self.steps[key] = StepState(
+        failed = StepState(
             StepStatus.FAILED, attempt=state.attempt, config=state.config, error=error
         )
+        self.set_step(key, failed)
         self.history.append(
             HistoryEntry(self.now, HistoryKind.STEP_FAILED, key, attempt=state.attempt, error=error)
         )
@@ -374,6 +397,7 @@ class Draft:
                 any_taken = is_taken or (join is not None and join.taken)
                 if not (is_taken and config is not None) and join is not None:
                     config = join.config
+                self.touched[2].append(key)
                 if len(resolved) < len(target.predecessors):
                     joins[key] = JoinState(resolved, any_taken, config, missed)
                     continue
@@ -383,7 +407,7 @@ class Draft:
                 is_taken = any_taken and not (missed and target.join == "all")
                 if any_taken and not is_taken:
                     data = {"policy": "all", "missing": sorted(missed)}
-                    self.steps[key] = StepState(StepStatus.SKIPPED)
+                    self.set_step(key, StepState(StepStatus.SKIPPED))
                     self.history.append(
                         HistoryEntry(self.now, HistoryKind.STEP_SKIPPED, key, data=data)
                     )
@@ -393,7 +417,7 @@ class Draft:
             if is_taken:
                 self.activate(key, config)
             else:
-                self.steps[key] = StepState(StepStatus.SKIPPED)
+                self.set_step(key, StepState(StepStatus.SKIPPED))
                 self.history.append(HistoryEntry(self.now, HistoryKind.STEP_SKIPPED, key))
                 self.discard_inbox(key)
                 work.extend((key, succ, False, None) for succ in target.successors)
@@ -446,7 +470,7 @@ class Draft:
         if self.error is not None:
             status = Status.FAILED
             error = self.error
-            self.commands.extend(close_open_steps(self.steps))
+            self.commands.extend(close_open_steps(self.steps, self.touched[0]))
             self.history.append(HistoryEntry(self.now, HistoryKind.FAILED, error=error))
         elif self.done:
             status = Status.COMPLETED
@@ -482,7 +506,15 @@ class Draft:
             error=error,
             scheduled=self.scheduled,
         )
-        return Decision(new, tuple(self.commands))
+        steps, results, joins, activated = self.touched
+        changes = Changes(
+            tuple(self.history),
+            tuple(dict.fromkeys(steps)),
+            tuple(dict.fromkeys(results)),
+            tuple(dict.fromkeys(joins)),
+            tuple(activated),
+        )
+        return Decision(new, tuple(self.commands), True, changes)
 
     def open_status(self) -> Status:
         waiting = False

@@ -29,13 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus._core.commands import (
     AbortStep,
+    Begin,
+    Cancel,
     CancelTimer,
+    Changes,
     Command,
     Decision,
     Failure,
+    FireTimer,
+    Input,
     Outcome,
+    Resume,
     RunStep,
+    ScheduleResume,
     StartTimer,
+    StepFinished,
 )
 from hephaestus._core.draft import Draft, close_open_steps, drop_scheduled, rebuild
 from hephaestus._core.instance import (
@@ -67,16 +75,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AbortStep",
+    "Begin",
+    "Cancel",
     "CancelTimer",
+    "Changes",
     "Command",
     "Decision",
     "Failure",
+    "FireTimer",
+    "Input",
     "Outcome",
+    "Resume",
     "RunStep",
+    "ScheduleResume",
     "StartTimer",
+    "StepFinished",
     "apply_result",
     "begin",
     "cancel",
+    "decide",
     "failure_from_exception",
     "fire_timer",
     "interpret",
@@ -99,6 +116,34 @@ def _unchanged(instance: Instance) -> Decision:
 
 # ---------------------------------------------------------------------------------------------
 # Entry points
+
+
+def decide(
+    definition: WorkflowDefinition, instance: Instance, input: Input, now: datetime
+) -> Decision:
+    """Apply any runner input to ``instance``: the one entry point a runner's driver needs.
+
+    Raises what the specific entry point raises for caller input (``resume``,
+    ``schedule_resume``, ``cancel``); runner input (``StepFinished``, ``FireTimer``,
+    ``Begin``) that is stale changes nothing.
+    """
+    match input:
+        case StepFinished(step, attempt, outcome):
+            return apply_result(
+                definition, instance, step=step, attempt=attempt, outcome=outcome, now=now
+            )
+        case FireTimer(step, at, timer):
+            return fire_timer(definition, instance, step=step, at=at, now=now, timer=timer)
+        case Resume(event, payload, step):
+            return resume(definition, instance, event=event, payload=payload, now=now, step=step)
+        case ScheduleResume(step, event, payload, at):
+            return schedule_resume(
+                definition, instance, step=step, event=event, payload=payload, at=at, now=now
+            )
+        case Cancel(reason):
+            return cancel(instance, now, reason)
+        case Begin():
+            return begin(definition, instance, now)
 
 
 def pending(
@@ -377,7 +422,8 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
             status=instance.status,
         )
     steps = dict(instance.steps)
-    commands = close_open_steps(steps)
+    touched: list[str] = []
+    commands = close_open_steps(steps, touched)
     commands.extend(drop_scheduled(instance.scheduled))
     entry = HistoryEntry(
         now,
@@ -396,6 +442,7 @@ def cancel(instance: Instance, now: datetime, reason: str | None = None) -> Deci
             scheduled=(),
         ),
         tuple(commands),
+        changes=Changes(history=(entry,), steps=tuple(touched)),
     )
 
 

@@ -1,28 +1,79 @@
-"""Who executes steps: the ``Runner`` protocol and the local asyncio runner.
+"""Who executes steps: the ``Runner`` protocol, the runner kit, and the local asyncio runner.
 
-A runner owns execution and is the single writer of the instances it runs: it applies engine
-decisions, persists them through storage and carries out the commands they return.
+A runner owns execution and is the single writer of the runs it executes. The kit is what
+every runner shares, so that a new runner (the local one, the Oban one, yours) is a thin
+adapter over one implementation:
+
+- ``StepExecutor`` runs one step attempt and reports its ``Outcome`` (timeouts, threads,
+  cancellation, exceptions turned into failures, the read-only view a step sees);
+- ``Driver`` applies an ``Input`` to a run: load → decide (``engine.decide``) → save, in a
+  unit of work the runner can add its own writes to (``Driver.apply_stored``), then emits
+  telemetry; the runner carries out the decision's ``Command``\\ s;
+- the types: commands (``RunStep``, ``StartTimer``, ``CancelTimer``, ``AbortStep``), inputs
+  (``Begin``, ``StepFinished``, ``Resume``, ``ScheduleResume``, ``FireTimer``, ``Cancel``),
+  ``Decision`` and its ``Changes``, outcomes (``Ok``, ``Async``, ``Failure``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from hephaestus._core.commands import (
+    AbortStep,
+    Begin,
+    Cancel,
+    CancelTimer,
+    Changes,
+    Command,
+    Decision,
+    Failure,
+    FireTimer,
+    Input,
+    Outcome,
+    Resume,
+    RunStep,
+    ScheduleResume,
+    StartTimer,
+    StepFinished,
+)
+from hephaestus._core.engine import recover as recover_commands
+from hephaestus.runners._driver import Applied, Driver
+from hephaestus.runners._executor import StepExecutor
 from hephaestus.runners._local import LocalRunner
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from datetime import datetime
-
     from hephaestus._clock import Clock
     from hephaestus._core.definition import WorkflowDefinition
-    from hephaestus._core.engine import Decision
-    from hephaestus._core.instance import ScheduledResume
+    from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import Storage
 
-__all__ = ["LocalRunner", "Runner", "RuntimeEnv"]
+__all__ = [
+    "AbortStep",
+    "Applied",
+    "Begin",
+    "Cancel",
+    "CancelTimer",
+    "Changes",
+    "Command",
+    "Decision",
+    "Driver",
+    "Failure",
+    "FireTimer",
+    "Input",
+    "LocalRunner",
+    "Outcome",
+    "Resume",
+    "RunStep",
+    "Runner",
+    "RuntimeEnv",
+    "ScheduleResume",
+    "StartTimer",
+    "StepExecutor",
+    "StepFinished",
+    "recover_commands",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +85,17 @@ class RuntimeEnv:
     clock: Clock
     recover: bool = True
     telemetry: bool = True
-    """Whether to emit telemetry events (``Hephaestus(telemetry=False)`` turns them off).
-
-    A runner emits them with ``hephaestus.runners._events``: ``emit_step_start`` as it begins
-    a step attempt, ``emit_decision`` after it persists each decision.
-    """
+    """Whether to emit telemetry events (``Hephaestus(telemetry=False)`` turns them off); the
+    ``Driver`` honours it."""
 
 
 @runtime_checkable
 class Runner(Protocol):
-    """Executes runs. Every method is called on the app's event loop."""
+    """Executes runs. Every method is called on the app's event loop.
+
+    Test helpers (``hephaestus.testing``) also use ``wait_idle()`` when a runner has one; it is
+    not part of this protocol.
+    """
 
     async def open(self, env: RuntimeEnv) -> None:
         """Start; with ``env.recover``, pick up every active run found in storage."""
@@ -51,32 +103,15 @@ class Runner(Protocol):
     async def close(self) -> None:
         """Stop executing; runs stay in storage as they are, to be recovered later."""
 
-    async def start(self, definition: WorkflowDefinition, decision: Decision) -> None:
-        """Persist a new run atomically (uniqueness included), then execute it."""
+    async def start(self, definition: WorkflowDefinition, run: Instance) -> None:
+        """Store the new run ``run`` (``engine.pending``: not stored yet, revision 1) and
+        execute it. Storing decides uniqueness (``InstanceAlreadyRunningError``); when this
+        returns the run is durable. A runner may begin it first (``Begin``) and store the
+        result, or store it pending and begin it later."""
 
-    async def resume(
-        self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
-    ) -> None:
-        """Deliver an external event; raises the engine's errors when it cannot be delivered."""
+    async def apply(self, run_id: str, input: Resume | ScheduleResume | Cancel) -> Decision:
+        """Apply a caller's input to a stored run and carry out the decision; returns it.
 
-    async def schedule_resume(
-        self,
-        run_id: str,
-        *,
-        step: str,
-        event: str,
-        payload: Mapping[str, Any] | None,
-        at: datetime,
-    ) -> ScheduledResume:
-        """Persist a resume of ``step`` due at ``at`` (``engine.schedule_resume``) and arm it.
-
-        Raises the engine's errors when it cannot be delivered; nothing changes then. The runner
-        fires it with ``engine.fire_timer(..., timer=id)``, also after a restart (from
-        ``engine.recover``).
+        Raises the engine's errors when the input cannot be applied (nothing changes then).
+        A ``Cancel`` applies even to a run that no longer fits its definition.
         """
-
-    async def cancel(self, run_id: str, *, reason: str | None) -> None:
-        """Cancel a run, stopping its executions and timers."""
-
-    async def wait_idle(self) -> None:
-        """Return once nothing is executing or about to (pending timers aside)."""

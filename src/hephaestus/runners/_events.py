@@ -1,9 +1,10 @@
 """Telemetry events derived from each decision (shared by every runner).
 
-A runner calls ``emit_decision`` after it persists a decision, and ``emit_step_start`` when it
-begins a step attempt; everything else is read from the instance before and after and from the
-history entries the decision appended. Events are therefore the same whichever runner executes
-a run, and a recovered run adds no ``started`` entry, so it emits no second ``workflow.start``.
+The driver calls ``emit_decision`` after it persists a decision, and ``emit_step_start`` when a
+step attempt begins; everything is read from what the decision says it changed (its
+``changes``: the history entries it appended, the steps it activated) and the new instance.
+Events are therefore the same whichever runner executes a run, and a recovered run adds no
+``started`` entry, so it emits no second ``workflow.start``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hephaestus import telemetry
 from hephaestus._core.instance import HistoryKind, Instance, StepStatus
 
 if TYPE_CHECKING:
+    from hephaestus._core.commands import Decision
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import HistoryEntry
 
@@ -69,22 +71,6 @@ def emit_step_start(
     )
 
 
-def _activated(
-    definition: WorkflowDefinition, before: Instance | None, after: Instance
-) -> tuple[str, ...]:
-    """Steps this decision activated (newly active; ``Done`` completes inline), in order."""
-    prior = {} if before is None else before.steps
-    return tuple(
-        key
-        for key, state in after.steps.items()
-        if key not in prior
-        and (
-            state.status is StepStatus.ACTIVE
-            or (key == definition.done and state.status is StepStatus.COMPLETED)
-        )
-    )
-
-
 def _waited(after: Instance, entry: HistoryEntry) -> float:
     for earlier in reversed(after.history):
         if earlier.kind is HistoryKind.STEP_WAITING and earlier.step == entry.step:
@@ -98,19 +84,20 @@ def _run_duration(instance: Instance, entry: HistoryEntry) -> float:
 
 def emit_decision(
     definition: WorkflowDefinition,
-    before: Instance | None,
-    after: Instance,
+    decision: Decision,
     step_duration: float | None = None,
     *,
     runner: str,
 ) -> None:
-    """Emit the events a persisted decision stands for (``before`` is ``None`` for a start).
+    """Emit the events a persisted decision stands for, from what it says it changed.
 
     ``step_duration`` is how long the step attempt whose result this decision applied ran.
     ``Done`` is completed inline by the engine (no runner executes it), so it emits no step
     events: ``workflow.stop`` stands for it.
     """
-    entries = after.history if before is None else after.history[len(before.history) :]
+    after = decision.instance
+    changes = decision.changes
+    entries = changes.history
     base = base_metadata(definition, after, runner)
     duration = 0.0 if step_duration is None else step_duration
     done = definition.done
@@ -143,7 +130,7 @@ def emit_decision(
             error = after.error
             if error is not None and error.kind == "route_error" and error.step == step:
                 continue  # routing raised: the run fails, nothing was activated
-            targets = _activated(definition, before, after)
+            targets = changes.activated
             emit(
                 "hephaestus.workflow.transition",
                 {"targets_count": len(targets)},

@@ -10,30 +10,16 @@ order.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import functools
-import inspect
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.compat import check_instance, instance_problems
-from hephaestus._core.instance import (
-    ACTIVE_STATUSES,
-    ErrorInfo,
-    Instance,
-    ScheduledResume,
-    Status,
-    StepContext,
-    StepStatus,
-)
+from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status, StepStatus
 from hephaestus._core.results import unstorable_result
-from hephaestus._core.steps import runs_inline
-from hephaestus._core.values import ReadOnlyMapping, step_view
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
@@ -42,16 +28,16 @@ from hephaestus.errors import (
     UnencodableValueError,
     UnknownWorkflowError,
 )
-from hephaestus.runners._events import emit_decision, emit_step_start
+from hephaestus.runners._driver import Driver
+from hephaestus.runners._executor import StepExecutor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Mapping
+    from collections.abc import Callable, Coroutine
     from datetime import datetime
 
     from hephaestus._clock import Clock, TimerHandle
-    from hephaestus._core.definition import Node, WorkflowDefinition
+    from hephaestus._core.definition import WorkflowDefinition
     from hephaestus.runners import RuntimeEnv
-    from hephaestus.storage import Storage
 
 __all__ = ["LocalRunner"]
 
@@ -125,6 +111,10 @@ class LocalRunner:
     long ``close()`` lets steps already executing finish (their results are recorded) before
     cancelling the rest; meanwhile no new step starts and no timer fires. Whatever is left is
     in storage as it was, and is picked up by recovery when an app opens again.
+
+    Built on the runner kit: ``StepExecutor`` executes steps, ``Driver`` decides and saves.
+    Being the only writer of the runs it holds, it saves with ``Storage.put`` (which may share
+    one commit among many runs) rather than a transaction per decision.
     """
 
     name = "local"
@@ -133,7 +123,6 @@ class LocalRunner:
     def __init__(self, *, max_threads: int | None = None, shutdown_timeout: float = 0.0) -> None:
         if shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
-        self._max_threads = max_threads
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -141,20 +130,18 @@ class LocalRunner:
         self._idle = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._env: RuntimeEnv | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._observe = True
+        self._driver: Driver | None = None
+        self._executor = StepExecutor(max_threads=max_threads)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self, env: RuntimeEnv) -> None:
         self._env = env
+        self._driver = Driver(env, runner=self.name)
         self._closing = False
-        self._observe = env.telemetry
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._max_threads, thread_name_prefix="hephaestus-step"
-        )
+        self._executor.open()
         if env.recover:
             await self._recover()
 
@@ -169,31 +156,35 @@ class LocalRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._executor.close()
         self._env = None
+        self._driver = None
 
     async def wait_idle(self) -> None:
+        """Return once nothing is executing or about to (pending timers aside): for tests,
+        through ``hephaestus.testing``."""
         while self._inflight:
             await self._idle.wait()
 
     # -- operations -------------------------------------------------------------------------
 
-    async def start(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
-        env = self._require_env()
+    async def start(self, definition: WorkflowDefinition, run: Instance) -> None:
+        driver = self._require_driver()
+        decision = engine.begin(definition, run, driver.env.clock.now())
+        # Not stored yet: its first stored state is this decision, at the new run's revision.
+        decision = dataclasses.replace(
+            decision, instance=dataclasses.replace(decision.instance, revision=run.revision)
+        )
         inline = self._inline_start_step(definition, decision)
         if inline is not None:
             await self._start_inline(definition, decision, inline)
             return
-        await env.storage.create(decision.instance)
-        run = _Run.of(definition, decision.instance)
+        await driver.create(definition, decision)
+        held = _Run.of(definition, decision.instance)
         if not decision.instance.is_terminal:
-            self._runs[decision.instance.run_id] = run
-        if self._observe and telemetry.handlers_attached():
-            emit_decision(definition, None, decision.instance, runner=self.name)
-        self._dispatch(run, decision.commands)
-        self._forget_if_idle(run)
+            self._runs[decision.instance.run_id] = held
+        self._dispatch(held, decision.commands)
+        self._forget_if_idle(held)
 
     def _inline_start_step(
         self, definition: WorkflowDefinition, decision: engine.Decision
@@ -205,7 +196,7 @@ class LocalRunner:
         if (
             isinstance(command, engine.RunStep)
             and command.not_before is None
-            and runs_inline(definition.nodes[command.step].step)
+            and self._executor.inline(definition, command)
         ):
             return command
         return None
@@ -219,23 +210,11 @@ class LocalRunner:
         and the run is created already waiting: one atomic write, and no task is spawned for it
         (thousands of runs started at once then hold no more than they will while waiting).
         """
+        driver = self._require_driver()
         started = decision.instance
-        node = definition.nodes[command.step]
-        context = StepContext(
-            initial=started.context.initial,
-            steps=started.context.steps,
-            instance_id=started.id,
-            run_id=started.run_id,
-            step=command.step,
-            attempt=command.attempt,
-        )
-        observed = self._observe and telemetry.handlers_attached()
+        observed = driver.observed
         began = time.perf_counter() if observed else 0.0
-        try:
-            raw = node.step().execute(started, command.config, context)
-            outcome = engine.interpret(node, raw)
-        except Exception as exc:
-            outcome = engine.failure_from_exception(exc)
+        outcome = self._executor.execute_inline(definition, started, command)
         decided = engine.apply_result(
             definition,
             started,
@@ -245,94 +224,41 @@ class LocalRunner:
             now=started.updated_at,  # the same instant: the step is part of the start
         )
         instance = dataclasses.replace(decided.instance, revision=started.revision)
-        await self._storage.create(instance)
-        run = _Run.of(definition, instance)
+        await driver.env.storage.create(instance)
+        held = _Run.of(definition, instance)
         if not instance.is_terminal:
-            self._runs[instance.run_id] = run
+            self._runs[instance.run_id] = held
         if observed:
             duration = time.perf_counter() - began
-            emit_decision(definition, None, started, runner=self.name)
-            emit_step_start(definition, started, command.step, command.attempt, runner=self.name)
-            emit_decision(definition, started, instance, duration, runner=self.name)
-        self._dispatch(run, decided.commands)
-        self._forget_if_idle(run)
+            driver.observe(definition, decision)
+            driver.step_started(definition, started, command)
+            driver.observe(definition, decided, duration)
+        self._dispatch(held, decided.commands)
+        self._forget_if_idle(held)
 
-    async def resume(
-        self, run_id: str, *, event: str, payload: Mapping[str, Any] | None, step: str | None
-    ) -> None:
-        now = self._require_env().clock.now
-        run = self._hold(run_id)
-        try:
-            await self._apply(
-                run,
-                lambda instance: engine.resume(
-                    run.definition, instance, event=event, payload=payload, now=now(), step=step
-                ),
-            )
-        finally:
-            self._let_go(run)
-
-    async def schedule_resume(
-        self,
-        run_id: str,
-        *,
-        step: str,
-        event: str,
-        payload: Mapping[str, Any] | None,
-        at: datetime,
-    ) -> ScheduledResume:
-        now = self._require_env().clock.now
-        decisions: list[engine.Decision] = []
-        run = self._hold(run_id)
-
-        def decide(instance: Instance) -> engine.Decision:
-            decision = engine.schedule_resume(
-                run.definition,
-                instance,
-                step=step,
-                event=event,
-                payload=payload,
-                at=at,
-                now=now(),
-            )
-            decisions.append(decision)
-            return decision
-
-        try:
-            await self._apply(run, decide)
-        finally:
-            self._let_go(run)
-        return decisions[-1].instance.scheduled[-1]
-
-    async def cancel(self, run_id: str, *, reason: str | None) -> None:
-        now = self._require_env().clock.now
+    async def apply(self, run_id: str, input: engine.Input) -> engine.Decision:
         run = self._hold(run_id)
         try:
             # Cancelling needs no step of the definition: a run that no longer fits it (a
             # renamed step) can still be cancelled, which is how an operator clears it.
-            await self._apply(
-                run, lambda instance: engine.cancel(instance, now(), reason), fit=False
-            )
+            decision, _ = await self._apply(run, input, fit=not isinstance(input, engine.Cancel))
         finally:
             self._let_go(run)
+        return decision
 
     # -- internals --------------------------------------------------------------------------
 
-    def _require_env(self) -> RuntimeEnv:
-        if self._env is None:
+    def _require_driver(self) -> Driver:
+        if self._driver is None:
             raise AppNotOpenError("the local runner is not open")
-        return self._env
-
-    @property
-    def _storage(self) -> Storage:
-        return self._require_env().storage
+        return self._driver
 
     @property
     def _clock(self) -> Clock:
-        return self._require_env().clock
+        return self._require_driver().env.clock
 
     async def _recover(self) -> None:
-        env = self._require_env()
+        env = self._require_driver().env
         from hephaestus.storage import InstanceQuery
 
         # Runs that cannot be decoded are logged and skipped by the storage; runs that do not
@@ -379,10 +305,7 @@ class LocalRunner:
         The caller holds ``run.lock``.
         """
         if run.instance.status is Status.PENDING:
-            now = self._clock.now
-            await self._apply_locked(
-                run, lambda current: engine.begin(run.definition, current, now())
-            )
+            await self._apply_locked(run, engine.Begin())
         else:
             self._dispatch(run, engine.recover(run.instance))
 
@@ -410,11 +333,9 @@ class LocalRunner:
         nothing is loaded); with ``fit=False`` one that does not is loaded but not adopted
         (nothing of it is dispatched), so that it can still be cancelled.
         """
-        env = self._require_env()
-        instance = await env.storage.get(run.run_id)
-        definition = env.registry.resolve(instance.workflow)
-        if not instance.is_terminal and fit:
-            check_instance(definition, instance)
+        driver = self._require_driver()
+        instance = await driver.env.storage.get(run.run_id)
+        definition = driver.definition_of(instance, fit=fit)
         run.definition = definition
         run.instance = instance
         if not instance.is_terminal:
@@ -427,12 +348,12 @@ class LocalRunner:
     async def _apply(
         self,
         run: _Run,
-        decide: Callable[[Instance], engine.Decision],
-        step_duration: float | None = None,
+        input: engine.Input,
+        duration: float | None = None,
         *,
         continue_inline: bool = False,
         fit: bool = True,
-    ) -> engine.RunStep | None:
+    ) -> tuple[engine.Decision, engine.RunStep | None]:
         """Decide, persist, then carry out the decision's commands.
 
         With ``continue_inline`` one immediately runnable step is returned instead of spawned,
@@ -442,44 +363,38 @@ class LocalRunner:
         async with run.lock:
             if not run.loaded:
                 await self._load(run, fit=fit)
-            return await self._apply_locked(
-                run, decide, step_duration, continue_inline=continue_inline
-            )
+            return await self._apply_locked(run, input, duration, continue_inline=continue_inline)
 
     async def _apply_locked(
         self,
         run: _Run,
-        decide: Callable[[Instance], engine.Decision],
-        step_duration: float | None = None,
+        input: engine.Input,
+        duration: float | None = None,
         *,
         continue_inline: bool = False,
-    ) -> engine.RunStep | None:
-        before = run.instance
-        decision = decide(before)
-        if not decision.changed:
-            return None
+    ) -> tuple[engine.Decision, engine.RunStep | None]:
         try:
-            await self._storage.put(decision.instance, before)
+            decision = await self._require_driver().apply(
+                run.definition, run.instance, input, duration=duration
+            )
         except ConcurrentUpdateError:
             log.warning("run %s was changed by another writer; letting go", run.instance.id)
             self._retire(run)
             raise
+        if not decision.changed:
+            return decision, None
         run.instance = decision.instance
-        if self._observe and telemetry.handlers_attached():
-            emit_decision(
-                run.definition, before, decision.instance, step_duration, runner=self.name
-            )
         follow = self._dispatch(run, decision.commands, keep_one=continue_inline)
         if decision.instance.is_terminal:
             self._retire(run)
-            return None
-        return follow
+            return decision, None
+        return decision, follow
 
     async def _apply_durably(
         self,
         run: _Run,
-        decide: Callable[[Instance], engine.Decision],
-        step_duration: float | None = None,
+        input: engine.Input,
+        duration: float | None = None,
         *,
         continue_inline: bool = False,
     ) -> engine.RunStep | None:
@@ -492,9 +407,8 @@ class LocalRunner:
         deadline = None
         while True:
             try:
-                return await self._apply(
-                    run, decide, step_duration, continue_inline=continue_inline
-                )
+                _, follow = await self._apply(run, input, duration, continue_inline=continue_inline)
+                return follow
             except ConcurrentUpdateError:
                 raise
             except StorageError as exc:
@@ -611,18 +525,16 @@ class LocalRunner:
             follow = await self._execute_one(run, follow)
 
     async def _execute_one(self, run: _Run, command: engine.RunStep) -> engine.RunStep | None:
+        driver = self._require_driver()
         instance = run.instance
-        node = run.definition.nodes[command.step]
-        # Read-only views: nothing a step changes in what it receives reaches the stored run.
-        view, context = step_view(instance, command.step, command.attempt)
-        observed = self._observe and telemetry.handlers_attached()
+        observed = driver.observed
         began = time.perf_counter() if observed else 0.0
         if observed:
-            emit_step_start(
-                run.definition, instance, command.step, command.attempt, runner=self.name
-            )
+            driver.step_started(run.definition, instance, command)
         try:
-            outcome = await self._call_step(node, view, command, context)
+            outcome = await self._executor.execute(
+                run.definition, instance, command, stopping=self._is_closing
+            )
         finally:
             if run.tasks.get(command.step) is asyncio.current_task():
                 del run.tasks[command.step]
@@ -639,6 +551,9 @@ class LocalRunner:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
             return None
 
+    def _is_closing(self) -> bool:
+        return self._closing
+
     async def _record(
         self,
         run: _Run,
@@ -646,86 +561,20 @@ class LocalRunner:
         outcome: engine.Outcome,
         duration: float | None,
     ) -> engine.RunStep | None:
-        now = self._clock.now
         return await self._apply_durably(
             run,
-            lambda current: engine.apply_result(
-                run.definition,
-                current,
-                step=command.step,
-                attempt=command.attempt,
-                outcome=outcome,
-                now=now(),
-            ),
+            engine.StepFinished(command.step, command.attempt, outcome),
             duration,
             continue_inline=True,
         )
-
-    async def _call_step(
-        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
-    ) -> engine.Outcome:
-        try:
-            if node.timeout is None:
-                raw = await self._invoke(node, instance, command, context)
-            else:
-                async with asyncio.timeout(node.timeout) as deadline:
-                    raw = await self._invoke(node, instance, command, context)
-        except TimeoutError as exc:
-            if node.timeout is not None and deadline.expired():
-                message = f"step {node.key!r} timed out after {node.timeout}s"
-                return engine.Failure(ErrorInfo(kind="timeout", message=message))
-            return engine.failure_from_exception(exc)
-        except asyncio.CancelledError as exc:
-            if self._closing or _being_cancelled():
-                raise  # the run is being cancelled, or the runner is closing: stop here
-            # The step raised it itself (a cancelled inner task, a timeout helper that
-            # re-raises): an ordinary failed attempt, retried per policy.
-            return engine.failure_from_exception(exc)
-        except Exception as exc:
-            return engine.failure_from_exception(exc)
-        return engine.interpret(node, raw)
-
-    async def _invoke(
-        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
-    ) -> object:
-        step = node.step()
-        config = None if command.config is None else ReadOnlyMapping(command.config)
-        if node.is_async:
-            raw: object = await step.execute(instance, config, context)  # type: ignore[misc]
-        elif runs_inline(node.step):
-            raw = step.execute(instance, config, context)
-        else:
-            call = functools.partial(step.execute, instance, config, context)
-            raw = await asyncio.get_running_loop().run_in_executor(
-                self._executor, contextvars.copy_context().run, call
-            )
-            if inspect.isawaitable(raw):  # a plain method that returned a coroutine
-                raw = await raw
-        return raw
 
     def _spawn_timer(self, run: _Run, command: engine.StartTimer) -> None:
         self._spawn(run, self._fire_timer(run, command))
 
     async def _fire_timer(self, run: _Run, command: engine.StartTimer) -> None:
-        now = self._clock.now
         try:
             await self._apply_durably(
-                run,
-                lambda current: engine.fire_timer(
-                    run.definition,
-                    current,
-                    step=command.step,
-                    at=command.at,
-                    now=now(),
-                    timer=command.timer,
-                ),
+                run, engine.FireTimer(command.step, command.at, command.timer)
             )
         except HephaestusError as exc:
             log.error("could not fire timer of %s for %s: %s", command.step, run.instance.id, exc)
-
-
-def _being_cancelled() -> bool:
-    """Whether someone asked to cancel the current task (``Task.cancel``), as opposed to a
-    ``CancelledError`` that code inside the task raised on its own."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

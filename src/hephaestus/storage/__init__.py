@@ -9,17 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from hephaestus.storage._memory import InMemoryStorage
+from hephaestus.storage._memory import InMemoryStorage, MemoryTransaction
 from hephaestus.storage._query import Page, json_contains, tagged_workflows
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Callable, Collection, Mapping
+    from contextlib import AbstractAsyncContextManager
     from datetime import datetime
 
+    from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance, Status
     from hephaestus._core.registry import WorkflowRegistry
 
-__all__ = ["CountKey", "InMemoryStorage", "InstanceQuery", "Page", "Storage"]
+__all__ = [
+    "CountKey",
+    "InMemoryStorage",
+    "InstanceQuery",
+    "MemoryTransaction",
+    "Page",
+    "Storage",
+    "StorageTransaction",
+]
 
 type CountKey = Literal["status", "workflow"]
 """What ``Storage.count`` can group by."""
@@ -119,6 +129,29 @@ def _in_range(at: datetime, after: datetime | None, before: datetime | None) -> 
 
 
 @runtime_checkable
+class StorageTransaction(Protocol):
+    """One open unit of work on a storage (see ``Storage.transaction``)."""
+
+    async def get(self, run_id: str, *, lock: bool = True) -> Instance:
+        """The run as this transaction sees it; with ``lock``, no other transaction can lock
+        or write it until this one ends. ``InstanceNotFoundError``, ``CorruptInstanceError``."""
+
+    async def create(self, instance: Instance) -> None:
+        """``Storage.create``, committed with the transaction."""
+
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
+        """``Storage.put`` (revision-checked), committed with the transaction."""
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` after the transaction commits; never if it rolls back."""
+
+
+@runtime_checkable
 class Storage(Protocol):
     """Persistence of instances, keyed by ``run_id``.
 
@@ -138,13 +171,29 @@ class Storage(Protocol):
         run already holds it; the check and the insert are one atomic step.
         """
 
-    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
         """Replace a stored run with its next state.
 
         Raises ``InstanceNotFoundError`` if the run does not exist and ``ConcurrentUpdateError``
         unless the stored revision is ``instance.revision - 1`` (someone else wrote first).
-        ``previous``, when given, is the state the writer had at that revision: a storage may
-        use it to write only what changed (records that did not change are the same objects).
+        ``previous``, when given, is the state the writer had at that revision, and ``changes``
+        (the decision's) what differs from it: a storage may use them to write only that.
+        Outside a transaction a storage may batch concurrent puts into one commit (group
+        commit); each returns once its own write is durable.
+        """
+
+    def transaction(self) -> AbstractAsyncContextManager[StorageTransaction]:
+        """A unit of work: ``async with storage.transaction() as tx:`` reads and writes runs
+        that commit together when the block exits, or not at all when it raises.
+
+        ``tx.get(run_id)`` locks the run against other transactions until the end (a runner's
+        per-run atomic read-modify-write); a storage with a database connection exposes it
+        (``PostgresTransaction.connection``) so the runner can add its own writes.
         """
 
     async def get(self, run_id: str) -> Instance:

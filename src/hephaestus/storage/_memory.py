@@ -6,7 +6,10 @@ uniqueness needs no lock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import weakref
 from typing import TYPE_CHECKING
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance
@@ -23,9 +26,10 @@ from hephaestus.storage._corrupt import corrupt, log_skipped
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
     from datetime import datetime
 
+    from hephaestus._core.commands import Changes
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import CountKey, InstanceQuery
 
@@ -54,6 +58,7 @@ class InMemoryStorage:
         # run_id -> creation sequence number: ties of created_at break by it (and cursors).
         self._seq: dict[str, int] = {}
         self._next_seq = 0
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def serialize(self) -> bool:
@@ -67,6 +72,9 @@ class InMemoryStorage:
         return None
 
     async def create(self, instance: Instance) -> None:
+        self._create(instance)
+
+    def _create(self, instance: Instance) -> None:
         if instance.run_id in self._runs:
             raise StorageError(f"run {instance.run_id} already exists")
         key = instance.unique_key
@@ -99,8 +107,16 @@ class InMemoryStorage:
                 return run_id
         return None
 
-    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
-        del previous  # the whole instance is kept; there is nothing to diff
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
+        del previous, changes  # the whole instance is kept; there is nothing to diff
+        self._put(instance)
+
+    def _put(self, instance: Instance) -> None:
         stored = self._runs.get(instance.run_id)
         if stored is None:
             raise InstanceNotFoundError(
@@ -119,6 +135,27 @@ class InMemoryStorage:
         if instance is None:
             raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
         return self._load(instance)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryTransaction]:
+        """A unit of work: its writes apply together when the block exits without error.
+
+        Runs read with ``get(lock=True)`` stay locked against other transactions until then.
+        """
+        tx = MemoryTransaction(self)
+        try:
+            yield tx
+            tx.commit()
+        finally:
+            tx.release()
+        for callback in tx.callbacks:
+            callback()
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
 
     async def delete(self, run_id: str) -> None:
         instance = self._runs.pop(run_id, None)
@@ -205,6 +242,24 @@ class InMemoryStorage:
                 found.append(instance.run_id)
         self._runs[instance.run_id] = instance
 
+    def _undo_point(self, run_id: str) -> tuple[str, Instance | None, str | None]:
+        """What ``_restore`` needs to put ``run_id`` back as it is now."""
+        return run_id, self._runs.get(run_id), self._texts.get(run_id)
+
+    def _restore(self, undo: tuple[str, Instance | None, str | None]) -> None:
+        run_id, instance, text = undo
+        current = self._runs.get(run_id)
+        if instance is None:
+            if current is not None:
+                del self._runs[run_id]
+                self._texts.pop(run_id, None)
+                self._unindex(current)
+                self._seq.pop(run_id, None)
+            return
+        self._runs[run_id] = instance
+        if text is not None:
+            self._texts[run_id] = text
+
     def _unindex(self, instance: Instance) -> None:
         found = self._by_id.get(instance.id)
         if isinstance(found, list):
@@ -225,6 +280,92 @@ class InMemoryStorage:
             return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
         except Exception as exc:  # whatever the stored text holds, the caller gets a typed error
             raise corrupt(instance.run_id, exc) from exc
+
+
+class MemoryTransaction:
+    """The unit of work of ``InMemoryStorage``: writes are checked when made, kept, and applied
+    at commit in one step (nothing is awaited in between, so no one sees half of them)."""
+
+    def __init__(self, storage: InMemoryStorage) -> None:
+        self._storage = storage
+        self._writes: list[tuple[bool, Instance]] = []  # (is a create, instance)
+        self._staged: dict[str, Instance] = {}
+        self._held: list[asyncio.Lock] = []
+        self.callbacks: list[Callable[[], object]] = []
+
+    async def get(self, run_id: str, *, lock: bool = True) -> Instance:
+        if lock:
+            held = self._storage._lock(run_id)
+            if held not in self._held:
+                await held.acquire()
+                self._held.append(held)
+        staged = self._staged.get(run_id)
+        if staged is not None:
+            return copy_instance(staged)
+        return await self._storage.get(run_id)
+
+    async def create(self, instance: Instance) -> None:
+        if instance.run_id in self._staged:
+            raise StorageError(f"run {instance.run_id} already exists")
+        self._check(True, instance)
+        self._writes.append((True, instance))
+        self._staged[instance.run_id] = instance
+
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
+        del previous, changes
+        staged = self._staged.get(instance.run_id)
+        if staged is None:
+            self._check(False, instance)
+        elif staged.revision != instance.revision - 1:
+            raise ConcurrentUpdateError(
+                f"run {instance.run_id} of {instance.id} is at revision {staged.revision}; "
+                f"cannot write revision {instance.revision}",
+                instance_id=instance.id,
+            )
+        self._writes.append((False, instance))
+        self._staged[instance.run_id] = instance
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the writes are applied (never if they are not)."""
+        self.callbacks.append(callback)
+
+    def _check(self, create: bool, instance: Instance) -> None:
+        """Raise now what applying the write would raise (nothing is changed)."""
+        storage = self._storage
+        undo = storage._undo_point(instance.run_id)
+        try:
+            if create:
+                storage._create(instance)
+            else:
+                storage._put(instance)
+        finally:
+            storage._restore(undo)
+
+    def commit(self) -> None:
+        storage = self._storage
+        applied = []
+        try:
+            for create, instance in self._writes:
+                applied.append(storage._undo_point(instance.run_id))
+                if create:
+                    storage._create(instance)
+                else:
+                    storage._put(instance)
+        except BaseException:
+            for undo in reversed(applied):
+                storage._restore(undo)
+            self.callbacks.clear()
+            raise
+
+    def release(self) -> None:
+        for lock in self._held:
+            lock.release()
+        self._held.clear()
 
 
 def _decoded(

@@ -25,13 +25,15 @@ from hephaestus.storage.postgres._migrations import (
     schema_sql,
 )
 from hephaestus.storage.postgres._rows import containment
-from hephaestus.storage.postgres._storage import UNIQUE_INDEX, PostgresStorage
+from hephaestus.storage.postgres._storage import PostgresStorage
+from hephaestus.storage.postgres._transaction import UNIQUE_INDEX, PostgresTransaction
 
 __all__ = [
     "MIGRATIONS",
     "UNIQUE_INDEX",
     "Migration",
     "PostgresStorage",
+    "PostgresTransaction",
     "applied_versions",
     "containment",
     "install",

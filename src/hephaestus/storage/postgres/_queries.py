@@ -85,6 +85,7 @@ class Queries:
         "explain_runs",
         "get_instance",
         "insert_instance",
+        "lock_instance",
         "lock_migrations",
         "query_by_id",
         "query_contains",
@@ -132,6 +133,7 @@ class Queries:
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
+        self.lock_instance = read("lock_instance")
         self.query_oldest, self.query_newest = ordered("query_instances")
         self.query_by_id = ordered("query_by_id")
         self.explain_runs = ordered("explain_runs")

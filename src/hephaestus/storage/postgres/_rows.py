@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
+    from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance, JoinState
     from hephaestus._core.registry import WorkflowRegistry
 
@@ -143,12 +144,19 @@ def _header_params(instance: Instance, previous: Instance | None = None) -> dict
     }
 
 
-def put_item(instance: Instance, previous: Instance | None) -> str:
-    """The JSON object ``update_instances.sql`` reads for one run (pre-encoded parts inlined)."""
+def put_item(instance: Instance, previous: Instance | None, declared: Changes | None = None) -> str:
+    """The JSON object ``update_instances.sql`` reads for one run (pre-encoded parts inlined).
+
+    ``declared`` (the decision's ``changes``) says what differs from ``previous``; without it
+    the parts are compared with ``previous`` by identity.
+    """
     state: str | None
     if previous is not None and previous.revision == instance.revision - 1:
         state = None if _state_unchanged(instance, previous) else _state_document(instance)
-        changes = _changes(instance, previous)
+        if declared is None:
+            changes = _changes(instance, previous)
+        else:
+            changes = _declared_changes(instance, previous, declared)
     else:  # no usable previous state: write the whole run
         state = _state_document(instance)
         changes = {
@@ -306,6 +314,47 @@ def _changes(instance: Instance, previous: Instance) -> dict[str, Any]:
     else:  # history was rewritten, not appended to: write all of it
         params.update(_history_params(instance, 0))
     return params
+
+
+def _declared_changes(instance: Instance, previous: Instance, declared: Changes) -> dict[str, Any]:
+    """Parameters writing the parts ``declared`` names (the engine's own account of a step)."""
+    parts: list[str] = []
+    dropped: list[list[str]] = []
+    _declared("step", declared.steps, instance.steps, previous.steps, parts)
+    _declared("result", declared.results, instance.context.steps, previous.context.steps, parts)
+    if declared.joins:
+        new, old = instance.joins, previous.joins
+        _changed_joins(
+            {key: new[key] for key in declared.joins if key in new},
+            {key: old[key] for key in declared.joins if key in old},
+            parts,
+            dropped,
+        )
+    params: dict[str, Any] = {
+        "parts": "[" + ",".join(parts) + "]",
+        "drop": json.dumps(dropped),
+        "full": False,
+    }
+    params.update(_history_params(instance, len(instance.history) - len(declared.history)))
+    return params
+
+
+def _declared(
+    kind: PartKind,
+    keys: tuple[str, ...],
+    new: Mapping[str, Any],
+    old: Mapping[str, Any],
+    parts: list[str],
+) -> None:
+    """Encode the entries ``keys`` of ``new``: a key ``old`` lacks was appended (its position
+    follows ``old``'s); one it has keeps its stored position (-1 tells the statement so)."""
+    appended = len(old)
+    for key in keys:
+        if key in old:
+            parts.append(_encode_part(kind, key, -1, new[key]))
+        else:
+            parts.append(_encode_part(kind, key, appended, new[key]))
+            appended += 1
 
 
 # -- decoding -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ decodes it back, ``_writes`` group-commits puts, and ``_queries`` holds every st
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -14,7 +15,7 @@ import psycopg.errors
 
 from hephaestus._core.instance import Status
 from hephaestus.codec import dumps
-from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError, StorageError
+from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
@@ -25,22 +26,25 @@ from hephaestus.storage.postgres._rows import (
     decode_rows,
     insert_params,
 )
+from hephaestus.storage.postgres._transaction import (
+    UNIQUE_INDEX,
+    PostgresTransaction,
+    already_running,
+)
 from hephaestus.storage.postgres._writes import WriteBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import AsyncIterator, Collection, Mapping
 
     import psycopg_pool
 
+    from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import CountKey, InstanceQuery
     from hephaestus.storage.postgres._rows import Row
 
 __all__ = ["UNIQUE_INDEX", "PostgresStorage"]
-
-UNIQUE_INDEX = "workflow_instances_active_unique_key"
-"""The partial unique index that lets one active run hold a unique key."""
 
 
 class PostgresStorage:
@@ -105,20 +109,37 @@ class PostgresStorage:
                 await self._connections.fetch_once(self._queries.insert_instance, params)
                 return
             except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == UNIQUE_INDEX:
-                    raise InstanceAlreadyRunningError(
-                        f"an active instance {instance.id} already exists ({instance.unique_key})",
-                        instance_id=instance.id,
-                        unique_key=instance.unique_key or "",
-                    ) from exc
+                error = already_running(instance, exc)
+                if isinstance(error, InstanceAlreadyRunningError):
+                    raise error from exc
                 if attempt and await self._stored_revision(instance.run_id) == instance.revision:
                     return  # our first attempt committed before its connection was lost
-                raise StorageError(f"run {instance.run_id} already exists") from exc
+                raise error from exc
             except psycopg.OperationalError as exc:
                 await self._connections.connection_lost(attempt, exc)
 
-    async def put(self, instance: Instance, previous: Instance | None = None) -> None:
-        await self._writes.put(instance, previous)
+    async def put(
+        self,
+        instance: Instance,
+        previous: Instance | None = None,
+        changes: Changes | None = None,
+    ) -> None:
+        await self._writes.put(instance, previous, changes)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """A unit of work: one transaction on a pooled connection, committed when the block
+        exits without error (rolled back otherwise).
+
+        ``tx.connection`` is the transaction's connection, for the caller's own statements.
+        Inside the block use ``tx`` only: other calls on the storage take other connections.
+        """
+        async with self._connections.slots:
+            with wrap_exceptions():
+                async with self._connections.pool.connection() as conn, conn.transaction():
+                    tx = PostgresTransaction(conn, self._queries, self._registry)
+                    yield tx
+        tx.committed()
 
     async def get(self, run_id: str) -> Instance:
         rows = await self._connections.fetch(self._queries.get_instance, {"run_id": run_id})

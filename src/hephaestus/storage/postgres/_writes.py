@@ -18,6 +18,7 @@ from hephaestus.storage.postgres._errors import retryable, wrap_exceptions
 from hephaestus.storage.postgres._rows import put_item
 
 if TYPE_CHECKING:
+    from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance
     from hephaestus.storage.postgres._pool import Connections
     from hephaestus.storage.postgres._queries import Queries
@@ -47,8 +48,10 @@ class WriteBatcher:
         self._pending: dict[str, _Write] = {}  # run_id -> the put waiting for the next batch
         self._flushers: set[asyncio.Task[None]] = set()
 
-    async def put(self, instance: Instance, previous: Instance | None) -> None:
-        item = put_item(instance, previous)  # encoding errors surface here, in the caller
+    async def put(
+        self, instance: Instance, previous: Instance | None, changes: Changes | None
+    ) -> None:
+        item = put_item(instance, previous, changes)  # encoding errors surface here
         loop = asyncio.get_running_loop()
         write = _Write(instance, item, loop.create_future())
         earlier = self._pending.get(instance.run_id)

@@ -4,7 +4,8 @@
 --
 -- The parameter is a JSON array with one object per run. "state" NULL keeps the stored
 -- document (it rarely changes; an unchanged indexed document lets the header update be HOT,
--- with no index writes). "parts" is an array of [kind, key, position, data]; with "full" they
+-- with no index writes). "parts" is an array of [kind, key, position, data] (position -1: keep
+-- the stored one; only for a part that exists); with "full" they
 -- are all of the run's parts (any other is deleted), else only the [kind, key] pairs in "drop"
 -- are deleted. History entries are numbered from "history_start"; entries at or past
 -- "history_length" are deleted (a rewritten, shorter history).
@@ -39,7 +40,9 @@ WITH input AS (
     INSERT INTO {schema}.workflow_instance_parts AS t (run_id, kind, key, position, data)
     SELECT run_id, kind, key, position, data FROM given
     ON CONFLICT (run_id, kind, key)
-    DO UPDATE SET position = excluded.position, data = excluded.data
+    DO UPDATE SET position = CASE WHEN excluded.position < 0 THEN t.position
+                                  ELSE excluded.position END,
+                  data = excluded.data
 ), dropped AS (
     DELETE FROM {schema}.workflow_instance_parts AS t
     USING done, jsonb_array_elements(done."drop") AS d

@@ -1,0 +1,147 @@
+"""The driver: applies an input to a run, load → decide → save, for any runner.
+
+A runner decides *where* steps execute and *how* commands are carried out; the driver is the
+rest, shared by every runner: resolving a run's definition, taking the engine's decision at
+the clock's time, persisting it (through the storage, or inside a unit of work the runner
+adds its own writes to) and emitting telemetry once it is durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hephaestus import telemetry
+from hephaestus._core import engine
+from hephaestus._core.compat import check_instance, instance_problems
+from hephaestus.runners._events import emit_decision, emit_step_start
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from hephaestus._core.definition import WorkflowDefinition
+    from hephaestus._core.instance import Instance
+    from hephaestus.runners import RuntimeEnv
+    from hephaestus.storage import StorageTransaction
+
+__all__ = ["Applied", "Driver"]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``Driver.apply_stored`` did: the run's definition, its state before the input,
+    and the decision (``decision.changed`` is false when the input was stale).
+
+    ``fits`` is false for a run loaded with ``fit=False`` that no longer fits its definition:
+    its commands must not be carried out (a cancel of such a run carries none that matter).
+    """
+
+    definition: WorkflowDefinition
+    before: Instance
+    decision: engine.Decision
+    fits: bool = True
+
+
+type Dispatch = Callable[[StorageTransaction, Applied], Awaitable[None]]
+"""A runner's own writes for a decision, made inside the decision's transaction."""
+
+
+class Driver:
+    """Load → decide → save for the runs of one runner (``runner`` names it in telemetry)."""
+
+    __slots__ = ("_env", "runner")
+
+    def __init__(self, env: RuntimeEnv, *, runner: str) -> None:
+        self._env = env
+        self.runner = runner
+
+    @property
+    def env(self) -> RuntimeEnv:
+        return self._env
+
+    @property
+    def observed(self) -> bool:
+        """Whether telemetry events are wanted now (enabled, and someone listens)."""
+        return self._env.telemetry and telemetry.handlers_attached()
+
+    def definition_of(self, instance: Instance, *, fit: bool = True) -> WorkflowDefinition:
+        """The definition ``instance`` runs on (``UnknownWorkflowError``); an active run must
+        fit it (``IncompatibleInstanceError``) unless ``fit`` is false."""
+        definition = self._env.registry.resolve(instance.workflow)
+        if fit and not instance.is_terminal:
+            check_instance(definition, instance)
+        return definition
+
+    def decide(
+        self, definition: WorkflowDefinition, instance: Instance, input: engine.Input
+    ) -> engine.Decision:
+        """The engine's decision on ``input``, at the clock's current time."""
+        return engine.decide(definition, instance, input, self._env.clock.now())
+
+    async def create(self, definition: WorkflowDefinition, decision: engine.Decision) -> None:
+        """Store a new run (``engine.start``/``pending``'s decision): uniqueness is decided here."""
+        await self._env.storage.create(decision.instance)
+        self.observe(definition, decision)
+
+    async def apply(
+        self,
+        definition: WorkflowDefinition,
+        before: Instance,
+        input: engine.Input,
+        *,
+        duration: float | None = None,
+    ) -> engine.Decision:
+        """Decide on a run this runner holds (it is the run's only writer) and save it.
+
+        The save is revision-checked (``ConcurrentUpdateError`` if someone else wrote first)
+        and may share a commit with other runs' saves. ``duration``: how long the step attempt
+        whose outcome ``input`` carries ran (telemetry).
+        """
+        decision = self.decide(definition, before, input)
+        if decision.changed:
+            await self._env.storage.put(decision.instance, before, decision.changes)
+            self.observe(definition, decision, duration)
+        return decision
+
+    async def apply_stored(
+        self,
+        run_id: str,
+        input: engine.Input,
+        *,
+        dispatch: Dispatch | None = None,
+        fit: bool = True,
+        duration: float | None = None,
+    ) -> Applied:
+        """Apply ``input`` to a stored run in one unit of work: load it locked, decide, save,
+        then ``dispatch`` (the runner's own writes: jobs for the commands, say) in the same
+        transaction. All of it commits, or none of it; telemetry follows the commit.
+        """
+        async with self._env.storage.transaction() as tx:
+            before = await tx.get(run_id)
+            definition = self.definition_of(before, fit=fit)
+            fits = fit or before.is_terminal or not instance_problems(definition, before)
+            decision = self.decide(definition, before, input)
+            applied = Applied(definition, before, decision, fits)
+            if decision.changed:
+                await tx.put(decision.instance, before, decision.changes)
+                tx.after_commit(lambda: self.observe(definition, decision, duration))
+            if dispatch is not None:
+                await dispatch(tx, applied)
+        return applied
+
+    def observe(
+        self,
+        definition: WorkflowDefinition,
+        decision: engine.Decision,
+        duration: float | None = None,
+    ) -> None:
+        """Emit the telemetry events of a durable decision."""
+        if decision.changed and self.observed:
+            emit_decision(definition, decision, duration, runner=self.runner)
+
+    def step_started(
+        self, definition: WorkflowDefinition, instance: Instance, command: engine.RunStep
+    ) -> None:
+        """Emit ``step.start``: a runner begins attempt ``command.attempt``."""
+        if self.observed:
+            emit_step_start(definition, instance, command.step, command.attempt, runner=self.runner)
