@@ -17,6 +17,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
@@ -30,7 +31,7 @@ executions: list[str] = []
 class Count(Step):
     events = ("counted",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         executions.append(context.idempotency_key)
         return Ok("counted", {"n": len(executions)})
 
@@ -82,7 +83,7 @@ class ReturnsOpaque(Step):
     events = ("made",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         executions.append(f"attempt {context.attempt}")
         return Ok("made", {"thing": Opaque()})
 

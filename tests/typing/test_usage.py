@@ -19,6 +19,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Wait,
     WaitForEvent,
@@ -32,7 +33,7 @@ class Check(Step):
     events = ("ok", "bad")
     retry = RetryPolicy(max_attempts=3, backoff="linear", initial_delay=0.5)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         if context.initial.get("fail"):
             return Error("not today", retryable=False)
         return Ok("ok", {"key": context.idempotency_key})
@@ -41,14 +42,14 @@ class Check(Step):
 class Notify(Step):
     events = ("sent",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "sent"
 
 
 class Approve(Step):
     events = ("approved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Async(timeout=60) if config else Ok("approved")
 
 

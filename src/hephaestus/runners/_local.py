@@ -29,6 +29,7 @@ from hephaestus._core.instance import (
     ScheduledResume,
     Status,
     StepContext,
+    StepRun,
     StepStatus,
 )
 from hephaestus._core.results import unstorable_result
@@ -221,18 +222,11 @@ class LocalRunner:
         """
         started = decision.instance
         node = definition.nodes[command.step]
-        context = StepContext(
-            initial=started.context.initial,
-            steps=started.context.steps,
-            instance_id=started.id,
-            run_id=started.run_id,
-            step=command.step,
-            attempt=command.attempt,
-        )
+        view, context = step_view(started, command.step, command.attempt)
         observed = self._observe and telemetry.handlers_attached()
         began = time.perf_counter() if observed else 0.0
         try:
-            raw = node.step().execute(started, command.config, context)
+            raw = node.step().execute(view, command.config, context)
             outcome = engine.interpret(node, raw)
         except Exception as exc:
             outcome = engine.failure_from_exception(exc)
@@ -662,14 +656,14 @@ class LocalRunner:
         )
 
     async def _call_step(
-        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
+        self, node: Node, view: StepRun, command: engine.RunStep, context: StepContext
     ) -> engine.Outcome:
         try:
             if node.timeout is None:
-                raw = await self._invoke(node, instance, command, context)
+                raw = await self._invoke(node, view, command, context)
             else:
                 async with asyncio.timeout(node.timeout) as deadline:
-                    raw = await self._invoke(node, instance, command, context)
+                    raw = await self._invoke(node, view, command, context)
         except TimeoutError as exc:
             if node.timeout is not None and deadline.expired():
                 message = f"step {node.key!r} timed out after {node.timeout}s"
@@ -686,16 +680,16 @@ class LocalRunner:
         return engine.interpret(node, raw)
 
     async def _invoke(
-        self, node: Node, instance: Instance, command: engine.RunStep, context: StepContext
+        self, node: Node, view: StepRun, command: engine.RunStep, context: StepContext
     ) -> object:
         step = node.step()
         config = None if command.config is None else ReadOnlyMapping(command.config)
         if node.is_async:
-            raw: object = await step.execute(instance, config, context)  # type: ignore[misc]
+            raw: object = await step.execute(view, config, context)  # type: ignore[misc]
         elif runs_inline(node.step):
-            raw = step.execute(instance, config, context)
+            raw = step.execute(view, config, context)
         else:
-            call = functools.partial(step.execute, instance, config, context)
+            call = functools.partial(step.execute, view, config, context)
             raw = await asyncio.get_running_loop().run_in_executor(
                 self._executor, contextvars.copy_context().run, call
             )
