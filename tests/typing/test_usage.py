@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import assert_type
+from typing import Any, assert_type
 
 from hephaestus import (
     Async,
@@ -43,6 +44,12 @@ class Notify(Step):
     events = ("sent",)
 
     def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        assert_type(run.id, str)
+        assert_type(run.workflow_version, int)
+        assert_type(run.attempt, int)
+        assert_type(run.metadata, Mapping[str, Any])
+        assert_type(run.context, StepContext)
+        assert run.idempotency_key == context.idempotency_key
         return "sent"
 
 
