@@ -84,6 +84,7 @@ class IssueCode(StrEnum):
     INVALID_STEP = "invalid_step"
     INVALID_EVENTS = "invalid_events"
     MISSING_EXECUTE = "missing_execute"
+    INVALID_EXECUTE_SIGNATURE = "invalid_execute_signature"
     CYCLE = "cycle"
     UNREACHABLE = "unreachable"
     DEAD_END = "dead_end"

@@ -25,6 +25,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepState,
     StepStatus,
     Unique,
@@ -52,7 +53,7 @@ class Foreign(Step):
 
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("ok")
 
 

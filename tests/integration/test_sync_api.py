@@ -19,6 +19,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -35,7 +36,7 @@ POLL_SECONDS = 5.0
 class Greet(Step):
     events = ("greeted",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("greeted", {"greeting": f"hello {context.initial['name']}"})
 
 

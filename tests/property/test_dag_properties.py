@@ -31,6 +31,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Workflow,
     WorkflowDefinition,
@@ -558,13 +559,11 @@ def test_local_runner_executes_each_taken_step_once(
     recorder = Recorder()
 
     async def execute_async(
-        self: Step, instance: Instance, config: Config, context: StepContext
+        self: Step, run: StepRun, config: Config, context: StepContext
     ) -> StepResult:
         return recorder.record(config, context)
 
-    def execute_sync(
-        self: Step, instance: Instance, config: Config, context: StepContext
-    ) -> StepResult:
+    def execute_sync(self: Step, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return recorder.record(config, context)
 
     sync_steps = data.draw(st.frozensets(st.sampled_from(blueprint.steps)), label="sync steps")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import assert_type
+from typing import Any, assert_type
 
 from hephaestus import (
     Async,
@@ -19,6 +20,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Wait,
     WaitForEvent,
@@ -32,7 +34,7 @@ class Check(Step):
     events = ("ok", "bad")
     retry = RetryPolicy(max_attempts=3, backoff="linear", initial_delay=0.5)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         if context.initial.get("fail"):
             return Error("not today", retryable=False)
         return Ok("ok", {"key": context.idempotency_key})
@@ -41,14 +43,20 @@ class Check(Step):
 class Notify(Step):
     events = ("sent",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        assert_type(run.id, str)
+        assert_type(run.workflow_version, int)
+        assert_type(run.attempt, int)
+        assert_type(run.metadata, Mapping[str, Any])
+        assert_type(run.context, StepContext)
+        assert run.idempotency_key == context.idempotency_key
         return "sent"
 
 
 class Approve(Step):
     events = ("approved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Async(timeout=60) if config else Ok("approved")
 
 
