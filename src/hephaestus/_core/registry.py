@@ -12,22 +12,32 @@ from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
 from hephaestus.errors import UnknownWorkflowError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 __all__ = ["WorkflowRegistry", "default_registry"]
 
 
 class WorkflowRegistry:
-    """Name -> definition. Redefining a name (a module reload, a test) replaces the entry."""
+    """Name -> definition. Redefining a name (a module reload, a test) replaces the entry.
 
-    def __init__(self) -> None:
+    ``default_registry`` holds every workflow defined in the process; an app given
+    ``workflows=[...]`` builds its own from them, so it runs and decodes only those.
+    """
+
+    def __init__(
+        self, definitions: Iterable[WorkflowDefinition | VersionedDefinition] = ()
+    ) -> None:
         self._definitions: dict[str, WorkflowDefinition | VersionedDefinition] = {}
         self._umbrellas: dict[str, dict[str, VersionedDefinition]] = {}
+        for definition in definitions:
+            self.register(definition)
 
     def register(self, definition: WorkflowDefinition | VersionedDefinition) -> None:
+        """Add ``definition``; a versioned umbrella brings its versions (they run its runs)."""
         self._definitions[definition.name] = definition
         if isinstance(definition, VersionedDefinition):
             for version in definition.versions.values():
+                self._definitions.setdefault(version.name, version)
                 self._umbrellas.setdefault(version.name, {})[definition.name] = definition
 
     def umbrella_of(self, name: str) -> VersionedDefinition | None:
@@ -47,6 +57,9 @@ class WorkflowRegistry:
 
     def get(self, name: str) -> WorkflowDefinition | VersionedDefinition | None:
         return self._definitions.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
 
     def __iter__(self) -> Iterator[WorkflowDefinition | VersionedDefinition]:
         return iter(list(self._definitions.values()))
