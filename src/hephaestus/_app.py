@@ -713,12 +713,7 @@ class Hephaestus:
         if len(active) == 1:
             run = active[0]
             if run.workflow not in self.registry:
-                if run.workflow not in default_registry:
-                    self.registry.resolve(run.workflow)  # raises: defined nowhere, import it
-                raise UnknownWorkflowError(
-                    f"{instance_id} is a run of {run.workflow}, which is not one of this app's "
-                    "workflows; use the app that has it, or add it to Hephaestus(workflows=[...])"
-                )
+                self.registry.resolve(run.workflow)  # raises: import it, or add it to this app
             return run
         if len(active) > 1:
             runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)

@@ -170,7 +170,10 @@ async def test_concurrent_tasks_each_use_the_app_they_opened() -> None:
             await run_until_idle(app)
             return [run.id for run in await Signup.list()]
 
-    assert await asyncio.gather(tenant("ann"), tenant("bob")) == [["signup::ann"], ["signup::bob"]]
+    assert list(await asyncio.gather(tenant("ann"), tenant("bob"))) == [
+        ["signup::ann"],
+        ["signup::bob"],
+    ]
 
 
 def test_threads_each_use_the_app_they_opened() -> None:

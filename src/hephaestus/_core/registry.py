@@ -45,9 +45,22 @@ class WorkflowRegistry:
         umbrellas = self._umbrellas.get(name, {})
         return next(iter(umbrellas.values())) if len(umbrellas) == 1 else None
 
+    def belongs_elsewhere(self, name: str) -> bool:
+        """Whether ``name`` is a workflow of this process that this registry leaves out.
+
+        Such runs belong to another app (sharing the storage): recovery leaves them alone
+        instead of reporting them as runs of an undefined workflow.
+        """
+        return name not in self._definitions and name in default_registry
+
     def resolve(self, name: str) -> WorkflowDefinition:
         """The runnable definition stored instances call ``name``."""
         definition = self._definitions.get(name)
+        if definition is None and self.belongs_elsewhere(name):
+            raise UnknownWorkflowError(
+                f"workflow {name!r} is not one of this app's workflows; add its class to "
+                "Hephaestus(workflows=[...])"
+            )
         if not isinstance(definition, WorkflowDefinition):
             raise UnknownWorkflowError(
                 f"no workflow named {name!r} is defined in this process; import the module that "
