@@ -68,7 +68,7 @@ def resolve_app(
     current = _current.get()
     if current is not None and current.is_open:
         return current
-    candidates = [opened for opened in _opened if opened.is_open]
+    candidates = [opened for opened in tuple(_opened) if opened.is_open]
     if not candidates:
         raise NoAppRunningError(
             "no Hephaestus app is open: wrap your code in `async with Hephaestus():` "
@@ -91,6 +91,8 @@ def _registry_of(workflows: Iterable[type[Workflow]] | WorkflowRegistry) -> Work
         return workflows
     registry = WorkflowRegistry()
     for workflow in workflows:
+        if not isinstance(workflow, type) or not callable(getattr(workflow, "definition", None)):
+            raise TypeError(f"workflows= takes Workflow classes, got {workflow!r}")
         definition = workflow.definition()
         umbrella = default_registry.umbrella_of(definition.name)
         if isinstance(definition, WorkflowDefinition) and umbrella is not None:

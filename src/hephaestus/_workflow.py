@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast, overload
 
 from hephaestus._app import resolve_app
 from hephaestus._core.definition import Route, TargetSpec, VersionedDefinition, WorkflowDefinition
@@ -265,7 +265,15 @@ class _Blocking[**P, R]:
         self._name: str = getattr(method, "__name__", "")
         self.__doc__ = method.__doc__
 
-    def __get__(self, facade: _SyncFacade, owner: type[_SyncFacade]) -> Callable[P, R]:
+    @overload
+    def __get__(self, facade: None, owner: type[_SyncFacade]) -> Self: ...
+    @overload
+    def __get__(self, facade: _SyncFacade, owner: type[_SyncFacade]) -> Callable[P, R]: ...
+    def __get__(
+        self, facade: _SyncFacade | None, owner: type[_SyncFacade]
+    ) -> Self | Callable[P, R]:
+        if facade is None:
+            return self
         workflow = facade.workflow
         method = getattr(workflow, self._name)
 

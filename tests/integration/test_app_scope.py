@@ -138,6 +138,8 @@ async def test_an_umbrella_brings_its_versions() -> None:
         assert runs == {"scoped::a": 1, "scoped::b": 2}
     with pytest.raises(ValueError, match="list the versioned workflow"):
         Hephaestus(workflows=[ShipV1])
+    with pytest.raises(TypeError, match="takes Workflow classes"):
+        Hephaestus(workflows=["Ship"])  # type: ignore[list-item]
 
 
 async def test_two_apps_in_one_process_never_see_each_others_workflows() -> None:
