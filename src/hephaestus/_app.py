@@ -496,15 +496,17 @@ class Hephaestus:
         """Runs, optionally of one workflow, filtered and paginated as ``InstanceQuery`` says.
 
         ``tags`` resolve through this app's registry; ``after`` is a cursor from
-        ``storage.page`` (see the Queries section of the reference). Without ``workflow``,
-        the runs of every workflow in the storage (of other apps sharing it too).
+        ``storage.page`` (see the Queries section of the reference).
         """
-        target = self._target(workflow, version=version)
+        names = None
+        if workflow is not None:
+            top, version = self._scope(workflow, version)
+            names = self._names(top, version)
         query = InstanceQuery(
             status=None if status is None else Status(status),
             status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
-            workflow=target.names,
-            workflow_version=target.version,
+            workflow=names,
+            workflow_version=version,
             limit=limit,
             offset=offset,
             newest_first=newest_first,
@@ -651,6 +653,13 @@ class Hephaestus:
             top = umbrella
         instance_id = None if value is None else parse_value(top.unique, value)
         return _Target(workflow, top, version, self._names(top, version), instance_id)
+
+    def _scope(
+        self, workflow: type[Workflow], version: int | None
+    ) -> tuple[WorkflowDefinition | VersionedDefinition, int | None]:
+        """``_target``'s definition scope and version, for queries that need only those."""
+        target = self._target(workflow, version=version)
+        return target.scope, target.version
 
     def _pick_version(
         self,
