@@ -543,7 +543,7 @@ class Recorder:
 async def _run_plans(
     workflow: type[Workflow], registry: WorkflowRegistry, plans: list[dict[str, str]]
 ) -> list[Instance]:
-    async with Hephaestus(clock=FakeClock(), registry=registry) as app:
+    async with Hephaestus(clock=FakeClock(), workflows=registry) as app:
         for index, plan in enumerate(plans):
             await workflow.start(f"run{index}", {"choices": plan}, app=app)
         await run_until_idle(app)

@@ -113,3 +113,27 @@ async def test_typed_schedule_resume() -> None:
         assert_type(later, ScheduledResume)
         await advance(app, 5)
         assert (await TypedFlow.get("abc")).status == Status.COMPLETED
+
+
+async def test_typed_app_scope() -> None:
+    """An app given its workflows, and the facade's query filters, type-check and run."""
+    clock = FakeClock()
+    async with Hephaestus(workflows=[TypedFlow], clock=clock) as app:
+        assert app.has(TypedFlow)
+        await TypedFlow.start("abc", {"fail": False}, metadata={"region": "eu"})
+        runs = await TypedFlow.list(id_prefix="typed::a", metadata={"region": "eu"})
+        assert_type(runs, list[Instance])
+        assert [run.id for run in runs] == ["typed::abc"]
+        assert await TypedFlow.list(metadata={"region": "us"}, created_after=clock.now()) == []
+
+
+def test_typed_sync_facade() -> None:
+    """``Flow.sync`` methods carry the async methods' full signatures and plain results."""
+    with Hephaestus(workflows=[TypedFlow]) as app:
+        instance_id = TypedFlow.sync.start("abc", {"fail": False}, version=1, app=app)
+        assert_type(instance_id, str)
+        instance = TypedFlow.sync.get("abc")
+        assert_type(instance, Instance)
+        runs = TypedFlow.sync.list(status_in=["running", Status.WAITING], id_prefix="typed::")
+        assert_type(runs, list[Instance])
+        assert TypedFlow.sync.cancel("abc", reason="typing") is None
