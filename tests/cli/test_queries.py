@@ -40,8 +40,10 @@ def _ids(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
         (["--workflow", "OrderFlow", "--version", "1"], ["vorder::5"]),
         (["--version", "2"], ["vorder::6"]),
         (["--id-prefix", "order::"], ["order::2001", "order::1002", "order::1001"]),
-        (["--workflow", "FanOutFlow", "--value-prefix", "100"], ["order::1002", "order::1001"]),
-        (["--workflow", "OrderFlow", "--value-prefix", "6"], ["vorder::6"]),
+        # full names: other tests of this process define workflows named OrderFlow too
+        (["--workflow", f"{MODULE}.FanOutFlow", "--value-prefix", "100"],
+         ["order::1002", "order::1001"]),
+        (["--workflow", f"{MODULE}.OrderFlow", "--value-prefix", "6"], ["vorder::6"]),
         (["--tag", "shop"], EVERY[:2] + EVERY[3:]),
         (["--tag", "shop", "--tag", "shipping", "--status", "waiting"], ["order::2001"]),
         (["--tag", "unknown"], []),

@@ -279,6 +279,7 @@ def filter_options[F: Callable[..., Any]](command: F) -> F:
             "--tag",
             "tags",
             multiple=True,
+            metavar="TAG",
             help="Runs of workflows tagged TAG (repeatable: all of them; needs --import).",
         ),
         click.option(
