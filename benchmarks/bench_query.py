@@ -15,7 +15,7 @@ vacuumed, so the figures are those of a settled table.
 Run: ``uv run python -m benchmarks.bench_query [--runs N] [--repeat R]``. It creates and drops
 its own database on 127.0.0.1:5432 (``--server``); ``--keep`` leaves it for inspection. Prints
 the load time, one JSON line of figures (median and max ms of ``--repeat`` executions of each
-query, after one warm-up; the deep OFFSET page twice) and a table. About 6 minutes.
+query, after one warm-up; the deep OFFSET page twice) and a table. About 2 minutes.
 """
 
 from __future__ import annotations
