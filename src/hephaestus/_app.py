@@ -34,13 +34,14 @@ from hephaestus.errors import (
     UnknownWorkflowError,
 )
 from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
-from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
+from hephaestus.storage import InMemoryStorage, InstanceQuery, Page, Storage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
     from types import TracebackType
 
     from hephaestus._workflow import Workflow
+    from hephaestus.storage import CountKey
 
 __all__ = ["Hephaestus", "resolve_app"]
 
@@ -496,11 +497,138 @@ class Hephaestus:
         ``tags`` resolve through this app's registry; ``after`` is a cursor from
         ``storage.page`` (see the Queries section of the reference).
         """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
+        )
+        return await self._on_loop(lambda: self.storage.query(query))
+
+    async def run_until_idle(self) -> None:
+        """Wait until no step is executing or due (pending timers aside): for tests.
+
+        Needs a runner with a ``wait_idle()`` (the local runner has one).
+        """
+        wait_idle = getattr(self.runner, "wait_idle", None)
+        if wait_idle is None:
+            raise AppError(f"{type(self.runner).__name__} cannot tell when it is idle")
+        await self._on_loop(wait_idle)
+
+    async def page(
+        self,
+        workflow: type[Workflow] | None = None,
+        *,
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        limit: int = 50,
+        newest_first: bool = False,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        after: str | None = None,
+    ) -> Page:
+        """One page of the runs ``list`` would return, and the cursor of the next page.
+
+        Pass ``Page.next_cursor`` back as ``after=`` (same filters, same ``limit`` and
+        direction) until it is ``None``: keyset pagination, as fast deep in the runs as at the
+        start and stable while runs are added.
+        """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            limit=limit,
+            newest_first=newest_first,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
+        )
+        return await self._on_loop(lambda: self.storage.page(query))
+
+    async def count(
+        self,
+        workflow: type[Workflow] | None = None,
+        *,
+        by: tuple[CountKey, ...] = ("status", "workflow"),
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> dict[tuple[str, ...], int]:
+        """How many runs match the filters of ``list``, grouped by status and/or workflow.
+
+        Keys are tuples of the grouped values in ``by`` order (``("waiting", "app.Flow")``);
+        ``by=()`` gives ``{(): n}``; groups with no runs are absent.
+        """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        return await self._on_loop(lambda: self.storage.count(query, by=by))
+
+    def _query(
+        self,
+        workflow: type[Workflow] | None,
+        *,
+        status: Status | str | None,
+        status_in: Collection[Status | str] | None,
+        version: int | None,
+        id_prefix: str | None,
+        tags: Collection[str] | None,
+        metadata: Mapping[str, Any] | None,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        updated_after: datetime | None,
+        updated_before: datetime | None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+        after: str | None = None,
+    ) -> InstanceQuery:
+        """The storage query of ``list``, ``page`` and ``count`` (tags resolved here)."""
         names = None
         if workflow is not None:
             top, version = self._scope(workflow, version)
             names = self._names(top, version)
-        query = InstanceQuery(
+        return InstanceQuery(
             status=None if status is None else Status(status),
             status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
             workflow=names,
@@ -517,17 +645,6 @@ class Hephaestus:
             updated_before=updated_before,
             after=after,
         ).resolve_tags(self.registry)
-        return await self._on_loop(lambda: self.storage.query(query))
-
-    async def run_until_idle(self) -> None:
-        """Wait until no step is executing or due (pending timers aside): for tests.
-
-        Needs a runner with a ``wait_idle()`` (the local runner has one).
-        """
-        wait_idle = getattr(self.runner, "wait_idle", None)
-        if wait_idle is None:
-            raise AppError(f"{type(self.runner).__name__} cannot tell when it is idle")
-        await self._on_loop(wait_idle)
 
     # -- operations by instance id (for tools that do not import the workflow class) --------
 

@@ -169,6 +169,7 @@ class FanOutFlow(Workflow):
     """Fan-out to payment and stock, fan-in at Ship, then wait for the courier."""
 
     unique = Unique(key="order")
+    tags = ("shop", "shipping")
     start_step = Validate
     transitions = {
         (Validate, "valid"): [Charge, Reserve],
@@ -264,6 +265,7 @@ class OrderFlow(Workflow):
     """The umbrella over both versions."""
 
     unique = Unique(key="vorder", scope="version")
+    tags = ("shop",)
     versions = {1: OrderFlowV1, 2: OrderFlowV2}
     current = 2
 
