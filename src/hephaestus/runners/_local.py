@@ -277,7 +277,8 @@ class LocalRunner:
         if not isinstance(storage, JoinableStorage):
             return
         self._unwatch = await storage.watch(self._woken)
-        self._sweep_soon(storage, older_than=0.0)
+        for run_id in await storage.awaiting(older_than=0.0):
+            self._woken(run_id)
         self._sweep_soon(storage, older_than=self._sweep_interval, every=self._sweep_interval)
 
     async def _stop_watching(self) -> None:
