@@ -66,13 +66,15 @@ def is_async_connection(connection: object) -> bool:
         return False
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.engine import Connection as SAConnection
-        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
         from sqlalchemy.orm import Session
+
+        if isinstance(connection, SAConnection | Session):
+            return False
+    if "sqlalchemy.ext.asyncio" in sys.modules:  # needs greenlet: imported only if used
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
         if isinstance(connection, AsyncConnection | AsyncSession):
             return True
-        if isinstance(connection, SAConnection | Session):
-            return False
     raise TypeError(f"{_ACCEPTED}; got {type(connection).__name__}")
 
 
