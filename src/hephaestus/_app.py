@@ -366,8 +366,11 @@ class Hephaestus:
         """
         if conn is not None:
             tx = self._join(conn, is_async=True)
-            work = self._resume_work(tx, workflow, value, event, payload, step=step, version=version)
-            return await tx.run_async(work)
+            work = self._resume_work(
+                tx, workflow, value, event, payload, step=step, version=version
+            )
+            await tx.run_async(work)
+            return
         _check_event(event)
         run = await self._active_run(workflow, value, version)
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
@@ -387,9 +390,10 @@ class Hephaestus:
         """
         if conn is not None:
             tx = self._join(conn, is_async=True)
-            return await tx.run_async(
+            await tx.run_async(
                 self._cancel_work(tx, workflow, value, reason=reason, version=version)
             )
+            return
         run = await self._active_run(workflow, value, version)
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
 

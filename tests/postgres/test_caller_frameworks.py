@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-
 def sqlalchemy_url(database: str, driver: str = "psycopg") -> str:
     return f"postgresql+{driver}://{USER}@{HOST}:{PORT}/{database}"
 
@@ -74,9 +73,14 @@ def test_django_atomic_blocks_start_runs_when_they_commit(
             with pytest.raises(InstanceAlreadyRunningError):
                 app.sync.start(Payment, "dj1", conn=django_connection)
         wait_sync(app, Payment, "dj1", Status.COMPLETED)
-        with pytest.raises(RuntimeError, match="rule"), transaction.atomic():
-            app.sync.start(Payment, "dj2", conn=django_connection)
-            raise RuntimeError("rule")
+
+        def order_refused() -> None:
+            with transaction.atomic():
+                app.sync.start(Payment, "dj2", conn=django_connection)
+                raise RuntimeError("rule")
+
+        with pytest.raises(RuntimeError, match="rule"):
+            order_refused()
         app.sync.start(Payment, "dj3", conn=django_connection)  # autocommit: at once
         wait_sync(app, Payment, "dj3", Status.COMPLETED)
         assert sorted(run.id for run in app.sync.list()) == ["payment::dj1", "payment::dj3"]

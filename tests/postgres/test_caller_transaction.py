@@ -119,10 +119,14 @@ async def test_a_rolled_back_start_leaves_no_run_and_executes_nothing(
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await app.start(Payment, "rolledback", conn=conn)
         await conn.rollback()
-        with pytest.raises(RuntimeError, match="business rule"):
+
+        async def order_refused() -> None:
             async with conn.transaction():
                 await app.start(Payment, "raised", conn=conn)
                 raise RuntimeError("business rule")
+
+        with pytest.raises(RuntimeError, match="business rule"):
+            await order_refused()
         async with conn.transaction():  # a later run goes through while the others had time
             await app.start(Payment, "later", conn=conn)
     await reach(app, Payment, "later", Status.COMPLETED)
@@ -184,13 +188,12 @@ async def test_invalid_input_is_refused_in_the_callers_block(
     await app.start(Payment, "done")
     await reach(app, Payment, "done", Status.COMPLETED)
     await app.start(Approval, "w")
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        async with conn.transaction():
-            with pytest.raises(InstanceNotActiveError):
-                await app.cancel(Payment, "done", conn=conn)
-            with pytest.raises(InvalidEventError):
-                await app.resume(Approval, "w", "nonsense", conn=conn)
-            await conn.execute("SELECT 1")
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        with pytest.raises(InstanceNotActiveError):
+            await app.cancel(Payment, "done", conn=conn)
+        with pytest.raises(InvalidEventError):
+            await app.resume(Approval, "w", "nonsense", conn=conn)
+        await conn.execute("SELECT 1")
 
 
 async def test_a_duplicate_start_raises_in_the_callers_block(
@@ -199,13 +202,12 @@ async def test_a_duplicate_start_raises_in_the_callers_block(
     """The insert decides uniqueness: a second start of an active id raises
     ``InstanceAlreadyRunningError`` in the caller's block, which can go on and commit."""
     await app.start(Approval, "dup")
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        async with conn.transaction():
-            with pytest.raises(InstanceAlreadyRunningError):
-                await app.start(Approval, "dup", conn=conn)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        with pytest.raises(InstanceAlreadyRunningError):
+            await app.start(Approval, "dup", conn=conn)
+        await app.start(Payment, "after", conn=conn)
+        with pytest.raises(InstanceAlreadyRunningError):
             await app.start(Payment, "after", conn=conn)
-            with pytest.raises(InstanceAlreadyRunningError):
-                await app.start(Payment, "after", conn=conn)
     await reach(app, Payment, "after", Status.COMPLETED)
 
 
@@ -217,10 +219,9 @@ async def test_an_input_that_no_longer_applies_is_dropped_with_a_warning(
     await app.start(Approval, "twice")
     await reach(app, Approval, "twice", Status.WAITING)
     caplog.set_level(logging.WARNING, "hephaestus.runner")
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        async with conn.transaction():
-            run = await app.resume_instance("approval::twice", "received", conn=conn)
-            await app.resume_instance("approval::twice", "received", conn=conn)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        run = await app.resume_instance("approval::twice", "received", conn=conn)
+        await app.resume_instance("approval::twice", "received", conn=conn)
     await reach(app, Approval, "twice", Status.COMPLETED)
     storage = app.storage
     assert isinstance(storage, PostgresStorage)
@@ -289,22 +290,24 @@ def test_the_sync_api_takes_a_sync_connection(database_url: str) -> None:
     """``app.sync`` runs ``start``/``resume``/``cancel`` with a psycopg ``Connection`` in the
     caller's thread, in the caller's transaction."""
     storage = PostgresStorage(database_url, min_size=1, max_size=4)
-    with Hephaestus(storage=storage, runner=LocalRunner(sweep_interval=0.2)) as app:
-        with psycopg.connect(database_url) as conn:
-            app.sync.start(Approval, "s1", conn=conn)
-            app.sync.start(Approval, "s2", conn=conn)
-            conn.rollback()
-            assert app.sync.list() == []
-            app.sync.start(Approval, "s1", conn=conn)
-            app.sync.start(Approval, "s2", conn=conn)
-            conn.commit()
-            wait_sync(app, Approval, "s1", Status.WAITING)
-            wait_sync(app, Approval, "s2", Status.WAITING)
-            with conn.transaction():
-                app.sync.resume(Approval, "s1", "received", conn=conn)
-                app.sync.cancel(Approval, "s2", conn=conn)
-            wait_sync(app, Approval, "s1", Status.COMPLETED)
-            wait_sync(app, Approval, "s2", Status.CANCELLED)
+    with (
+        Hephaestus(storage=storage, runner=LocalRunner(sweep_interval=0.2)) as app,
+        psycopg.connect(database_url) as conn,
+    ):
+        app.sync.start(Approval, "s1", conn=conn)
+        app.sync.start(Approval, "s2", conn=conn)
+        conn.rollback()
+        assert app.sync.list() == []
+        app.sync.start(Approval, "s1", conn=conn)
+        app.sync.start(Approval, "s2", conn=conn)
+        conn.commit()
+        wait_sync(app, Approval, "s1", Status.WAITING)
+        wait_sync(app, Approval, "s2", Status.WAITING)
+        with conn.transaction():
+            app.sync.resume(Approval, "s1", "received", conn=conn)
+            app.sync.cancel(Approval, "s2", conn=conn)
+        wait_sync(app, Approval, "s1", Status.COMPLETED)
+        wait_sync(app, Approval, "s2", Status.CANCELLED)
 
 
 def wait_sync(app: Hephaestus, workflow: type[Workflow], value: str, status: Status) -> None:
@@ -320,9 +323,11 @@ async def test_a_connection_of_the_other_kind_is_refused_with_what_to_do(
 ) -> None:
     """A sync connection given to the async API (or an async one to the sync API) raises a
     ``TypeError`` naming the API to use; so does an object that is no connection."""
-    with psycopg.connect(database_url) as sync_conn:
-        with pytest.raises(TypeError, match=r"sync connection, given to the async API.*\.sync"):
-            await app.start(Payment, "x", conn=sync_conn)
+    with (
+        psycopg.connect(database_url) as sync_conn,
+        pytest.raises(TypeError, match=r"sync connection, given to the async API.*\.sync"),
+    ):
+        await app.start(Payment, "x", conn=sync_conn)
     async with await psycopg.AsyncConnection.connect(database_url) as async_conn:
         with pytest.raises(TypeError, match="async connection, given to the sync API"):
             await asyncio.to_thread(app.sync.start, Payment, "x", conn=async_conn)

@@ -44,7 +44,9 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    async def watch(self, callback: Callable[[str | None], object]) -> Callable[[], Awaitable[None]]:
+    async def watch(
+        self, callback: Callable[[str | None], object]
+    ) -> Callable[[], Awaitable[None]]:
         """Subscribe ``callback``; returns once the listener listens (``StorageError`` if it
         cannot within the storage's ``open_timeout``)."""
         self._callbacks.append(callback)

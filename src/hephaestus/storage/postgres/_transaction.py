@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import psycopg.errors
 
 from hephaestus.codec import decode_input
-
 from hephaestus.errors import (
     ConcurrentUpdateError,
     InstanceAlreadyRunningError,
@@ -123,9 +122,7 @@ class PostgresTransaction:
 
         while True:
             with wrap_exceptions():
-                cursor = await self.connection.execute(
-                    self._queries.next_input, {"run_id": run_id}
-                )
+                cursor = await self.connection.execute(self._queries.next_input, {"run_id": run_id})
                 rows = await cursor.fetchall()
             if not rows:
                 return None
