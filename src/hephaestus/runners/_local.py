@@ -142,6 +142,7 @@ class LocalRunner:
         self._sweep_interval = sweep_interval
         self._unwatch: Unwatch | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
+        self._deferred: set[str] | None = None
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -162,8 +163,7 @@ class LocalRunner:
         self._idle.set()
         self._executor.open()
         if env.recover:
-            await self._recover()
-            await self._watch(env.storage)
+            await self._watch_and_recover(env.storage)
 
     async def close(self) -> None:
         self._closing = True  # from here on nothing new is dispatched
@@ -269,15 +269,24 @@ class LocalRunner:
 
     # -- runs started and inputs sent in callers' transactions ------------------------------
 
-    async def _watch(self, storage: Storage) -> None:
-        """Take announced runs as they come, and sweep for the rest (from now, and then every
-        ``sweep_interval``): inputs sent while no app was open wait in inboxes."""
+    async def _watch_and_recover(self, storage: Storage) -> None:
+        """Recover; on a ``JoinableStorage``, also take announced runs as they come and what
+        was left waiting before (inputs sent while no app was open wait in inboxes), then
+        sweep every ``sweep_interval``. Announcements that arrive while recovering are taken
+        after it, so that recovery and they never hold one run twice."""
         from hephaestus.storage import JoinableStorage
 
         if not isinstance(storage, JoinableStorage):
+            await self._recover()
             return
-        self._unwatch = await storage.watch(self._woken)
-        for run_id in await storage.awaiting(older_than=0.0):
+        self._deferred = set()
+        try:
+            self._unwatch = await storage.watch(self._woken)
+            self._deferred.update(await storage.awaiting(older_than=0.0))
+            await self._recover()
+        finally:
+            deferred, self._deferred = self._deferred, None
+        for run_id in sorted(deferred):
             self._woken(run_id)
         self._sweep_soon(storage, older_than=self._sweep_interval, every=self._sweep_interval)
 
@@ -295,6 +304,10 @@ class LocalRunner:
         if self._closing or self._driver is None:
             return
         storage = self._driver.env.storage
+        if self._deferred is not None:  # recovering: after it
+            if run_id is not None:
+                self._deferred.add(run_id)
+            return
         if run_id is None:
             from hephaestus.storage import JoinableStorage
 
