@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Self, TypeVar, overload
 
@@ -30,12 +32,13 @@ from hephaestus.errors import (
     NoAppRunningError,
     TransactionNotSupportedError,
     UnknownVersionError,
+    UnknownWorkflowError,
 )
 from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
 from hephaestus.storage import InMemoryStorage, InstanceQuery, JoinableStorage, Storage
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
     from types import TracebackType
 
     from hephaestus._workflow import Workflow
@@ -45,23 +48,91 @@ __all__ = ["Hephaestus", "SyncOperations", "resolve_app"]
 
 T = TypeVar("T")
 
-_open_apps: list[Hephaestus] = []
+_current: ContextVar[Hephaestus | None] = ContextVar("hephaestus_current_app", default=None)
+"""The app of this task or thread: the innermost one opened here, or the one running the step."""
+
+_opened: list[Hephaestus] = []
+"""Every open app of the process: where a context with no current app looks (see resolve_app)."""
 
 
-def resolve_app(app: Hephaestus | None = None) -> Hephaestus:
-    """The app a workflow facade call should use: ``app`` if given, else the only open one."""
+def resolve_app(
+    app: Hephaestus | None = None, workflow: type[Workflow] | None = None
+) -> Hephaestus:
+    """The app a facade call uses: ``app`` if given, else the current app, else the open one.
+
+    The current app is the innermost one opened in this task or thread (``async with``,
+    ``with``, ``open``), or the app executing the step that makes the call. A task or thread
+    that opened none (a request handler, when the app opened at start-up) uses the one open
+    app of the process; with several, the one that has ``workflow``, if exactly one does.
+    """
     if app is not None:
         return app
-    if not _open_apps:
+    current = _current.get()
+    if current is not None and current.is_open:
+        return current
+    candidates = [opened for opened in tuple(_opened) if opened.is_open]
+    if not candidates:
         raise NoAppRunningError(
             "no Hephaestus app is open: wrap your code in `async with Hephaestus():` "
             "(or `with Hephaestus():` in sync code)"
         )
-    if len(_open_apps) > 1:
+    if len(candidates) > 1 and workflow is not None:
+        owners = [opened for opened in candidates if opened.has(workflow)]
+        candidates = owners or candidates
+    if len(candidates) > 1:
         raise AmbiguousAppError(
-            f"{len(_open_apps)} Hephaestus apps are open; pass app= to choose one"
+            f"{len(candidates)} Hephaestus apps are open and none was opened in this task or "
+            "thread; pass app= to choose one"
         )
-    return _open_apps[0]
+    return candidates[0]
+
+
+def _registry_of(workflows: Iterable[type[Workflow]] | WorkflowRegistry) -> WorkflowRegistry:
+    """The registry of exactly ``workflows`` (an umbrella brings its versions)."""
+    if isinstance(workflows, WorkflowRegistry):
+        return workflows
+    registry = WorkflowRegistry()
+    for workflow in workflows:
+        if not isinstance(workflow, type) or not callable(getattr(workflow, "definition", None)):
+            raise TypeError(f"workflows= takes Workflow classes, got {workflow!r}")
+        definition = workflow.definition()
+        umbrella = default_registry.umbrella_of(definition.name)
+        if isinstance(definition, WorkflowDefinition) and umbrella is not None:
+            raise ValueError(
+                f"{workflow.__qualname__} is version {definition.version} of {umbrella.name}; "
+                "list the versioned workflow (it brings all its versions)"
+            )
+        registry.register(definition)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What an operation acts on, resolved once by ``Hephaestus._target``.
+
+    ``top`` owns the ids (the umbrella for a version), ``names`` are the stored workflow names
+    that may match (``None``: any workflow, for operations by instance id).
+    """
+
+    workflow: type[Workflow] | None
+    top: WorkflowDefinition | VersionedDefinition | None
+    version: int | None
+    names: frozenset[str] | None
+    instance_id: str | None
+
+    @property
+    def scope(self) -> WorkflowDefinition | VersionedDefinition:
+        """The definition that owns the ids (operations that name a workflow)."""
+        if self.top is None:
+            raise TypeError("this operation needs a workflow")
+        return self.top
+
+    @property
+    def id(self) -> str:
+        """The instance id (operations on one run)."""
+        if self.instance_id is None:
+            raise TypeError("this operation needs a business value or an instance id")
+        return self.instance_id
 
 
 def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
@@ -121,7 +192,10 @@ class Hephaestus:
     In sync code, ``with Hephaestus() as app:`` runs the engine on a background event loop and
     ``OrderFlow.sync.start(...)`` blocks until done. Swap ``storage`` or ``runner`` to change
     where runs live and how they execute; workflows and steps stay the same.
-    ``telemetry=False`` turns telemetry events and trace-context capture off for this app.
+    ``workflows=[OrderFlow, ...]`` gives the app exactly those workflows (an umbrella brings
+    its versions; a ``WorkflowRegistry`` is taken as is); by default it has every workflow
+    defined in the process. ``telemetry=False`` turns telemetry events and trace-context
+    capture off for this app.
     """
 
     def __init__(
@@ -130,18 +204,25 @@ class Hephaestus:
         storage: Storage | None = None,
         runner: Runner | None = None,
         clock: Clock | None = None,
-        registry: WorkflowRegistry | None = None,
+        workflows: Iterable[type[Workflow]] | WorkflowRegistry | None = None,
         recover: bool = True,
         telemetry: bool = True,
     ) -> None:
         self.storage: Storage = storage if storage is not None else InMemoryStorage()
         self.runner: Runner = runner if runner is not None else LocalRunner()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.registry = registry if registry is not None else default_registry
+        self.registry: WorkflowRegistry = (
+            default_registry if workflows is None else _registry_of(workflows)
+        )
         self._recover = recover
         self.telemetry = telemetry
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._token: Token[Hephaestus | None] | None = None
+
+    def has(self, workflow: type[Workflow]) -> bool:
+        """Whether this app runs ``workflow`` (given in ``workflows=``, or defined at all)."""
+        return workflow.definition().name in self.registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -153,10 +234,18 @@ class Hephaestus:
         """Open storage, start the runner and recover the runs it finds.
 
         ``recover=False`` opens without taking over the active runs in storage (as the
-        command line does to inspect or resume one run); by default, as constructed.
+        command line does to inspect or resume one run); by default, as constructed. The app
+        becomes the current app of the calling task until ``close``.
         """
+        await self._open(recover)
+        self._token = _current.set(self)
+
+    async def _open(self, recover: bool | None) -> None:
         if self._loop is not None:
             raise AppError("this Hephaestus app is already open")
+        bind = getattr(self.storage, "bind_registry", None)
+        if bind is not None:  # optional Storage hook: decode with this app's workflows
+            bind(self.registry)
         await self.storage.open()
         self._loop = asyncio.get_running_loop()
         try:
@@ -167,24 +256,35 @@ class Hephaestus:
                 self._recover if recover is None else recover,
                 telemetry=self.telemetry,
             )
-            await self.runner.open(env)
+            await self._as_current(lambda: self.runner.open(env))
         except BaseException:
             self._loop = None
             await self.storage.close()
             raise
-        _open_apps.append(self)
+        _opened.append(self)
 
     async def close(self) -> None:
         """Stop executing (active runs stay stored and are recovered next time) and close."""
+        self._leave()
+        await self._close()
+
+    async def _close(self) -> None:
         if self._loop is None:
             return
-        if self in _open_apps:
-            _open_apps.remove(self)
+        if self in _opened:
+            _opened.remove(self)
         try:
             await self.runner.close()
         finally:
             self._loop = None
             await self.storage.close()
+
+    def _leave(self) -> None:
+        """Stop being the current app here: the app current before this one opened is again."""
+        token, self._token = self._token, None
+        if token is not None and _current.get() is self:
+            with contextlib.suppress(ValueError):  # closed elsewhere: closed apps never resolve
+                _current.reset(token)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -213,7 +313,8 @@ class Hephaestus:
         """Open the app on a background event loop thread, for sync programs.
 
         Call it once at process start (a Django ``AppConfig.ready``, a Flask app factory) and
-        ``close_sync()`` at exit; ``with Hephaestus() as app:`` does both.
+        ``close_sync()`` at exit; ``with Hephaestus() as app:`` does both. The app becomes the
+        current app of the calling thread; other threads find it as the one open app.
         """
         if self._loop is not None:
             raise AppError("this Hephaestus app is already open")
@@ -229,10 +330,11 @@ class Hephaestus:
         self._thread.start()
         ready.wait()
         try:
-            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+            asyncio.run_coroutine_threadsafe(self._open(None), loop).result()
         except BaseException:
             self._stop_thread(loop)
             raise
+        self._token = _current.set(self)
         return self
 
     def close_sync(self) -> None:
@@ -242,8 +344,9 @@ class Hephaestus:
             return
         if self._thread is None:
             raise AppError("this app was opened with `await open()`; close it with `await close()`")
+        self._leave()
         try:
-            asyncio.run_coroutine_threadsafe(self.close(), loop).result()
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result()
         finally:
             self._stop_thread(loop)
 
@@ -256,14 +359,23 @@ class Hephaestus:
 
     # -- running work on the app's loop ---------------------------------------------------
 
-    async def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def _as_current(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Await ``make()`` with this app current, so tasks it starts (steps) resolve to it."""
+        token = _current.set(self)
+        try:
+            return await make()
+        finally:
+            _current.reset(token)
+
+    async def _on_loop(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` on the app's loop, awaiting it from whatever loop the caller is on."""
         loop = self._loop
         if loop is None:
             raise AppNotOpenError("this Hephaestus app is not open")
         if asyncio.get_running_loop() is loop:
-            return await make()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(), loop))
+            return await self._as_current(make)
+        future = asyncio.run_coroutine_threadsafe(self._as_current(make), loop)
+        return await asyncio.wrap_future(future)
 
     def run_sync(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run an app operation from sync code and wait for its result."""
@@ -278,11 +390,7 @@ class Hephaestus:
             raise AppError(
                 "sync API called from the app's own event loop; use the async API (await ...)"
             )
-
-        async def call() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), loop).result()
+        return asyncio.run_coroutine_threadsafe(self._as_current(make), loop).result()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -324,7 +432,8 @@ class Hephaestus:
         metadata: Mapping[str, Any] | None,
     ) -> tuple[WorkflowDefinition, Instance]:
         """A new ``pending`` run (not stored yet) and the definition it runs on."""
-        top, version = self._scope(workflow, version)
+        target = self._target(workflow, version=version)
+        top, version = target.scope, target.version
         initial = _check_mapping(context, "context")
         meta = _check_mapping(metadata, "metadata")
         definition = self._pick_version(workflow, top, value, initial, version)
@@ -372,7 +481,7 @@ class Hephaestus:
             await tx.run_async(work)
             return
         _check_event(event)
-        run = await self._active_run(workflow, value, version)
+        run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
 
     async def cancel(
@@ -394,7 +503,7 @@ class Hephaestus:
                 self._cancel_work(tx, workflow, value, reason=reason, version=version)
             )
             return
-        run = await self._active_run(workflow, value, version)
+        run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
 
     async def get(
@@ -405,13 +514,13 @@ class Hephaestus:
         Raises ``CorruptInstanceError`` when that run cannot be decoded, and its subclass
         ``IncompatibleInstanceError`` when it is active but no longer fits the definition.
         """
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
+        target = self._target(workflow, value, version)
+        top, instance_id = target.scope, target.id
         rows = await self._on_loop(
             lambda: self.storage.query(
                 InstanceQuery(
                     id=instance_id,
-                    workflow=self._names(top, version),
+                    workflow=target.names,
                     newest_first=True,
                     limit=1,
                     skip_corrupt=False,
@@ -513,14 +622,14 @@ class Hephaestus:
         step: str | None = None,
         conn: object | None = None,
     ) -> Instance:
-        """``resume`` by full id; returns the run resumed. Its workflow must be defined here."""
+        """``resume`` by full id; returns the run resumed. Its workflow must be this app's."""
         if conn is not None:
             tx = self._join(conn, is_async=True)
             return await tx.run_async(
                 self._resume_instance_work(tx, instance_id, event, payload, step=step)
             )
         _check_event(event)
-        run = await self._find_active(instance_id, None)
+        run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
         return run
 
@@ -542,10 +651,7 @@ class Hephaestus:
         is not waiting yet); it is dropped if the step resolves first or the run ends. It is
         stored with the run, so it survives restarts with durable storage.
         """
-        seconds = _delay_seconds(delay)
-        _check_names(step=step, event=event)
-        run = await self._find_active(instance_id, None)
-        return await self._schedule(run, step, seconds, event, payload)
+        return await self._schedule(self._target(None, instance_id), step, delay, event, payload)
 
     async def _schedule_resume_of(
         self,
@@ -559,19 +665,20 @@ class Hephaestus:
         version: int | None,
     ) -> ScheduledResume:
         """``schedule_resume`` for the facade: the run is named by workflow and value."""
-        seconds = _delay_seconds(delay)
-        _check_names(step=step, event=event)
-        run = await self._active_run(workflow, value, version)
-        return await self._schedule(run, step, seconds, event, payload)
+        target = self._target(workflow, value, version)
+        return await self._schedule(target, step, delay, event, payload)
 
     async def _schedule(
         self,
-        run: Instance,
+        target: _Target,
         step: str,
-        seconds: float,
+        delay: float | timedelta,
         event: str,
         payload: Mapping[str, Any] | None,
     ) -> ScheduledResume:
+        seconds = _delay_seconds(delay)
+        _check_names(step=step, event=event)
+        run = await self._find_active(target)
         at = self.clock.now() + timedelta(seconds=seconds)
         decision = await self._on_loop(
             lambda: self.runner.apply(run.run_id, ScheduleResume(step, event, payload, at))
@@ -581,35 +688,56 @@ class Hephaestus:
     async def cancel_instance(
         self, instance_id: str, *, reason: str | None = None, conn: object | None = None
     ) -> Instance:
-        """``cancel`` by full id; returns the run cancelled."""
+        """``cancel`` by full id; returns the run cancelled. Its workflow must be this app's."""
         if conn is not None:
             tx = self._join(conn, is_async=True)
             return await tx.run_async(self._cancel_instance_work(tx, instance_id, reason=reason))
-        run = await self._find_active(instance_id, None)
+        run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
         return run
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- resolution: every operation names its runs through here -------------------------
+
+    def _target(
+        self,
+        workflow: type[Workflow] | None,
+        value: str | None = None,
+        version: int | None = None,
+    ) -> _Target:
+        """What ``workflow`` (or, without one, the full id ``value``) names in this app.
+
+        Refuses a workflow this app does not have (``UnknownWorkflowError``) and a version the
+        workflow does not have (``UnknownVersionError``); parses ``value`` into the instance id.
+        A version class listed in an umbrella shares the umbrella's ids and uniqueness, so
+        starting ``OrderFlowV1`` directly is the same as ``OrderFlow.start(..., version=1)``.
+        """
+        if workflow is None:
+            return _Target(None, None, version, None, value)
+        if not self.has(workflow):
+            raise UnknownWorkflowError(
+                f"{workflow.__qualname__} is not one of this app's workflows; add it to "
+                f"Hephaestus(workflows=[..., {workflow.__qualname__}]), or pass app= for the "
+                "app that has it"
+            )
+        top = workflow.definition()
+        umbrella = self.registry.umbrella_of(top.name)
+        if isinstance(top, WorkflowDefinition) and umbrella is not None:
+            if version is not None and version != top.version:
+                raise UnknownVersionError(
+                    f"{top.name} is version {top.version} of {umbrella.name}; "
+                    f"got version={version!r}"
+                )
+            version = top.version
+            top = umbrella
+        instance_id = None if value is None else parse_value(top.unique, value)
+        return _Target(workflow, top, version, self._names(top, version), instance_id)
 
     def _scope(
         self, workflow: type[Workflow], version: int | None
     ) -> tuple[WorkflowDefinition | VersionedDefinition, int | None]:
-        """The definition that owns ``workflow``'s ids, and the version to restrict to.
-
-        A version class listed in an umbrella shares the umbrella's ids and uniqueness, so
-        starting ``OrderFlowV1`` directly is the same as ``OrderFlow.start(..., version=1)``.
-        """
-        top = workflow.definition()
-        if isinstance(top, VersionedDefinition):
-            return top, version
-        umbrella = self.registry.umbrella_of(top.name)
-        if umbrella is None:
-            return top, version
-        if version is not None and version != top.version:
-            raise UnknownVersionError(
-                f"{top.name} is version {top.version} of {umbrella.name}; got version={version!r}"
-            )
-        return umbrella, top.version
+        """``_target``'s definition scope and version, for queries that need only those."""
+        target = self._target(workflow, version=version)
+        return target.scope, target.version
 
     def _pick_version(
         self,
@@ -620,12 +748,7 @@ class Hephaestus:
         version: int | None,
     ) -> WorkflowDefinition:
         if isinstance(top, WorkflowDefinition):
-            if version is not None and version != top.version:
-                raise UnknownVersionError(
-                    f"{top.name} is not versioned; it only has version {top.version}, "
-                    f"got {version!r}"
-                )
-            return top
+            return top  # _names checked the version
         chosen = version
         if chosen is None:
             chosen = workflow.version_for(value, initial)
@@ -657,15 +780,12 @@ class Hephaestus:
             return frozenset({top.versions[version].name})
         return frozenset(d.name for d in top.versions.values())
 
-    async def _active_run(
-        self, workflow: type[Workflow], value: str, version: int | None
-    ) -> Instance:
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
-        return await self._find_active(instance_id, self._names(top, version))
+    async def _find_active(self, target: _Target) -> Instance:
+        """The one active run ``target`` names; reads no finished runs.
 
-    async def _find_active(self, instance_id: str, names: frozenset[str] | None) -> Instance:
-        """The one active run of ``instance_id`` (among ``names``); reads no finished runs."""
+        A run found by id alone must be of one of this app's workflows.
+        """
+        instance_id, names = target.id, target.names
 
         def query(**filters: Any) -> Coroutine[Any, Any, list[Instance]]:
             return self.storage.query(
@@ -680,9 +800,15 @@ class Hephaestus:
 
         active = await self._on_loop(lambda: query(status_in=ACTIVE_STATUSES))
         if len(active) == 1:
-            return active[0]
+            return self._ours(active[0])
         latest = [] if active else await self._on_loop(lambda: query(limit=1))
         return _one_active(instance_id, active, latest)
+
+    def _ours(self, run: Instance) -> Instance:
+        """``run``, if its workflow is this app's (else ``UnknownWorkflowError``)."""
+        if run.workflow not in self.registry:
+            self.registry.resolve(run.workflow)  # raises: import it, or add it to this app
+        return run
 
     # -- inside the caller's transaction -----------------------------------------------------
     # Each operation that takes ``conn=`` is written once, as ``Work`` (a generator of the
@@ -742,10 +868,8 @@ class Hephaestus:
         version: int | None = None,
     ) -> Work[None]:
         _check_event(event)
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
-        names = self._names(top, version)
-        yield from self._send_work(tx, instance_id, names, Resume(event, payload, step))
+        target = self._target(workflow, value, version)
+        yield from self._send_work(tx, target, Resume(event, payload, step))
 
     def _cancel_work(
         self,
@@ -756,10 +880,8 @@ class Hephaestus:
         reason: str | None = None,
         version: int | None = None,
     ) -> Work[None]:
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
-        names = self._names(top, version)
-        yield from self._send_work(tx, instance_id, names, Cancel(reason))
+        target = self._target(workflow, value, version)
+        yield from self._send_work(tx, target, Cancel(reason))
 
     def _resume_instance_work(
         self,
@@ -771,31 +893,36 @@ class Hephaestus:
         step: str | None = None,
     ) -> Work[Instance]:
         _check_event(event)
-        return (yield from self._send_work(tx, instance_id, None, Resume(event, payload, step)))
+        target = self._target(None, instance_id)
+        return (yield from self._send_work(tx, target, Resume(event, payload, step)))
 
     def _cancel_instance_work(
         self, tx: CallerTransaction, instance_id: str, *, reason: str | None = None
     ) -> Work[Instance]:
-        return (yield from self._send_work(tx, instance_id, None, Cancel(reason)))
+        return (yield from self._send_work(tx, self._target(None, instance_id), Cancel(reason)))
 
     def _send_work(
         self,
         tx: CallerTransaction,
-        instance_id: str,
-        names: frozenset[str] | None,
+        target: _Target,
         input: Resume | Cancel,
     ) -> Work[Instance]:
         """Check ``input`` against the active run as the caller's transaction sees it (the
         engine's errors are raised there), then queue it in the run's inbox."""
+        instance_id = target.id
 
         def query(**filters: Any) -> InstanceQuery:
             return InstanceQuery(
-                id=instance_id, workflow=names, newest_first=True, skip_corrupt=False, **filters
+                id=instance_id,
+                workflow=target.names,
+                newest_first=True,
+                skip_corrupt=False,
+                **filters,
             )
 
         active = yield from tx.query(query(status_in=ACTIVE_STATUSES))
         latest = [] if active else (yield from tx.query(query(limit=1)))
-        run = _one_active(instance_id, active, latest)
+        run = self._ours(_one_active(instance_id, active, latest))
         definition = self.registry.resolve(run.workflow)
         if not isinstance(input, Cancel):  # a cancel applies even to a run that no longer fits
             check_instance(definition, run)

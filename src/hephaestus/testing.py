@@ -11,6 +11,7 @@ async with Hephaestus(clock=clock) as app:
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -27,11 +28,14 @@ __all__ = ["FakeClock", "InMemoryStorage", "advance", "run_until_idle"]
 
 
 class _FakeHandle:
-    __slots__ = ("callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "context")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
         self.cancelled = False
+        # Like asyncio's handles: the callback runs in the context it was armed in, so a timer
+        # of one app fires with that app current (see resolve_app).
+        self.context = contextvars.copy_context()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -70,7 +74,7 @@ class FakeClock:
         while (deadline := self.next_deadline()) is not None and deadline <= when:
             _, _, handle = heapq.heappop(self._heap)
             self._now = max(self._now, deadline)
-            handle.callback()
+            handle.context.run(handle.callback)
             fired += 1
         self._now = max(self._now, when)
         return fired

@@ -23,6 +23,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -47,8 +48,8 @@ executed: list[str] = []
 class Charge(Step):
     events = ("charged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
-        executed.append(instance.id)
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        executed.append(run.id)
         return Ok("charged")
 
 
@@ -308,6 +309,46 @@ def test_the_sync_api_takes_a_sync_connection(database_url: str) -> None:
             app.sync.cancel(Approval, "s2", conn=conn)
         wait_sync(app, Approval, "s1", Status.COMPLETED)
         wait_sync(app, Approval, "s2", Status.CANCELLED)
+
+
+async def test_the_facade_takes_conn(app: Hephaestus, database_url: str) -> None:
+    """``OrderFlow.start/resume/cancel(..., conn=)`` go through the caller's transaction."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction():
+            await Approval.start("f1", conn=conn)
+            await Approval.start("f2", conn=conn)
+        await reach(app, Approval, "f1", Status.WAITING)
+        await reach(app, Approval, "f2", Status.WAITING)
+        async with conn.transaction():
+            await Approval.resume("f1", "received", conn=conn)
+            await Approval.cancel("f2", conn=conn)
+            assert await status_of(app, Approval, "f1") is Status.WAITING
+    await reach(app, Approval, "f1", Status.COMPLETED)
+    await reach(app, Approval, "f2", Status.CANCELLED)
+
+
+def test_the_sync_facade_takes_a_sync_connection(database_url: str) -> None:
+    """``OrderFlow.sync.start/resume/cancel(..., conn=)`` run in the caller's thread, in its
+    transaction."""
+    storage = PostgresStorage(database_url, min_size=1, max_size=4)
+    with (
+        Hephaestus(storage=storage, runner=LocalRunner(sweep_interval=0.2)) as app,
+        psycopg.connect(database_url) as conn,
+    ):
+        with conn.transaction():
+            Approval.sync.start("g1", conn=conn)
+            Approval.sync.start("g2", conn=conn)
+        wait_sync(app, Approval, "g1", Status.WAITING)
+        wait_sync(app, Approval, "g2", Status.WAITING)
+        Approval.sync.resume("g1", "received", conn=conn)
+        Approval.sync.cancel("g2", reason="no", conn=conn)
+        conn.rollback()
+        with conn.transaction():
+            Approval.sync.resume("g1", "received", conn=conn)
+            Approval.sync.cancel("g2", reason="no", conn=conn)
+        wait_sync(app, Approval, "g1", Status.COMPLETED)
+        wait_sync(app, Approval, "g2", Status.CANCELLED)
+        assert Approval.sync.get("g2").status is Status.CANCELLED
 
 
 def wait_sync(app: Hephaestus, workflow: type[Workflow], value: str, status: Status) -> None:
