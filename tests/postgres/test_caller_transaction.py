@@ -181,6 +181,21 @@ async def test_resume_and_cancel_apply_only_when_the_caller_commits(
     assert executed == ["approval::a1"]
 
 
+async def test_a_run_started_and_resumed_in_one_transaction_takes_both_in_order(
+    app: Hephaestus, database_url: str
+) -> None:
+    """A resume sent in the transaction that started the run (which it sees, pending) is
+    applied after the run begins: the wait receives it."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction():
+            await app.start(Approval, "both", conn=conn)
+            await app.resume(Approval, "both", "received", {"early": True}, conn=conn)
+        await reach(app, Approval, "both", Status.COMPLETED)
+    done = await app.get(Approval, "both")
+    assert done.context.steps["wait_for_event"] == {"early": True}
+    assert executed == ["approval::both"]
+
+
 async def test_invalid_input_is_refused_in_the_callers_block(
     app: Hephaestus, database_url: str
 ) -> None:
