@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from hephaestus._clock import TimerHandle
 from hephaestus._core.commands import (
     AbortStep,
     Begin,
@@ -72,6 +73,7 @@ __all__ = [
     "StartTimer",
     "StepExecutor",
     "StepFinished",
+    "TimerHandle",
     "recover_commands",
 ]
 
