@@ -113,13 +113,9 @@ def _due(run: Instance, now: datetime) -> bool:
     fire a timer or deliver a scheduled resume."""
     if run.status is Status.PENDING:
         return True
-    for state in run.steps.values():
-        if state.status is StepStatus.ACTIVE and (state.run_after is None or state.run_after <= now):
-            return True
-        if state.status is StepStatus.WAITING and state.timer_at is not None:
-            if state.timer_at <= now:
-                return True
-    return any(item.at <= now for item in run.scheduled)
+    if any(s.status is StepStatus.ACTIVE and s.run_after is None for s in run.steps.values()):
+        return True
+    return any(at <= now for at in _deadlines(run))
 
 
 def _deadlines(run: Instance) -> list[datetime]:

@@ -6,8 +6,11 @@ worked by one task, one job at a time. A job reads its run from storage and appl
 in a unit of work (``Driver.apply_stored``); the decision's commands become jobs only once
 that unit of work commits (here through ``after_commit``; a database queue would insert its
 job rows in the same transaction). A job whose step is no longer active at that attempt is
-dropped. Timers and delayed steps are clock callbacks that enqueue a job, so a ``FakeClock``
-fires them. On open, the active runs in storage are picked up: pending runs are begun, the
+dropped. Timers and delayed steps enqueue a job when due: with ``timers="clock"`` they are
+clock callbacks (``Clock.call_at``); with ``timers="poll"`` a task compares them with
+``clock.now()`` every few milliseconds, as a database queue polls its scheduled jobs (a
+``FakeClock`` then knows none of them: the testing helpers read the deadlines from storage).
+On open, the active runs in storage are picked up: pending runs are begun, the
 others' commands re-issued (``recover_commands``).
 
 It does not implement ``hephaestus.testing.IdleAware``: the testing helpers watch its storage.
@@ -19,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from hephaestus import HephaestusError, Status, StepStatus
 from hephaestus.errors import AppNotOpenError
@@ -61,8 +64,14 @@ log = logging.getLogger("tests.serial_runner")
 
 ACTIVE = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})
 
+POLL_SECONDS = 0.002
+"""How often ``timers="poll"`` looks for due timers (real time)."""
+
 type Job = tuple[str, Input | RunStep]
 """A run id and what to do for it: apply an input, or execute a step."""
+
+type TimerKey = tuple[str, str, str, str | None]
+"""(run id, "run" or "timer", step, timer id): one armed timer or delayed step."""
 
 
 class SerialRunner:
@@ -70,12 +79,15 @@ class SerialRunner:
 
     name = "serial"
 
-    def __init__(self) -> None:
+    def __init__(self, *, timers: Literal["clock", "poll"] = "clock") -> None:
+        self._polling = timers == "poll"
         self._driver: Driver | None = None
         self._executor = StepExecutor(max_threads=2)
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._timers: dict[tuple[str, str, str, str | None], TimerHandle] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._timers: dict[TimerKey, TimerHandle] = {}
+        self._due: dict[TimerKey, tuple[datetime, Input | RunStep]] = {}  # timers="poll"
         self._executing: tuple[str, str, asyncio.Task[Outcome]] | None = None
         self._closing = False
 
@@ -86,7 +98,10 @@ class SerialRunner:
         self._closing = False
         self._queue = asyncio.Queue()
         self._executor.open()
-        self._worker = asyncio.get_running_loop().create_task(self._work())
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self._work())
+        if self._polling:
+            self._poller = loop.create_task(self._poll())
         if env.recover:
             for run in await env.storage.query(InstanceQuery(status_in=ACTIVE)):
                 if run.status is Status.PENDING:
@@ -99,10 +114,12 @@ class SerialRunner:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self._worker is not None:
-            self._worker.cancel()  # a step in flight is cancelled; recovery re-executes it
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        self._due.clear()
+        for task in (self._worker, self._poller):
+            if task is not None:
+                task.cancel()  # a step in flight is cancelled; recovery re-executes it
+                await asyncio.gather(task, return_exceptions=True)
+        self._worker = self._poller = None
         self._executor.close()
         self._driver = None
 
@@ -161,13 +178,14 @@ class SerialRunner:
                 if executing is not None and executing[:2] == (run_id, command.step):
                     executing[2].cancel()
         if terminal:  # nothing of a finished run may fire any more
-            for key in [key for key in self._timers if key[0] == run_id]:
+            for key in [key for key in (*self._timers, *self._due) if key[0] == run_id]:
                 self._disarm(key)
 
-    def _arm(
-        self, key: tuple[str, str, str, str | None], when: datetime, item: Input | RunStep
-    ) -> None:
+    def _arm(self, key: TimerKey, when: datetime, item: Input | RunStep) -> None:
         self._disarm(key)
+        if self._polling:
+            self._due[key] = (when, item)
+            return
 
         def fire() -> None:
             self._timers.pop(key, None)
@@ -175,10 +193,21 @@ class SerialRunner:
 
         self._timers[key] = self._require().env.clock.call_at(when, fire)
 
-    def _disarm(self, key: tuple[str, str, str, str | None]) -> None:
+    def _disarm(self, key: TimerKey) -> None:
+        self._due.pop(key, None)
         handle = self._timers.pop(key, None)
         if handle is not None:
             handle.cancel()
+
+    async def _poll(self) -> None:
+        clock = self._require().env.clock
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            now = clock.now()
+            for key, (when, item) in sorted(self._due.items(), key=lambda kv: kv[1][0]):
+                if when <= now:
+                    del self._due[key]
+                    self._enqueue(key[0], item)
 
     async def _work(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Fixtures for the runner contract suite: every test runs on each runner × each storage.
+"""Fixtures for the runner contract suite: every test runs on each runner and each storage.
 
 ``new_runner`` makes a fresh runner of the kind under test (a crash test opens a second app on
 the same storage with a second runner); the storages are those of the storage contract suite.
@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = ["integration_database"]
 
-RUNNERS: dict[str, Callable[[], Runner]] = {"local": LocalRunner, "serial": SerialRunner}
+RUNNERS: dict[str, Callable[[], Runner]] = {
+    "local": LocalRunner,
+    "serial": SerialRunner,
+    "serial-polling": lambda: SerialRunner(timers="poll"),
+}
+"""Every runner the contract suite runs: the package's own, and ``SerialRunner`` (written
+outside the package), with its timers on the clock and polled."""
 
 
 @pytest.fixture(params=sorted(RUNNERS))

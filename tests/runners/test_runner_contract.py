@@ -1,4 +1,4 @@
-"""The runner contract: what every runner does, run on each runner × each storage.
+"""The runner contract: what every runner does, run on each runner and each storage.
 
 Each test speaks only the public API (the workflow facade, ``hephaestus.testing``), so a new
 runner passes this module unchanged once it is added to ``RUNNERS`` in the conftest. Time is a
@@ -8,6 +8,7 @@ runner passes this module unchanged once it is added to ``RUNNERS`` in the conft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,13 +33,14 @@ from hephaestus import (
     Workflow,
     telemetry,
 )
+from hephaestus.errors import ValueRejectedError
 from hephaestus.testing import advance, run_until_idle
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
-    from hephaestus.runners import Runner
-    from hephaestus.storage import Storage
+    from hephaestus.runners import Changes, Runner
+    from hephaestus.storage import Storage, StorageTransaction
     from hephaestus.testing import FakeClock
 
 BOUND = 5.0
@@ -70,10 +72,12 @@ def _fresh_board() -> None:
     board.reset()
 
 
-async def eventually(check: Callable[[], bool]) -> None:
-    """Wait (real time, at most ``BOUND``) until ``check()`` holds."""
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait (real time, at most ``BOUND``) until ``await check()`` holds."""
     async with asyncio.timeout(BOUND):
-        while not check():
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.001)
 
 
@@ -317,9 +321,7 @@ class Retrying(Workflow):
     transitions = {(Flaky, "ok"): Done}
 
 
-async def test_a_failing_step_is_retried_after_its_backoff_delays(
-    app: Hephaestus, clock: FakeClock
-) -> None:
+async def test_a_failing_step_is_retried_after_its_backoff_delays(app: Hephaestus) -> None:
     """Attempts 2 and 3 run exactly 2 s and then 4 s after the failures, never earlier."""
     await Retrying.start("r1")
     await run_until_idle(app)
@@ -336,8 +338,9 @@ async def test_a_failing_step_is_retried_after_its_backoff_delays(
     assert board.log == ["attempt 1", "attempt 2", "attempt 3"]
     assert run.context.steps["flaky"] == {"attempts": 3}
     assert seconds(run, HistoryKind.STEP_RETRYING) == [0.0, 2.0]
-    assert len(set(board.keys)) == 1  # one idempotency key for every attempt of a step
-    assert clock.pending == 0
+    assert seconds(run, HistoryKind.COMPLETED) == [6.0]
+    prefix = f"{run.id}/{run.run_id}/flaky"
+    assert board.keys == [f"{prefix}/1", f"{prefix}/2", f"{prefix}/3"]
 
 
 class Hangs(Step):
@@ -369,6 +372,81 @@ async def test_a_step_that_exceeds_its_timeout_fails_and_is_retried(app: Hephaes
     assert run.status is Status.FAILED
     assert run.error is not None
     assert (run.error.kind, run.error.step) == ("timeout", "hangs")
+
+
+class MakesRefused(Step):
+    events = ("made",)
+    retry = RetryPolicy(max_attempts=2, initial_delay=1)
+
+    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        board.log.append(f"attempt {context.attempt}")
+        return Ok("made", {"name": REFUSED})
+
+
+class Refused(Workflow):
+    unique = Unique(key="rcrefused")
+    start_step = MakesRefused
+    transitions = {(MakesRefused, "made"): Done}
+
+
+REFUSED = "refused by the storage"
+
+
+class _RefusingTransaction:
+    """A unit of work whose writes refuse ``REFUSED``, as PostgreSQL refuses a NUL character."""
+
+    def __init__(self, tx: StorageTransaction) -> None:
+        self._tx = tx
+
+    async def get(self, run_id: str, *, lock: bool = True) -> Instance:
+        return await self._tx.get(run_id, lock=lock)
+
+    async def create(self, instance: Instance) -> None:
+        await self._tx.create(instance)
+
+    async def put(
+        self, instance: Instance, previous: Instance | None = None, changes: Changes | None = None
+    ) -> None:
+        refuse(instance)
+        await self._tx.put(instance, previous, changes)
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        self._tx.after_commit(callback)
+
+
+def refuse(instance: Instance) -> None:
+    if REFUSED in repr(instance.context.steps):
+        raise ValueRejectedError("the database refused a value (SQLSTATE 22P05)", sqlstate="22P05")
+
+
+async def test_a_result_the_storage_refuses_fails_the_attempt(
+    storage: Storage, clock: FakeClock, new_runner: Callable[[], Runner]
+) -> None:
+    """A result the storage refuses fails the attempt (``invalid_result``), retried per policy."""
+    put, transaction = storage.put, storage.transaction
+
+    async def refusing_put(
+        instance: Instance, previous: Instance | None = None, changes: Changes | None = None
+    ) -> None:
+        refuse(instance)
+        await put(instance, previous, changes)
+
+    @contextlib.asynccontextmanager
+    async def refusing_transaction() -> AsyncIterator[StorageTransaction]:
+        async with transaction() as tx:
+            yield _RefusingTransaction(tx)
+
+    storage.put = refusing_put  # type: ignore[method-assign]
+    storage.transaction = refusing_transaction  # type: ignore[method-assign]
+    async with Hephaestus(storage=storage, clock=clock, runner=new_runner()) as app:
+        await Refused.start("x1")
+        await run_until_idle(app, skip_timers=True)
+        run = await Refused.get("x1")
+    assert board.log == ["attempt 1", "attempt 2"]
+    assert run.status is Status.FAILED
+    assert run.error is not None
+    assert (run.error.kind, run.error.step) == ("invalid_result", "makes_refused")
+    assert "SQLSTATE 22P05" in run.error.message
 
 
 # -- waiting: timers and events ---------------------------------------------------------------
@@ -414,21 +492,19 @@ async def test_a_waiting_step_times_out_when_its_timer_is_due(app: Hephaestus) -
     assert seconds(run, HistoryKind.COMPLETED) == [30.0]
 
 
-async def test_a_resume_before_the_timeout_disarms_the_timer(
-    app: Hephaestus, clock: FakeClock
-) -> None:
+async def test_a_resume_before_the_timeout_disarms_the_timer(app: Hephaestus) -> None:
     """Resumed in time, the step takes the event; its timer never fires."""
     await Approval.start("w2")
     await run_until_idle(app)
-    assert clock.pending == 1
+    await advance(app, 10)
     await Approval.resume("w2", "approved", {"by": "ann"})
     await run_until_idle(app)
     run = await Approval.get("w2")
     assert run.status is Status.COMPLETED
     assert run.context.steps["await_approval"] == {"by": "ann"}
-    assert clock.pending == 0
     await advance(app, 60)
     assert board.log == []
+    assert (await Approval.get("w2")).revision == run.revision
 
 
 class Prepare(Step):
@@ -541,19 +617,24 @@ class Cancellable(Workflow):
     }
 
 
-async def test_cancel_stops_the_step_in_flight_and_disarms_the_timers(
-    app: Hephaestus, clock: FakeClock
-) -> None:
+async def test_cancel_stops_the_step_in_flight_and_disarms_the_timers(app: Hephaestus) -> None:
     """A cancelled run is final at once; its executing step is stopped, its timer never fires."""
+
+    async def waiting() -> bool:
+        state = (await Cancellable.get("c1")).steps.get("wait_for_event")
+        return state is not None and state.status is StepStatus.WAITING  # its 60 s timer armed
+
+    async def stopped() -> bool:
+        return board.log == ["blocker cancelled"]
+
     await Cancellable.start("c1")
     async with asyncio.timeout(BOUND):
         await board.signal("blocking").wait()
-    await eventually(lambda: clock.pending == 1)  # the wait's 60 s timer
+    await eventually(waiting)
     await Cancellable.cancel("c1", reason="changed mind")
     cancelled = await Cancellable.get("c1")
     assert cancelled.status is Status.CANCELLED
-    await eventually(lambda: board.log == ["blocker cancelled"])
-    assert clock.pending == 0
+    await eventually(stopped)
     await advance(app, 120)
     run = await Cancellable.get("c1")
     assert run.status is Status.CANCELLED
@@ -726,15 +807,15 @@ async def test_each_run_stays_on_the_version_it_started_with(app: Hephaestus) ->
 
 
 @pytest.fixture
-def events() -> Iterator[list[tuple[str, str | None, Any]]]:
-    """Every telemetry event emitted during the test: (name, step, attempt or targets)."""
-    seen: list[tuple[str, str | None, Any]] = []
+def events() -> Iterator[list[tuple[str, str | None, Any, str]]]:
+    """Every telemetry event emitted during the test: (name, step, detail, runner)."""
+    seen: list[tuple[str, str | None, Any, str]] = []
 
     def handler(event: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]) -> None:
         del measurements
         step = metadata.get("step") or metadata.get("from_step")
         detail = metadata.get("attempt", metadata.get("targets", metadata.get("status")))
-        seen.append((event.removeprefix("hephaestus."), step, detail))
+        seen.append((event.removeprefix("hephaestus."), step, detail, metadata["runner"]))
 
     telemetry.attach("runner-contract", telemetry.EVENTS, handler)
     try:
@@ -744,12 +825,13 @@ def events() -> Iterator[list[tuple[str, str | None, Any]]]:
 
 
 async def test_every_runner_emits_the_same_events_for_a_run(
-    app: Hephaestus, events: list[tuple[str, str | None, Any]]
+    app: Hephaestus, events: list[tuple[str, str | None, Any, str]]
 ) -> None:
     """A run with a retry emits the same event sequence, naming the runner, on every runner."""
     await Retrying.start("m1")
     await run_until_idle(app, skip_timers=True)
-    assert events == [
+    assert {runner for *_, runner in events} == {getattr(app.runner, "name", None)}
+    assert [event[:3] for event in events] == [
         ("workflow.start", None, None),
         ("step.start", "flaky", 1),
         ("step.exception", "flaky", 1),
