@@ -160,6 +160,8 @@ class SerialRunner:
     def _carry_out(
         self, run_id: str, commands: tuple[Command, ...], *, terminal: bool = False
     ) -> None:
+        if self._closing:
+            return  # stored as active or waiting: recovery re-issues it next time
         clock = self._require().env.clock
         for command in commands:
             if isinstance(command, RunStep):
