@@ -725,6 +725,8 @@ async def test_a_timer_armed_at_a_crash_fires_after_reopening(
 async def test_a_second_start_is_refused_while_the_first_run_is_active(app: Hephaestus) -> None:
     """Starting an active id again raises; once the run has completed it starts a new run."""
     await Parcel.start("u1")
+    with pytest.raises(InstanceAlreadyRunningError):
+        await Parcel.start("u1")  # at once: the first run is stored when start returns
     await run_until_idle(app)
     with pytest.raises(InstanceAlreadyRunningError):
         await Parcel.start("u1")
