@@ -5,15 +5,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from hephaestus import Config, Done, Instance, Ok, Step, StepContext, StepResult, Unique, Workflow
+from hephaestus import Config, Done, Ok, Step, StepContext, StepResult, StepRun, Unique, Workflow
 
 
 def make_step(name: str) -> type[Step]:
     """A step class named ``name`` that completes at once with ``next`` and a small result."""
 
-    async def execute(
-        self: Step, instance: Instance, config: Config, context: StepContext
-    ) -> StepResult:
+    async def execute(self: Step, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("next", {"n": 1})
 
     return type(name, (Step,), {"events": ("next",), "execute": execute})

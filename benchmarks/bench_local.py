@@ -30,21 +30,19 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
 
 
 def _make_step(index: int) -> type[Step]:
-    async def execute(
-        self: Step, instance: Instance, config: Config, context: StepContext
-    ) -> StepResult:
+    async def execute(self: Step, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("next")
 
     return type(f"Step{index}", (Step,), {"events": ("next",), "execute": execute})
@@ -57,14 +55,14 @@ FAN_BRANCHES = [_make_step(100 + i) for i in range(20)]
 class FanStart(Step):
     events = ("go",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("go")
 
 
 class FanJoin(Step):
     events = ("joined",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("joined")
 
 

@@ -23,6 +23,7 @@ from hephaestus._core.instance import (
     ScheduledResume,
     Status,
     StepContext,
+    StepRun,
     StepState,
     StepStatus,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "Step",
     "StepContext",
     "StepResult",
+    "StepRun",
     "StepState",
     "StepStatus",
     "SystemClock",

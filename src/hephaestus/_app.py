@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -29,37 +31,107 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     NoAppRunningError,
     UnknownVersionError,
+    UnknownWorkflowError,
 )
 from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
-from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
+from hephaestus.storage import InMemoryStorage, InstanceQuery, Page, Storage
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
     from types import TracebackType
 
     from hephaestus._workflow import Workflow
+    from hephaestus.storage import CountKey
 
 __all__ = ["Hephaestus", "resolve_app"]
 
 T = TypeVar("T")
 
-_open_apps: list[Hephaestus] = []
+_current: ContextVar[Hephaestus | None] = ContextVar("hephaestus_current_app", default=None)
+"""The app of this task or thread: the innermost one opened here, or the one running the step."""
+
+_opened: list[Hephaestus] = []
+"""Every open app of the process: where a context with no current app looks (see resolve_app)."""
 
 
-def resolve_app(app: Hephaestus | None = None) -> Hephaestus:
-    """The app a workflow facade call should use: ``app`` if given, else the only open one."""
+def resolve_app(
+    app: Hephaestus | None = None, workflow: type[Workflow] | None = None
+) -> Hephaestus:
+    """The app a facade call uses: ``app`` if given, else the current app, else the open one.
+
+    The current app is the innermost one opened in this task or thread (``async with``,
+    ``with``, ``open``), or the app executing the step that makes the call. A task or thread
+    that opened none (a request handler, when the app opened at start-up) uses the one open
+    app of the process; with several, the one that has ``workflow``, if exactly one does.
+    """
     if app is not None:
         return app
-    if not _open_apps:
+    current = _current.get()
+    if current is not None and current.is_open:
+        return current
+    candidates = [opened for opened in tuple(_opened) if opened.is_open]
+    if not candidates:
         raise NoAppRunningError(
             "no Hephaestus app is open: wrap your code in `async with Hephaestus():` "
             "(or `with Hephaestus():` in sync code)"
         )
-    if len(_open_apps) > 1:
+    if len(candidates) > 1 and workflow is not None:
+        owners = [opened for opened in candidates if opened.has(workflow)]
+        candidates = owners or candidates
+    if len(candidates) > 1:
         raise AmbiguousAppError(
-            f"{len(_open_apps)} Hephaestus apps are open; pass app= to choose one"
+            f"{len(candidates)} Hephaestus apps are open and none was opened in this task or "
+            "thread; pass app= to choose one"
         )
-    return _open_apps[0]
+    return candidates[0]
+
+
+def _registry_of(workflows: Iterable[type[Workflow]] | WorkflowRegistry) -> WorkflowRegistry:
+    """The registry of exactly ``workflows`` (an umbrella brings its versions)."""
+    if isinstance(workflows, WorkflowRegistry):
+        return workflows
+    registry = WorkflowRegistry()
+    for workflow in workflows:
+        if not isinstance(workflow, type) or not callable(getattr(workflow, "definition", None)):
+            raise TypeError(f"workflows= takes Workflow classes, got {workflow!r}")
+        definition = workflow.definition()
+        umbrella = default_registry.umbrella_of(definition.name)
+        if isinstance(definition, WorkflowDefinition) and umbrella is not None:
+            raise ValueError(
+                f"{workflow.__qualname__} is version {definition.version} of {umbrella.name}; "
+                "list the versioned workflow (it brings all its versions)"
+            )
+        registry.register(definition)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What an operation acts on, resolved once by ``Hephaestus._target``.
+
+    ``top`` owns the ids (the umbrella for a version), ``names`` are the stored workflow names
+    that may match (``None``: any workflow, for operations by instance id).
+    """
+
+    workflow: type[Workflow] | None
+    top: WorkflowDefinition | VersionedDefinition | None
+    version: int | None
+    names: frozenset[str] | None
+    instance_id: str | None
+
+    @property
+    def scope(self) -> WorkflowDefinition | VersionedDefinition:
+        """The definition that owns the ids (operations that name a workflow)."""
+        if self.top is None:
+            raise TypeError("this operation needs a workflow")
+        return self.top
+
+    @property
+    def id(self) -> str:
+        """The instance id (operations on one run)."""
+        if self.instance_id is None:
+            raise TypeError("this operation needs a business value or an instance id")
+        return self.instance_id
 
 
 def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
@@ -94,7 +166,10 @@ class Hephaestus:
     In sync code, ``with Hephaestus() as app:`` runs the engine on a background event loop and
     ``OrderFlow.sync.start(...)`` blocks until done. Swap ``storage`` or ``runner`` to change
     where runs live and how they execute; workflows and steps stay the same.
-    ``telemetry=False`` turns telemetry events and trace-context capture off for this app.
+    ``workflows=[OrderFlow, ...]`` gives the app exactly those workflows (an umbrella brings
+    its versions; a ``WorkflowRegistry`` is taken as is); by default it has every workflow
+    defined in the process. ``telemetry=False`` turns telemetry events and trace-context
+    capture off for this app.
     """
 
     def __init__(
@@ -103,18 +178,25 @@ class Hephaestus:
         storage: Storage | None = None,
         runner: Runner | None = None,
         clock: Clock | None = None,
-        registry: WorkflowRegistry | None = None,
+        workflows: Iterable[type[Workflow]] | WorkflowRegistry | None = None,
         recover: bool = True,
         telemetry: bool = True,
     ) -> None:
         self.storage: Storage = storage if storage is not None else InMemoryStorage()
         self.runner: Runner = runner if runner is not None else LocalRunner()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.registry = registry if registry is not None else default_registry
+        self.registry: WorkflowRegistry = (
+            default_registry if workflows is None else _registry_of(workflows)
+        )
         self._recover = recover
         self.telemetry = telemetry
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._token: Token[Hephaestus | None] | None = None
+
+    def has(self, workflow: type[Workflow]) -> bool:
+        """Whether this app runs ``workflow`` (given in ``workflows=``, or defined at all)."""
+        return workflow.definition().name in self.registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -126,10 +208,18 @@ class Hephaestus:
         """Open storage, start the runner and recover the runs it finds.
 
         ``recover=False`` opens without taking over the active runs in storage (as the
-        command line does to inspect or resume one run); by default, as constructed.
+        command line does to inspect or resume one run); by default, as constructed. The app
+        becomes the current app of the calling task until ``close``.
         """
+        await self._open(recover)
+        self._token = _current.set(self)
+
+    async def _open(self, recover: bool | None) -> None:
         if self._loop is not None:
             raise AppError("this Hephaestus app is already open")
+        bind = getattr(self.storage, "bind_registry", None)
+        if bind is not None:  # optional Storage hook: decode with this app's workflows
+            bind(self.registry)
         await self.storage.open()
         self._loop = asyncio.get_running_loop()
         try:
@@ -140,24 +230,35 @@ class Hephaestus:
                 self._recover if recover is None else recover,
                 telemetry=self.telemetry,
             )
-            await self.runner.open(env)
+            await self._as_current(lambda: self.runner.open(env))
         except BaseException:
             self._loop = None
             await self.storage.close()
             raise
-        _open_apps.append(self)
+        _opened.append(self)
 
     async def close(self) -> None:
         """Stop executing (active runs stay stored and are recovered next time) and close."""
+        self._leave()
+        await self._close()
+
+    async def _close(self) -> None:
         if self._loop is None:
             return
-        if self in _open_apps:
-            _open_apps.remove(self)
+        if self in _opened:
+            _opened.remove(self)
         try:
             await self.runner.close()
         finally:
             self._loop = None
             await self.storage.close()
+
+    def _leave(self) -> None:
+        """Stop being the current app here: the app current before this one opened is again."""
+        token, self._token = self._token, None
+        if token is not None and _current.get() is self:
+            with contextlib.suppress(ValueError):  # closed elsewhere: closed apps never resolve
+                _current.reset(token)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -186,7 +287,8 @@ class Hephaestus:
         """Open the app on a background event loop thread, for sync programs.
 
         Call it once at process start (a Django ``AppConfig.ready``, a Flask app factory) and
-        ``close_sync()`` at exit; ``with Hephaestus() as app:`` does both.
+        ``close_sync()`` at exit; ``with Hephaestus() as app:`` does both. The app becomes the
+        current app of the calling thread; other threads find it as the one open app.
         """
         if self._loop is not None:
             raise AppError("this Hephaestus app is already open")
@@ -202,10 +304,11 @@ class Hephaestus:
         self._thread.start()
         ready.wait()
         try:
-            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+            asyncio.run_coroutine_threadsafe(self._open(None), loop).result()
         except BaseException:
             self._stop_thread(loop)
             raise
+        self._token = _current.set(self)
         return self
 
     def close_sync(self) -> None:
@@ -215,8 +318,9 @@ class Hephaestus:
             return
         if self._thread is None:
             raise AppError("this app was opened with `await open()`; close it with `await close()`")
+        self._leave()
         try:
-            asyncio.run_coroutine_threadsafe(self.close(), loop).result()
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result()
         finally:
             self._stop_thread(loop)
 
@@ -229,14 +333,23 @@ class Hephaestus:
 
     # -- running work on the app's loop ---------------------------------------------------
 
-    async def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def _as_current(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Await ``make()`` with this app current, so tasks it starts (steps) resolve to it."""
+        token = _current.set(self)
+        try:
+            return await make()
+        finally:
+            _current.reset(token)
+
+    async def _on_loop(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` on the app's loop, awaiting it from whatever loop the caller is on."""
         loop = self._loop
         if loop is None:
             raise AppNotOpenError("this Hephaestus app is not open")
         if asyncio.get_running_loop() is loop:
-            return await make()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(), loop))
+            return await self._as_current(make)
+        future = asyncio.run_coroutine_threadsafe(self._as_current(make), loop)
+        return await asyncio.wrap_future(future)
 
     def run_sync(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run an app operation from sync code and wait for its result."""
@@ -251,11 +364,7 @@ class Hephaestus:
             raise AppError(
                 "sync API called from the app's own event loop; use the async API (await ...)"
             )
-
-        async def call() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), loop).result()
+        return asyncio.run_coroutine_threadsafe(self._as_current(make), loop).result()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -274,7 +383,8 @@ class Hephaestus:
         ``UnencodableValueError`` if ``context`` or ``metadata`` cannot be stored (both are
         copied: changing them afterwards changes nothing stored).
         """
-        top, version = self._scope(workflow, version)
+        target = self._target(workflow, version=version)
+        top, version = target.scope, target.version
         initial = _check_mapping(context, "context")
         meta = _check_mapping(metadata, "metadata")
         definition = self._pick_version(workflow, top, value, initial, version)
@@ -315,7 +425,7 @@ class Hephaestus:
         """
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string, got {event!r}")
-        run = await self._active_run(workflow, value, version)
+        run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
 
     async def cancel(
@@ -327,7 +437,7 @@ class Hephaestus:
         version: int | None = None,
     ) -> None:
         """Cancel the active run; raises ``InstanceNotActiveError`` if it already finished."""
-        run = await self._active_run(workflow, value, version)
+        run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
 
     async def get(
@@ -338,13 +448,13 @@ class Hephaestus:
         Raises ``CorruptInstanceError`` when that run cannot be decoded, and its subclass
         ``IncompatibleInstanceError`` when it is active but no longer fits the definition.
         """
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
+        target = self._target(workflow, value, version)
+        top, instance_id = target.scope, target.id
         rows = await self._on_loop(
             lambda: self.storage.query(
                 InstanceQuery(
                     id=instance_id,
-                    workflow=self._names(top, version),
+                    workflow=target.names,
                     newest_first=True,
                     limit=1,
                     skip_corrupt=False,
@@ -387,11 +497,138 @@ class Hephaestus:
         ``tags`` resolve through this app's registry; ``after`` is a cursor from
         ``storage.page`` (see the Queries section of the reference).
         """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
+        )
+        return await self._on_loop(lambda: self.storage.query(query))
+
+    async def run_until_idle(self) -> None:
+        """Wait until no step is executing or due (pending timers aside): for tests.
+
+        Needs a runner with a ``wait_idle()`` (the local runner has one).
+        """
+        wait_idle = getattr(self.runner, "wait_idle", None)
+        if wait_idle is None:
+            raise AppError(f"{type(self.runner).__name__} cannot tell when it is idle")
+        await self._on_loop(wait_idle)
+
+    async def page(
+        self,
+        workflow: type[Workflow] | None = None,
+        *,
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        limit: int = 50,
+        newest_first: bool = False,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        after: str | None = None,
+    ) -> Page:
+        """One page of the runs ``list`` would return, and the cursor of the next page.
+
+        Pass ``Page.next_cursor`` back as ``after=`` (same filters, same ``limit`` and
+        direction) until it is ``None``: keyset pagination, as fast deep in the runs as at the
+        start and stable while runs are added.
+        """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            limit=limit,
+            newest_first=newest_first,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
+        )
+        return await self._on_loop(lambda: self.storage.page(query))
+
+    async def count(
+        self,
+        workflow: type[Workflow] | None = None,
+        *,
+        by: tuple[CountKey, ...] = ("status", "workflow"),
+        status: Status | str | None = None,
+        status_in: Collection[Status | str] | None = None,
+        version: int | None = None,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> dict[tuple[str, ...], int]:
+        """How many runs match the filters of ``list``, grouped by status and/or workflow.
+
+        Keys are tuples of the grouped values in ``by`` order (``("waiting", "app.Flow")``);
+        ``by=()`` gives ``{(): n}``; groups with no runs are absent.
+        """
+        query = self._query(
+            workflow,
+            status=status,
+            status_in=status_in,
+            version=version,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        return await self._on_loop(lambda: self.storage.count(query, by=by))
+
+    def _query(
+        self,
+        workflow: type[Workflow] | None,
+        *,
+        status: Status | str | None,
+        status_in: Collection[Status | str] | None,
+        version: int | None,
+        id_prefix: str | None,
+        tags: Collection[str] | None,
+        metadata: Mapping[str, Any] | None,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        updated_after: datetime | None,
+        updated_before: datetime | None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+        after: str | None = None,
+    ) -> InstanceQuery:
+        """The storage query of ``list``, ``page`` and ``count`` (tags resolved here)."""
         names = None
         if workflow is not None:
             top, version = self._scope(workflow, version)
             names = self._names(top, version)
-        query = InstanceQuery(
+        return InstanceQuery(
             status=None if status is None else Status(status),
             status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
             workflow=names,
@@ -408,17 +645,6 @@ class Hephaestus:
             updated_before=updated_before,
             after=after,
         ).resolve_tags(self.registry)
-        return await self._on_loop(lambda: self.storage.query(query))
-
-    async def run_until_idle(self) -> None:
-        """Wait until no step is executing or due (pending timers aside): for tests.
-
-        Needs a runner with a ``wait_idle()`` (the local runner has one).
-        """
-        wait_idle = getattr(self.runner, "wait_idle", None)
-        if wait_idle is None:
-            raise AppError(f"{type(self.runner).__name__} cannot tell when it is idle")
-        await self._on_loop(wait_idle)
 
     # -- operations by instance id (for tools that do not import the workflow class) --------
 
@@ -445,10 +671,10 @@ class Hephaestus:
         *,
         step: str | None = None,
     ) -> Instance:
-        """``resume`` by full id; returns the run resumed. Its workflow must be defined here."""
+        """``resume`` by full id; returns the run resumed. Its workflow must be this app's."""
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string, got {event!r}")
-        run = await self._find_active(instance_id, None)
+        run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
         return run
 
@@ -470,10 +696,7 @@ class Hephaestus:
         is not waiting yet); it is dropped if the step resolves first or the run ends. It is
         stored with the run, so it survives restarts with durable storage.
         """
-        seconds = _delay_seconds(delay)
-        _check_names(step=step, event=event)
-        run = await self._find_active(instance_id, None)
-        return await self._schedule(run, step, seconds, event, payload)
+        return await self._schedule(self._target(None, instance_id), step, delay, event, payload)
 
     async def _schedule_resume_of(
         self,
@@ -487,19 +710,20 @@ class Hephaestus:
         version: int | None,
     ) -> ScheduledResume:
         """``schedule_resume`` for the facade: the run is named by workflow and value."""
-        seconds = _delay_seconds(delay)
-        _check_names(step=step, event=event)
-        run = await self._active_run(workflow, value, version)
-        return await self._schedule(run, step, seconds, event, payload)
+        target = self._target(workflow, value, version)
+        return await self._schedule(target, step, delay, event, payload)
 
     async def _schedule(
         self,
-        run: Instance,
+        target: _Target,
         step: str,
-        seconds: float,
+        delay: float | timedelta,
         event: str,
         payload: Mapping[str, Any] | None,
     ) -> ScheduledResume:
+        seconds = _delay_seconds(delay)
+        _check_names(step=step, event=event)
+        run = await self._find_active(target)
         at = self.clock.now() + timedelta(seconds=seconds)
         decision = await self._on_loop(
             lambda: self.runner.apply(run.run_id, ScheduleResume(step, event, payload, at))
@@ -507,32 +731,53 @@ class Hephaestus:
         return decision.instance.scheduled[-1]
 
     async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
-        """``cancel`` by full id; returns the run cancelled."""
-        run = await self._find_active(instance_id, None)
+        """``cancel`` by full id; returns the run cancelled. Its workflow must be this app's."""
+        run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
         return run
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- resolution: every operation names its runs through here -------------------------
+
+    def _target(
+        self,
+        workflow: type[Workflow] | None,
+        value: str | None = None,
+        version: int | None = None,
+    ) -> _Target:
+        """What ``workflow`` (or, without one, the full id ``value``) names in this app.
+
+        Refuses a workflow this app does not have (``UnknownWorkflowError``) and a version the
+        workflow does not have (``UnknownVersionError``); parses ``value`` into the instance id.
+        A version class listed in an umbrella shares the umbrella's ids and uniqueness, so
+        starting ``OrderFlowV1`` directly is the same as ``OrderFlow.start(..., version=1)``.
+        """
+        if workflow is None:
+            return _Target(None, None, version, None, value)
+        if not self.has(workflow):
+            raise UnknownWorkflowError(
+                f"{workflow.__qualname__} is not one of this app's workflows; add it to "
+                f"Hephaestus(workflows=[..., {workflow.__qualname__}]), or pass app= for the "
+                "app that has it"
+            )
+        top = workflow.definition()
+        umbrella = self.registry.umbrella_of(top.name)
+        if isinstance(top, WorkflowDefinition) and umbrella is not None:
+            if version is not None and version != top.version:
+                raise UnknownVersionError(
+                    f"{top.name} is version {top.version} of {umbrella.name}; "
+                    f"got version={version!r}"
+                )
+            version = top.version
+            top = umbrella
+        instance_id = None if value is None else parse_value(top.unique, value)
+        return _Target(workflow, top, version, self._names(top, version), instance_id)
 
     def _scope(
         self, workflow: type[Workflow], version: int | None
     ) -> tuple[WorkflowDefinition | VersionedDefinition, int | None]:
-        """The definition that owns ``workflow``'s ids, and the version to restrict to.
-
-        A version class listed in an umbrella shares the umbrella's ids and uniqueness, so
-        starting ``OrderFlowV1`` directly is the same as ``OrderFlow.start(..., version=1)``.
-        """
-        top = workflow.definition()
-        if isinstance(top, VersionedDefinition):
-            return top, version
-        umbrella = self.registry.umbrella_of(top.name)
-        if umbrella is None:
-            return top, version
-        if version is not None and version != top.version:
-            raise UnknownVersionError(
-                f"{top.name} is version {top.version} of {umbrella.name}; got version={version!r}"
-            )
-        return umbrella, top.version
+        """``_target``'s definition scope and version, for queries that need only those."""
+        target = self._target(workflow, version=version)
+        return target.scope, target.version
 
     def _pick_version(
         self,
@@ -543,12 +788,7 @@ class Hephaestus:
         version: int | None,
     ) -> WorkflowDefinition:
         if isinstance(top, WorkflowDefinition):
-            if version is not None and version != top.version:
-                raise UnknownVersionError(
-                    f"{top.name} is not versioned; it only has version {top.version}, "
-                    f"got {version!r}"
-                )
-            return top
+            return top  # _names checked the version
         chosen = version
         if chosen is None:
             chosen = workflow.version_for(value, initial)
@@ -580,15 +820,12 @@ class Hephaestus:
             return frozenset({top.versions[version].name})
         return frozenset(d.name for d in top.versions.values())
 
-    async def _active_run(
-        self, workflow: type[Workflow], value: str, version: int | None
-    ) -> Instance:
-        top, version = self._scope(workflow, version)
-        instance_id = parse_value(top.unique, value)
-        return await self._find_active(instance_id, self._names(top, version))
+    async def _find_active(self, target: _Target) -> Instance:
+        """The one active run ``target`` names; reads no finished runs.
 
-    async def _find_active(self, instance_id: str, names: frozenset[str] | None) -> Instance:
-        """The one active run of ``instance_id`` (among ``names``); reads no finished runs."""
+        A run found by id alone must be of one of this app's workflows.
+        """
+        instance_id, names = target.id, target.names
 
         def query(**filters: Any) -> Coroutine[Any, Any, list[Instance]]:
             return self.storage.query(
@@ -603,7 +840,10 @@ class Hephaestus:
 
         active = await self._on_loop(lambda: query(status_in=ACTIVE_STATUSES))
         if len(active) == 1:
-            return active[0]
+            run = active[0]
+            if run.workflow not in self.registry:
+                self.registry.resolve(run.workflow)  # raises: import it, or add it to this app
+            return run
         if len(active) > 1:
             runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
             raise AmbiguousInstanceError(

@@ -33,6 +33,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Wait,
     WaitForEvent,
@@ -62,7 +63,7 @@ class ValidateOrder(Step):
 
     events = ("valid", "invalid")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         items: list[str] = context.initial["items"]
         unknown = [item for item in items if item not in PRICES]
         if not items or unknown:
@@ -75,10 +76,10 @@ class ChargePayment(Step):
 
     events = ("charged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         await asyncio.sleep(0.15)  # the payment provider is slower than the warehouse
         # A real provider de-duplicates on this key, so a re-dispatched attempt never charges twice.
-        return Ok("charged", {"payment_ref": context.idempotency_key})
+        return Ok("charged", {"payment_ref": run.idempotency_key})
 
 
 class ReserveStock(Step):
@@ -86,7 +87,7 @@ class ReserveStock(Step):
 
     events = ("reserved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         await asyncio.sleep(0.05)
         return Ok("reserved", {"items": len(context.initial["items"])})
 
@@ -104,8 +105,8 @@ class Ship(Step):
     events = ("shipped",)
     retry = RetryPolicy(max_attempts=3, initial_delay=0.2)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
-        if context.attempt == 1:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        if run.attempt == 1:
             raise CarrierUnavailableError("carrier API answered 503")
         return Ok("shipped", {"tracking": f"TRK-{context.initial['order']}"})
 
@@ -125,7 +126,7 @@ class RejectOrder(Step):
 
     events = ("rejected",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("rejected", {"reason": context.steps["validate_order"]["reason"]})
 
 

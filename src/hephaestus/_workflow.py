@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast, overload
 
 from hephaestus._app import resolve_app
 from hephaestus._core.definition import Route, TargetSpec, VersionedDefinition, WorkflowDefinition
@@ -11,8 +11,8 @@ from hephaestus._core.validation import MISSING, WorkflowSpec, compile_workflow
 from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
-    from datetime import timedelta
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+    from datetime import datetime, timedelta
 
     from hephaestus._app import Hephaestus
     from hephaestus._core.instance import Instance, ScheduledResume, Status
@@ -22,111 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Workflow"]
 
-W = TypeVar("W", bound="Workflow")
 
 TransitionTarget = TargetSpec | list[TargetSpec] | Route
 """What a transition leads to: a step, ``(step, config)``, a list of those (fan-out), a route."""
 
 
-class _SyncFacade[W: "Workflow"]:
-    """Blocking versions of the facade for sync code (scripts, Django, Flask)."""
-
-    def __init__(self, workflow: type[W]) -> None:
-        self._workflow = workflow
-
-    def start(
-        self,
-        value: str,
-        context: Mapping[str, Any] | None = None,
-        *,
-        version: int | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        app: Hephaestus | None = None,
-    ) -> str:
-        target = resolve_app(app)
-        return target.run_sync(
-            lambda: target.start(self._workflow, value, context, version=version, metadata=metadata)
-        )
-
-    def resume(
-        self,
-        value: str,
-        event: str,
-        payload: Mapping[str, Any] | None = None,
-        *,
-        step: str | None = None,
-        version: int | None = None,
-        app: Hephaestus | None = None,
-    ) -> None:
-        target = resolve_app(app)
-        target.run_sync(
-            lambda: target.resume(self._workflow, value, event, payload, step=step, version=version)
-        )
-
-    def schedule_resume(
-        self,
-        value: str,
-        step: str,
-        delay: float | timedelta,
-        *,
-        event: str = "timeout",
-        payload: Mapping[str, Any] | None = None,
-        version: int | None = None,
-        app: Hephaestus | None = None,
-    ) -> ScheduledResume:
-        target = resolve_app(app)
-        return target.run_sync(
-            lambda: target._schedule_resume_of(
-                self._workflow, value, step, delay, event=event, payload=payload, version=version
-            )
-        )
-
-    def get(
-        self, value: str, *, version: int | None = None, app: Hephaestus | None = None
-    ) -> Instance:
-        target = resolve_app(app)
-        return target.run_sync(lambda: target.get(self._workflow, value, version=version))
-
-    def list(
-        self,
-        *,
-        status: Status | str | None = None,
-        status_in: Collection[Status | str] | None = None,
-        version: int | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        newest_first: bool = False,
-        app: Hephaestus | None = None,
-    ) -> list[Instance]:
-        target = resolve_app(app)
-        return target.run_sync(
-            lambda: target.list(
-                self._workflow,
-                status=status,
-                status_in=status_in,
-                version=version,
-                limit=limit,
-                offset=offset,
-                newest_first=newest_first,
-            )
-        )
-
-    def cancel(
-        self,
-        value: str,
-        *,
-        reason: str | None = None,
-        version: int | None = None,
-        app: Hephaestus | None = None,
-    ) -> None:
-        target = resolve_app(app)
-        target.run_sync(
-            lambda: target.cancel(self._workflow, value, reason=reason, version=version)
-        )
-
-
 class _SyncDescriptor:
-    def __get__(self, instance: object, owner: type[W]) -> _SyncFacade[W]:
+    def __get__(self, instance: object, owner: type[Workflow]) -> _SyncFacade:
         return _SyncFacade(owner)
 
 
@@ -236,6 +138,9 @@ class Workflow:
         return None
 
     # -- facade -------------------------------------------------------------------------------
+    # Each call resolves its app (``resolve_app``) and hands over to the app operation of the
+    # same name, which resolves the run (``Hephaestus._target``); ``sync`` twins are made from
+    # these methods by ``_Blocking``, so a parameter is added here and in the app only.
 
     @classmethod
     async def start(
@@ -248,7 +153,8 @@ class Workflow:
         app: Hephaestus | None = None,
     ) -> str:
         """Start a run for business value ``value``; returns its id (``key::value``)."""
-        return await resolve_app(app).start(cls, value, context, version=version, metadata=metadata)
+        target = resolve_app(app, cls)
+        return await target.start(cls, value, context, version=version, metadata=metadata)
 
     @classmethod
     async def resume(
@@ -262,7 +168,7 @@ class Workflow:
         app: Hephaestus | None = None,
     ) -> None:
         """Deliver ``event`` (with an optional ``payload``) to the run's waiting step."""
-        await resolve_app(app).resume(cls, value, event, payload, step=step, version=version)
+        await resolve_app(app, cls).resume(cls, value, event, payload, step=step, version=version)
 
     @classmethod
     async def schedule_resume(
@@ -281,7 +187,7 @@ class Workflow:
         Durable: stored with the run and re-armed after a restart. The event must be routed
         from ``step``; the resume is dropped if the step resolves first or the run ends.
         """
-        return await resolve_app(app)._schedule_resume_of(
+        return await resolve_app(app, cls)._schedule_resume_of(
             cls, value, step, delay, event=event, payload=payload, version=version
         )
 
@@ -290,7 +196,7 @@ class Workflow:
         cls, value: str, *, version: int | None = None, app: Hephaestus | None = None
     ) -> Instance:
         """The latest run for ``value`` (a bare value or the full id)."""
-        return await resolve_app(app).get(cls, value, version=version)
+        return await resolve_app(app, cls).get(cls, value, version=version)
 
     @classmethod
     async def list(
@@ -302,10 +208,21 @@ class Workflow:
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
+        id_prefix: str | None = None,
+        tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        after: str | None = None,
         app: Hephaestus | None = None,
     ) -> list[Instance]:
-        """This workflow's runs (all versions of an umbrella), oldest first unless asked."""
-        return await resolve_app(app).list(
+        """This workflow's runs (all versions of an umbrella), oldest first unless asked.
+
+        Filters and pagination as ``Hephaestus.list`` (and ``InstanceQuery``) take them.
+        """
+        return await resolve_app(app, cls).list(
             cls,
             status=status,
             status_in=status_in,
@@ -313,6 +230,14 @@ class Workflow:
             limit=limit,
             offset=offset,
             newest_first=newest_first,
+            id_prefix=id_prefix,
+            tags=tags,
+            metadata=metadata,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            after=after,
         )
 
     @classmethod
@@ -325,7 +250,54 @@ class Workflow:
         app: Hephaestus | None = None,
     ) -> None:
         """Cancel the active run: its executions and timers stop; the status is final."""
-        await resolve_app(app).cancel(cls, value, reason=reason, version=version)
+        await resolve_app(app, cls).cancel(cls, value, reason=reason, version=version)
+
+
+class _Blocking[**P, R]:
+    """The blocking twin of a facade classmethod: the one place sync wrappers are made.
+
+    Typed as the async method it wraps (``OrderFlow.sync.start`` has ``OrderFlow.start``'s
+    parameters), it resolves the app in the caller's thread (where the current app is) and
+    waits for the method on that app's loop.
+    """
+
+    def __init__(self, method: Callable[P, Awaitable[R]]) -> None:
+        self._name: str = getattr(method, "__name__", "")
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, facade: None, owner: type[_SyncFacade]) -> Self: ...
+    @overload
+    def __get__(self, facade: _SyncFacade, owner: type[_SyncFacade]) -> Callable[P, R]: ...
+    def __get__(
+        self, facade: _SyncFacade | None, owner: type[_SyncFacade]
+    ) -> Self | Callable[P, R]:
+        if facade is None:
+            return self
+        workflow = facade.workflow
+        method = getattr(workflow, self._name)
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            app = resolve_app(cast("Hephaestus | None", kwargs.pop("app", None)), workflow)
+            return app.run_sync(lambda: method(*args, app=app, **kwargs))  # type: ignore[no-any-return]
+
+        call.__name__ = self._name
+        call.__doc__ = self.__doc__
+        return call
+
+
+class _SyncFacade:
+    """Blocking versions of the facade for sync code (scripts, Django, Flask)."""
+
+    def __init__(self, workflow: type[Workflow]) -> None:
+        self.workflow = workflow
+
+    start = _Blocking(Workflow.start)
+    resume = _Blocking(Workflow.resume)
+    schedule_resume = _Blocking(Workflow.schedule_resume)
+    get = _Blocking(Workflow.get)
+    list = _Blocking(Workflow.list)
+    cancel = _Blocking(Workflow.cancel)
 
 
 def _definition_of(value: object) -> WorkflowDefinition | VersionedDefinition | None:

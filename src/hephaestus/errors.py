@@ -5,7 +5,7 @@ HephaestusError
 ├── WorkflowDefinitionError        a workflow class is malformed (raised when it is defined)
 ├── InvalidInstanceIdError         a malformed business-key value or id (also ValueError)
 ├── UnknownVersionError            a version that the workflow does not have (also ValueError)
-├── UnknownWorkflowError           a stored name that no defined workflow carries
+├── UnknownWorkflowError           a workflow no defined class (or not this app) carries
 ├── UnencodableValueError          a value the storage's JSON codec cannot hold (also TypeError)
 │   ├── ValueLimitError            a value exceeds a documented limit (depth, size, digits)
 │   └── ValueRejectedError         the database refused a value (a deterministic data error)
@@ -84,6 +84,7 @@ class IssueCode(StrEnum):
     INVALID_STEP = "invalid_step"
     INVALID_EVENTS = "invalid_events"
     MISSING_EXECUTE = "missing_execute"
+    INVALID_EXECUTE_SIGNATURE = "invalid_execute_signature"
     CYCLE = "cycle"
     UNREACHABLE = "unreachable"
     DEAD_END = "dead_end"
@@ -141,10 +142,12 @@ class UnknownVersionError(HephaestusError, ValueError):
 
 
 class UnknownWorkflowError(HephaestusError, LookupError):
-    """A stored workflow name is not carried by any defined workflow class.
+    """A workflow name (or class) that the registry in use does not have.
 
-    Stored names are only ever resolved through the registry of defined workflows: nothing is
-    imported or created from a stored value.
+    Either no defined workflow class carries a stored name (import its module), or the app was
+    given other workflows (add it to ``Hephaestus(workflows=[...])``). Stored names are only
+    ever resolved through a registry of defined workflows: nothing is imported or created from
+    a stored value.
     """
 
 
@@ -288,7 +291,8 @@ class NoAppRunningError(AppError):
 
 
 class AmbiguousAppError(AppError):
-    """Several ``Hephaestus`` apps are open; pass ``app=`` to choose one."""
+    """Several ``Hephaestus`` apps are open, none current here and more than one could serve
+    the call; pass ``app=`` to choose one."""
 
 
 class AppNotOpenError(AppError):

@@ -16,6 +16,7 @@ storage: it is idle once no stored active run has anything due (see ``run_until_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -36,11 +37,14 @@ _POLL_SECONDS = 0.005
 
 
 class _FakeHandle:
-    __slots__ = ("callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "context")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
         self.cancelled = False
+        # Like asyncio's handles: the callback runs in the context it was armed in, so a timer
+        # of one app fires with that app current (see resolve_app).
+        self.context = contextvars.copy_context()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -79,7 +83,7 @@ class FakeClock:
         while (deadline := self.next_deadline()) is not None and deadline <= when:
             _, _, handle = heapq.heappop(self._heap)
             self._now = max(self._now, deadline)
-            handle.callback()
+            handle.context.run(handle.callback)
             fired += 1
         self._now = max(self._now, when)
         return fired
@@ -130,20 +134,39 @@ def _deadlines(run: Instance) -> list[datetime]:
 
 
 async def _active_runs(app: Hephaestus) -> list[Instance]:
-    return await app.list(status_in=ACTIVE_STATUSES)
+    """The active runs of the app's workflows (a storage shared by apps holds others too)."""
+    runs = await app.list(status_in=ACTIVE_STATUSES)
+    return [run for run in runs if run.workflow in app.registry]
+
+
+def _fire_overdue(app: Hephaestus) -> bool:
+    """Fire the ``FakeClock`` callbacks already due (armed for a time that has passed, such as
+    a timer recovery re-arms); returns whether there were any. Time does not move."""
+    clock = app.clock
+    if not isinstance(clock, FakeClock):
+        return False
+    deadline = clock.next_deadline()
+    if deadline is None or deadline > clock.now():
+        return False
+    return clock.advance_to(clock.now()) > 0
 
 
 async def _wait_idle(app: Hephaestus) -> None:
-    """Wait for quiescence: ask an ``IdleAware`` runner, else watch the storage.
+    """Wait for quiescence: ask an ``IdleAware`` runner, else watch the storage. Callbacks of
+    a ``FakeClock`` that are already due fire on the way.
 
     Watching: idle once no active run has anything due at the clock's time and the active runs
     (ids and revisions) are the same on two reads a few milliseconds apart.
     """
     if isinstance(app.runner, IdleAware):
         await app.run_until_idle()
+        while _fire_overdue(app):
+            await app.run_until_idle()
         return
     previous: frozenset[tuple[str, int]] | None = None
     while True:
+        if _fire_overdue(app):
+            previous = None
         runs = await _active_runs(app)
         now = app.clock.now()
         seen = frozenset((run.run_id, run.revision) for run in runs)
@@ -171,10 +194,11 @@ async def run_until_idle(
     """Wait until nothing can run; with ``skip_timers``, also fire every timer (retries too).
 
     Works on any runner: an ``IdleAware`` runner is asked; for any other, the app's storage is
-    read until no active run has a step to begin or execute, a timer or a scheduled resume due
-    at the clock's time, and the active runs stayed unchanged for a few milliseconds (a run that
-    no runner will ever execute, such as one whose workflow is not defined here, keeps it
-    waiting).
+    read until no active run of the app's workflows has a step to begin or execute, a timer or
+    a scheduled resume due at the clock's time, and those runs stayed unchanged for a few
+    milliseconds (runs of workflows the app does not have are another app's: ignored). With a
+    ``FakeClock``, callbacks armed for a time already past (a timer that fell due while no app
+    was open) fire; time does not move.
 
     ``skip_timers`` needs a ``FakeClock``; it jumps from deadline to deadline (the clock's
     armed callbacks, and for a runner that is not ``IdleAware`` the deadlines stored in active

@@ -12,11 +12,11 @@ from hephaestus import (
     Config,
     Context,
     Done,
-    Instance,
     Ok,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Wait,
     WaitForEvent,
@@ -40,7 +40,7 @@ class Fetch(Step):
 
     events = ("fetched",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fetched", {"size": 3})
 
 
@@ -49,7 +49,7 @@ class Parse(Step):
 
     events = ("parsed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("parsed")
 
 
@@ -58,7 +58,7 @@ class Store(Step):
 
     events = ("stored",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("stored")
 
 
@@ -79,7 +79,7 @@ class Review(Step):
 
     events = ("approved", "rejected")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("approved" if context.initial.get("ok", True) else "rejected")
 
 
@@ -88,7 +88,7 @@ class Publish(Step):
 
     events = ("published",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("published")
 
 
@@ -97,7 +97,7 @@ class Archive(Step):
 
     events = ("archived",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("archived")
 
 
@@ -119,7 +119,7 @@ class Validate(Step):
 
     events = ("valid", "invalid")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("valid" if context.initial.get("items") else "invalid")
 
 
@@ -128,7 +128,7 @@ class Charge(Step):
 
     events = ("charged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("charged")
 
 
@@ -137,7 +137,7 @@ class Reserve(Step):
 
     events = ("reserved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("reserved")
 
 
@@ -146,7 +146,7 @@ class Ship(Step):
 
     events = ("shipped",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("shipped")
 
 
@@ -155,7 +155,7 @@ class Reject(Step):
 
     events = ("rejected",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("rejected")
 
 
@@ -169,6 +169,7 @@ class FanOutFlow(Workflow):
     """Fan-out to payment and stock, fan-in at Ship, then wait for the courier."""
 
     unique = Unique(key="order")
+    tags = ("shop", "shipping")
     start_step = Validate
     transitions = {
         (Validate, "valid"): [Charge, Reserve],
@@ -186,7 +187,7 @@ class Pack(Step):
 
     events = ("packed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("packed")
 
 
@@ -195,7 +196,7 @@ class ExpressShipping(Step):
 
     events = ("sent",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("sent")
 
 
@@ -204,7 +205,7 @@ class StandardShipping(Step):
 
     events = ("sent",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("sent")
 
 
@@ -264,6 +265,7 @@ class OrderFlow(Workflow):
     """The umbrella over both versions."""
 
     unique = Unique(key="vorder", scope="version")
+    tags = ("shop",)
     versions = {1: OrderFlowV1, 2: OrderFlowV2}
     current = 2
 

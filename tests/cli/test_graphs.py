@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from hephaestus import Done, Hephaestus, Instance, Step, Workflow, WorkflowDefinition, graphs
+from hephaestus import (
+    Done,
+    Hephaestus,
+    Instance,
+    Step,
+    StepRun,
+    Workflow,
+    WorkflowDefinition,
+    graphs,
+)
 from hephaestus.errors import UnknownVersionError
 from hephaestus.testing import run_until_idle
 from tests.cli.example_workflows import (
@@ -137,7 +146,7 @@ async def test_instance_of_another_workflow_is_rejected() -> None:
 def test_long_fan_out_wraps_within_100_columns() -> None:
     """A fan-out to many long-named steps wraps onto aligned continuation lines."""
 
-    def execute(self: Step, instance: Instance, config: object, context: object) -> str:
+    def execute(self: Step, run: StepRun, config: object, context: object) -> str:
         return "ok"
 
     steps = [
@@ -152,13 +161,13 @@ def test_long_fan_out_wraps_within_100_columns() -> None:
     class Start(Step):
         events = ("go",)
 
-        def execute(self, instance: Instance, config: object, context: object) -> str:
+        def execute(self, run: StepRun, config: object, context: object) -> str:
             return "go"
 
     class Join(Step):
         events = ("joined",)
 
-        def execute(self, instance: Instance, config: object, context: object) -> str:
+        def execute(self, run: StepRun, config: object, context: object) -> str:
             return "joined"
 
     class Wide(Workflow):

@@ -38,11 +38,11 @@ UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=nothing connect_timeou
 
 
 async def _create_runs(url: str) -> None:
-    """Five runs: two waiting for the courier, three completed (one of them a version-1 run)."""
+    """Five runs: two waiting for the courier, three completed (one a version-1 run); tenants."""
     async with Hephaestus(storage=PostgresStorage(url)) as app:
-        await app.start(FanOutFlow, "1001", {"items": ["anvil"]})
-        await app.start(FanOutFlow, "1002", {"items": []})
-        await app.start(FanOutFlow, "1003", {"items": ["tongs"]})
+        await app.start(FanOutFlow, "1001", {"items": ["anvil"]}, metadata={"tenant": "acme"})
+        await app.start(FanOutFlow, "1002", {"items": []}, metadata={"tenant": "globex"})
+        await app.start(FanOutFlow, "1003", {"items": ["tongs"]}, metadata={"tenant": "acme"})
         await app.start(LinearFlow, "a1")
         await app.start(OrderFlow, "5", {"items": [1]}, version=1)
         await app.run_until_idle()
@@ -91,6 +91,12 @@ def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(_ok(result))
 
 
+def _runs(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The runs of ``list --json`` (an object with ``runs`` and ``next_cursor``)."""
+    runs: list[dict[str, Any]] = _json(result)["runs"]
+    return runs
+
+
 def test_list_prints_a_table_of_every_run_newest_first(shared: str) -> None:
     """``list`` shows each run's id, workflow, version, status and waiting steps, newest first."""
     out = _ok(hephaestus("instances", "list", "--dsn", shared))
@@ -105,19 +111,19 @@ def test_list_prints_a_table_of_every_run_newest_first(shared: str) -> None:
 
 def test_list_filters_and_paginates_as_json(shared: str) -> None:
     """``--status``, ``--workflow``, ``--limit/--offset`` and ``--oldest-first`` narrow the JSON."""
-    waiting = _json(
+    waiting = _runs(
         hephaestus("instances", "list", "--dsn", shared, "--status", "waiting", "--json")
     )
     assert [row["id"] for row in waiting] == ["order::1003", "order::1001"]
     assert waiting[0]["waiting_steps"] == ["await_delivery"]
     assert waiting[0]["workflow"] == "tests.cli.example_workflows.FanOutFlow"
-    by_name = _json(
+    by_name = _runs(
         hephaestus(
             "instances", "list", "--dsn", shared, *IMPORT, "--workflow", "OrderFlow", "--json"
         )
     )
     assert [(row["id"], row["version"]) for row in by_name] == [("vorder::5", 1)]
-    page = _json(
+    page = _runs(
         hephaestus(
             "instances", "list", "--dsn", shared, "--oldest-first", "--limit", "2",
             "--offset", "1", "--json",
@@ -215,7 +221,7 @@ def test_app_option_opens_a_user_app_factory(shared: str) -> None:
         "instances", "list", "--app", "tests.cli.fixtures.apps:postgres_app", "--json",
         env=clean_env(**{DSN_VARIABLE: shared}),
     )  # fmt: skip
-    assert len(_json(result)) == 5
+    assert len(_runs(result)) == 5
 
 
 def test_dsn_from_the_environment_is_used(shared: str) -> None:
@@ -224,7 +230,7 @@ def test_dsn_from_the_environment_is_used(shared: str) -> None:
         "instances", "list", "--status", "completed", "--json",
         env=clean_env(HEPHAESTUS_DSN=shared),
     )  # fmt: skip
-    assert {row["id"] for row in _json(result)} == {"vorder::5", "doc::a1", "order::1002"}
+    assert {row["id"] for row in _runs(result)} == {"vorder::5", "doc::a1", "order::1002"}
 
 
 @pytest.mark.parametrize(
@@ -315,6 +321,12 @@ def test_unreachable_database_exits_1_with_the_driver_message() -> None:
         (["resume", "x::1", "go", "--payload", "{oops", "--dsn", UNREACHABLE], "not valid JSON"),
         (["resume", "x::1", "go", "--payload", "[1]", "--dsn", UNREACHABLE], "a JSON object"),
         (["list", "--status", "sleeping"], "'sleeping' is not one of"),
+        (["list", "--metadata", "tenant"], "--metadata takes KEY=VALUE, got 'tenant'"),
+        (["list", "--created-after", "yesterday"], "is neither an ISO 8601 time"),
+        (["count", "--updated-before", "5x"], "--updated-before: '5x' is neither"),
+        (["list", "--value-prefix", "10"], "--value-prefix needs --workflow"),
+        (["list", "--after", "not-a-cursor"], "--after: not a query cursor"),
+        (["count", "--by", "tenant"], "'tenant' is not one of"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -345,3 +357,86 @@ def test_in_memory_app_is_opened_with_a_note(capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.out.rstrip().endswith("0 runs")
     assert captured.err.startswith("note: tests.cli.fixtures.apps:memory_app keeps runs in memory")
+
+
+EVERY_RUN = {"order::1001", "order::1002", "order::1003", "doc::a1", "vorder::5"}
+BY_PREFIX = {"order::1001", "order::1002", "order::1003"}  # not vorder::5
+
+
+def _ids(*args: str, dsn: str) -> set[str]:
+    return {
+        row["id"] for row in _runs(hephaestus("instances", "list", "--dsn", dsn, *args, "--json"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--id-prefix", "order::"], BY_PREFIX),
+        (["--id-prefix", "order::1003"], {"order::1003"}),
+        (["--workflow", "FanOutFlow", "--value-prefix", "100", *IMPORT], BY_PREFIX),
+        (["--tag", "shipping", *IMPORT], {"order::1001", "order::1002", "order::1003"}),
+        (["--tag", "shop", "--status", "completed", *IMPORT], {"order::1002", "vorder::5"}),
+        (["--tag", "shop"], set()),  # tags live on definitions: nothing imported, nothing tagged
+        (["--metadata", "tenant=acme"], {"order::1001", "order::1003"}),
+        (["--metadata", 'tenant="globex"', "--status", "completed"], {"order::1002"}),
+        (["--workflow", "OrderFlow", "--version", "1", *IMPORT], {"vorder::5"}),
+        (["--workflow", "OrderFlow", "--version", "2", *IMPORT], set()),
+        (["--created-after", "1h", "--updated-after", "1d"], EVERY_RUN),
+        (["--created-before", "1h"], set()),
+        (["--updated-before", "2000-01-01"], set()),
+    ],
+)  # fmt: skip
+def test_list_filters_by_prefix_tag_metadata_version_and_time(
+    shared: str, args: list[str], expected: set[str]
+) -> None:
+    """Each filter of ``list`` keeps exactly the stored runs that match it."""
+    assert _ids(*args, dsn=shared) == expected
+
+
+def test_list_time_ranges_take_iso_times(shared: str) -> None:
+    """``--created-after T`` keeps runs created at or after T, ``--created-before T`` the rest."""
+    runs = _runs(hephaestus("instances", "list", "--dsn", shared, "--json"))
+    middle = sorted(runs, key=lambda row: row["created_at"])[2]["created_at"]
+    later = {row["id"] for row in runs if row["created_at"] >= middle}
+    assert 0 < len(later) < len(runs)
+    assert _ids("--created-after", middle, dsn=shared) == later
+    assert _ids("--created-before", middle, dsn=shared) == {row["id"] for row in runs} - later
+    updated = max(row["updated_at"] for row in runs)
+    latest = {row["id"] for row in runs if row["updated_at"] == updated}
+    assert _ids("--updated-after", updated, dsn=shared) == latest
+
+
+def test_list_walks_every_page_by_cursor(shared: str) -> None:
+    """``--after`` the printed cursor gives the next page, until no cursor is printed."""
+    table = _ok(hephaestus("instances", "list", "--dsn", shared, "--limit", "2"))
+    assert "2 runs; next page: --after " in table
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        args = ["--limit", "2", "--json"] + (["--after", cursor] if cursor else [])
+        data = _json(hephaestus("instances", "list", "--dsn", shared, *args))
+        seen += [row["id"] for row in data["runs"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["vorder::5", "doc::a1", "order::1003", "order::1002", "order::1001"]
+    first = table.splitlines()[-1].split("--after ")[1]
+    data = _json(hephaestus("instances", "list", "--dsn", shared, "--after", first, "--json"))
+    assert [row["id"] for row in data["runs"]] == seen[2:]
+
+
+def test_count_groups_by_status_and_workflow(shared: str) -> None:
+    """``count`` prints a table of runs per status and workflow, with filters and ``--by``."""
+    out = _ok(hephaestus("instances", "count", "--dsn", shared))
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()]
+    assert ["waiting", "tests.cli.example_workflows.FanOutFlow", "2"] in rows
+    assert ["completed", "tests.cli.example_workflows.OrderFlowV1", "1"] in rows
+    assert ["total", "", "5"] in rows
+    data = _json(
+        hephaestus(
+            "instances", "count", "--dsn", shared, "--by", "status", "--metadata", "tenant=acme",
+            "--json",
+        )
+    )  # fmt: skip
+    assert data == {"groups": [{"status": "waiting", "count": 2}], "total": 2}

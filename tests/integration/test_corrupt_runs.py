@@ -25,6 +25,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepState,
     StepStatus,
     Unique,
@@ -52,7 +53,7 @@ class Foreign(Step):
 
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("ok")
 
 
@@ -67,7 +68,7 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 async def start_healthy(storage: Storage, clock: FakeClock, registry: WorkflowRegistry) -> Instance:
     """Two waiting Parcel runs, ``h1`` and ``h2``; returns a stored one to derive bad runs from."""
-    async with Hephaestus(storage=storage, clock=clock, registry=registry) as app:
+    async with Hephaestus(storage=storage, clock=clock, workflows=registry) as app:
         await Parcel.start("h1")
         await Parcel.start("h2")
         await run_until_idle(app)
@@ -118,7 +119,7 @@ async def test_a_run_whose_waiting_step_was_renamed_is_skipped_and_reported(
     await store(storage, renamed)
 
     with caplog.at_level(logging.ERROR, logger="hephaestus"):
-        async with Hephaestus(storage=storage, clock=clock, registry=parcel_registry()) as app:
+        async with Hephaestus(storage=storage, clock=clock, workflows=parcel_registry()) as app:
             await finish_healthy(app)
             with pytest.raises(IncompatibleInstanceError, match="'wait_for_parcel'") as caught:
                 await Parcel.get("old")
@@ -145,7 +146,7 @@ async def test_runs_of_an_unknown_workflow_are_reported_once_per_workflow(
     ]
     await store(storage, *ghosts)
     with caplog.at_level(logging.ERROR, logger="hephaestus"):
-        async with Hephaestus(storage=storage, clock=clock, registry=parcel_registry()) as app:
+        async with Hephaestus(storage=storage, clock=clock, workflows=parcel_registry()) as app:
             await finish_healthy(app)
     lines = [line for line in errors(caplog) if "gone.Flow" in line]
     assert len(lines) == 1
@@ -175,7 +176,7 @@ async def test_a_run_that_cannot_be_decoded_never_blocks_the_others(
 
     with caplog.at_level(logging.ERROR, logger="hephaestus"):
         async with Hephaestus(
-            storage=narrow_storage, clock=clock, registry=parcel_registry()
+            storage=narrow_storage, clock=clock, workflows=parcel_registry()
         ) as app:
             await finish_healthy(app)
             assert sorted(run.id for run in await app.list()) == ["parcel::h1", "parcel::h2"]

@@ -21,6 +21,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     Wait,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 class ValidateOrder(Step):
     events = ("valid", "invalid")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         items: list[int] = context.initial.get("items", [])
         if not items:
             return Ok("invalid", {"reason": "no items"})
@@ -57,21 +58,21 @@ class ValidateOrder(Step):
 class ChargePayment(Step):
     events = ("charged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("charged", {"amount": context.steps["validate_order"]["total"]})
 
 
 class ReserveStock(Step):
     events = ("reserved",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("reserved", {"items": len(context.initial["items"])})
 
 
 class Ship(Step):
     events = ("shipped",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         confirmation = context.steps["wait_for_event"]["confirmation"]
         return Ok("shipped", {"confirmation": confirmation, "carrier": (config or {})["carrier"]})
 
@@ -79,7 +80,7 @@ class Ship(Step):
 class RejectOrder(Step):
     events = ("rejected",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "rejected"
 
 

@@ -13,13 +13,13 @@ from hephaestus import (
     Done,
     Error,
     HistoryKind,
-    Instance,
     Ok,
     RetryPolicy,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     Wait,
@@ -69,14 +69,14 @@ def _fresh_board() -> None:
 class Fork(Step):
     events = ("go",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "go"
 
 
 class Left(Step):
     events = ("met",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("left").set()
         await board.signal("right").wait()
         return "met"
@@ -85,7 +85,7 @@ class Left(Step):
 class Right(Step):
     events = ("met",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("right").set()
         await board.signal("left").wait()
         return "met"
@@ -94,7 +94,7 @@ class Right(Step):
 class Meet(Step):
     events = ("joined",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "joined"
 
 
@@ -125,7 +125,7 @@ async def test_active_steps_of_one_run_execute_concurrently(app: Hephaestus) -> 
 class SyncStep(Step):
     events = ("recorded",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.threads["sync"] = threading.get_ident()
         return "recorded"
 
@@ -133,7 +133,7 @@ class SyncStep(Step):
 class AsyncStep(Step):
     events = ("recorded",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.threads["async"] = threading.get_ident()
         return "recorded"
 
@@ -161,7 +161,7 @@ class Flaky(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=3, initial_delay=5)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         if context.attempt < 3:
             raise RuntimeError(f"flaky attempt {context.attempt}")
@@ -228,7 +228,7 @@ class AlwaysFails(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         raise ValueError("boom")
 
@@ -265,7 +265,7 @@ class Declines(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=5, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         return Error("card declined", retryable=False)
 
@@ -296,7 +296,7 @@ class Sluggish(Step):
     timeout = 0.05
     retry = RetryPolicy(max_attempts=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         await board.signal("never").wait()
         board.flags.add("sluggish.finished")
         return "ok"
@@ -327,14 +327,14 @@ async def test_a_step_over_its_timeout_fails_with_kind_timeout(app: Hephaestus) 
 class Accepted(Step):
     events = ("accepted",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "accepted"
 
 
 class Expired(Step):
     events = ("expired",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "expired"
 
 
@@ -396,7 +396,7 @@ async def test_a_resume_before_the_timeout_cancels_the_timer(
 class Blocking(Step):
     events = ("finished",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("blocking.started").set()
         try:
             await board.signal("blocking.release").wait()

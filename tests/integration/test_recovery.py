@@ -22,6 +22,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepState,
     StepStatus,
     Unique,
@@ -65,7 +66,7 @@ class StuckOnce(Step):
 
     events = ("done",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         if len(board.keys) == 1:
             board.started.set()
@@ -108,7 +109,7 @@ class FailsFirst(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=2, initial_delay=30)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         if context.attempt == 1:
             raise RuntimeError("first attempt fails")

@@ -23,6 +23,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -180,7 +181,7 @@ async def test_built_in_waiting_steps_need_no_worker_thread() -> None:
     class Blocking(Step):
         events = ("done",)
 
-        def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+        def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
             gate.wait(10)
             return Ok("done")
 

@@ -19,6 +19,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     Wait,
@@ -44,7 +45,7 @@ class AwaitApproval(WaitForEvent):
 class Expire(Step):
     events = ("expired",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("expired")
 
 

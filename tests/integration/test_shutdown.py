@@ -11,12 +11,12 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     Workflow,
@@ -49,7 +49,7 @@ def _fresh_gates() -> None:
 class SlowStep(Step):
     events = ("finished",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         gates.started.set()
         await gates.release.wait()
         gates.slow_finished += 1
@@ -59,7 +59,7 @@ class SlowStep(Step):
 class AfterStep(Step):
     events = ("ran",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         gates.after_ran += 1
         return Ok("ran")
 

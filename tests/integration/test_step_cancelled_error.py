@@ -12,13 +12,13 @@ from hephaestus import (
     Config,
     Done,
     HistoryKind,
-    Instance,
     Ok,
     RetryPolicy,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     Workflow,
@@ -51,7 +51,7 @@ class InnerTaskCancelled(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=3, backoff="constant", initial_delay=1.0)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         attempts.append(context.attempt)
         if context.attempt < 3:
             await _cancelled_inner_task()
@@ -68,7 +68,7 @@ class AlwaysCancelled(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=2, backoff="constant", initial_delay=1.0)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         attempts.append(context.attempt)
         raise asyncio.CancelledError("gave up waiting")
 
@@ -83,7 +83,7 @@ class ThreadCancelled(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=1)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         attempts.append(context.attempt)
         raise concurrent.futures.CancelledError  # a cancelled future awaited in a thread
 

@@ -18,6 +18,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
@@ -34,7 +35,7 @@ executions: list[str] = []
 class Count(Step):
     events = ("counted",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         executions.append(context.idempotency_key)
         return Ok("counted", {"n": len(executions)})
 
@@ -91,7 +92,7 @@ class ReturnsOpaque(Step):
     events = ("made",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         executions.append(f"attempt {context.attempt}")
         return Ok("made", {"thing": Opaque()})
 

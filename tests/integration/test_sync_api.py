@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -35,7 +38,7 @@ POLL_SECONDS = 5.0
 class Greet(Step):
     events = ("greeted",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("greeted", {"greeting": f"hello {context.initial['name']}"})
 
 
@@ -121,8 +124,10 @@ async def test_the_facade_without_an_open_app_raises() -> None:
 
 
 async def test_two_open_apps_need_app_to_choose() -> None:
-    """With two apps open the facade refuses to guess; ``app=`` picks one and runs stay apart."""
-    async with Hephaestus() as first, Hephaestus() as second:
+    """With two apps open elsewhere and none current here, the facade refuses to guess."""
+    first, second = Hephaestus(), Hephaestus()
+    await asyncio.gather(first.open(), second.open())  # opened in other tasks: not current here
+    try:
         with pytest.raises(AmbiguousAppError):
             await Signup.start("ann", {"name": "Ann"})
         with pytest.raises(AmbiguousAppError):
@@ -136,8 +141,76 @@ async def test_two_open_apps_need_app_to_choose() -> None:
         assert (await Signup.get("ann", app=second)).context.steps["greet"] == {
             "greeting": "hello Second"
         }
+    finally:
+        await first.close()
+        await second.close()
     with pytest.raises(NoAppRunningError):
         await Signup.list()
+
+
+async def test_the_innermost_open_app_is_current() -> None:
+    """Nested apps: the facade uses the innermost, and the outer one again once it closes."""
+    async with Hephaestus() as outer:
+        async with Hephaestus() as inner:
+            await Signup.start("ann", {"name": "Inner"})
+            await run_until_idle(inner)
+            assert [run.id for run in await Signup.list(app=inner)] == ["signup::ann"]
+            assert await Signup.list(app=outer) == []
+        await Signup.start("ann", {"name": "Outer"})
+        await run_until_idle(outer)
+        assert (await Signup.get("ann")).context.steps["greet"] == {"greeting": "hello Outer"}
+
+
+async def test_concurrent_tasks_each_use_the_app_they_opened() -> None:
+    """Two tasks, each in its own ``async with``, never see each other's app."""
+
+    async def tenant(name: str) -> list[str]:
+        async with Hephaestus() as app:
+            await Signup.start(name, {"name": name})
+            await asyncio.sleep(0)  # let the other task open its app meanwhile
+            await run_until_idle(app)
+            return [run.id for run in await Signup.list()]
+
+    assert list(await asyncio.gather(tenant("ann"), tenant("bob"))) == [
+        ["signup::ann"],
+        ["signup::bob"],
+    ]
+
+
+def test_threads_each_use_the_app_they_opened() -> None:
+    """Sync apps opened in two threads: each thread's ``Flow.sync`` calls reach its own app."""
+    barrier = threading.Barrier(2)
+    seen: dict[str, list[str]] = {}
+
+    def tenant(name: str) -> None:
+        with Hephaestus():
+            barrier.wait()  # both apps are open now
+            Signup.sync.start(name, {"name": name})
+            seen[name] = [run.id for run in Signup.sync.list()]
+            barrier.wait()
+
+    threads = [threading.Thread(target=tenant, args=(name,)) for name in ("ann", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"ann": ["signup::ann"], "bob": ["signup::bob"]}
+
+
+def test_a_thread_that_opened_no_app_uses_the_one_open_app() -> None:
+    """A worker thread (a request handler) reaches the app opened at start-up elsewhere."""
+    found: list[object] = []
+    with Hephaestus() as app:
+
+        def handler() -> None:
+            Signup.sync.start("ann", {"name": "Ann"})
+            found.append(Signup.sync.get("ann").id)
+
+        thread = threading.Thread(target=handler)
+        thread.start()
+        thread.join()
+        assert found == ["signup::ann"]
+        assert [run.id for run in app.run_sync(lambda: Signup.list(app=app))] == ["signup::ann"]
 
 
 def test_open_sync_and_close_sync_serve_a_long_lived_sync_process() -> None:

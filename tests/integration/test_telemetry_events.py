@@ -13,13 +13,13 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     RetryPolicy,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -94,14 +94,14 @@ def _fresh_board() -> None:
 class Prepare(Step):
     events = ("prepared",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("prepared", {"ready": True})
 
 
 class Pack(Step):
     events = ("packed",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "packed"
 
 
@@ -163,28 +163,28 @@ async def test_a_linear_run_emits_start_step_pairs_transitions_and_stop(
 class Split(Step):
     events = ("split",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "split"
 
 
 class Up(Step):
     events = ("merged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "merged"
 
 
 class Down(Step):
     events = ("merged",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "merged"
 
 
 class Merge(Step):
     events = ("merged",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "merged"
 
 
@@ -245,7 +245,7 @@ async def test_a_fan_out_run_emits_a_pair_per_branch_between_fork_and_join(
 class Ask(Step):
     events = ("asked",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "asked"
 
 
@@ -323,7 +323,7 @@ class Explode(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         raise RuntimeError("kaboom")
 
 
@@ -369,7 +369,7 @@ async def test_a_failing_run_emits_step_exceptions_then_workflow_exception(
 class Stall(Step):
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("stall.started").set()
         await board.signal("stall.release").wait()
         return "ok"
@@ -443,7 +443,7 @@ async def test_a_raising_handler_is_detached_and_the_run_completes(
 class Interrupted(Step):
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.executions += 1
         if board.executions == 1:
             board.signal("interrupted.started").set()

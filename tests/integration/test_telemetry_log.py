@@ -11,12 +11,12 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     RetryPolicy,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
     telemetry,
@@ -32,7 +32,7 @@ LOGGER = "tests.hephaestus.events"
 class Weigh(Step):
     events = ("weighed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("weighed", {"kg": 3})
 
 
@@ -40,7 +40,7 @@ class Label(Step):
     events = ("labelled",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         if context.attempt == 1:
             raise RuntimeError("printer jammed")
         return "labelled"

@@ -16,12 +16,12 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     RetryPolicy,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 class Fetch(Step):
     events = ("fetched",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fetched")
 
 
@@ -47,7 +47,7 @@ class Store(Step):
     events = ("stored",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         if context.attempt == 1:
             raise RuntimeError("disk full")
         return "stored"
@@ -72,7 +72,7 @@ current_spans: dict[str, int] = {}
 class Probe(Step):
     events = ("probed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         current_spans[context.step] = trace.get_current_span().get_span_context().span_id
         return "probed"
 
@@ -80,7 +80,7 @@ class Probe(Step):
 class ThreadProbe(Step):
     events = ("probed",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         current_spans[context.step] = trace.get_current_span().get_span_context().span_id
         return "probed"
 
@@ -88,7 +88,7 @@ class ThreadProbe(Step):
 class Hang(Step):
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         signal("hang.started").set()
         await asyncio.Event().wait()
         return "ok"

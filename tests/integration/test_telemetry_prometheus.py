@@ -11,12 +11,12 @@ from hephaestus import (
     Config,
     Done,
     Hephaestus,
-    Instance,
     Ok,
     RetryPolicy,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Check(Step):
     events = ("checked",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("checked")
 
 
@@ -42,7 +42,7 @@ class Flaky(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         raise RuntimeError("down")
 
 

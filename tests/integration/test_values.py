@@ -23,6 +23,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     WaitForEvent,
     Workflow,
@@ -43,12 +44,12 @@ RETAINED: dict[str, Any] = {}
 class Produce(Step):
     events = ("made",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         # Everything a step can reach: none of these changes may reach the stored run.
         context.initial["items"].append(99)
         context.initial["nested"]["a"].append(99)
-        instance.context.initial["items"].append(98)
-        instance.metadata["tags"].append("step")
+        run.context.initial["items"].append(98)
+        run.metadata["tags"].append("step")
         RETAINED.clear()
         RETAINED["list"] = ["a"]
         return Ok("made", RETAINED)
@@ -57,13 +58,10 @@ class Produce(Step):
 class Consume(Step):
     events = ("done",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         RETAINED["list"].append("late")  # the dict Produce returned, after it was recorded
         context.steps["produce"]["list"].append("x")
-        instance.context.steps["produce"]["list"].append("y")
-        for entry in instance.history:
-            if entry.data is not None and "list" in entry.data:
-                entry.data["list"].append("h")
+        run.context.steps["produce"]["list"].append("y")
         assert config is not None
         config["options"].append("changed")
         return Ok("done", {"seen": context.steps["produce"]["list"]})

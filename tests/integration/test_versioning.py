@@ -9,13 +9,13 @@ import pytest
 from hephaestus import (
     Config,
     Done,
-    Instance,
     InstanceAlreadyRunningError,
     Ok,
     Status,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     VersionedDefinition,
     WaitForEvent,
@@ -34,14 +34,14 @@ if TYPE_CHECKING:
 class LegacyFulfil(Step):
     events = ("fulfilled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fulfilled", {"by": "legacy"})
 
 
 class ModernFulfil(Step):
     events = ("fulfilled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fulfilled", {"by": "modern"})
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from hephaestus import Done, Ok, Step, Unique, Workflow
 
 if TYPE_CHECKING:
-    from hephaestus import Config, Instance, StepContext, StepResult
+    from hephaestus import Config, StepContext, StepResult, StepRun
 
 STEP_SECONDS = 0.05
 
@@ -19,7 +19,7 @@ STEP_SECONDS = 0.05
 class _Slow(Step):
     events = ("next",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         await asyncio.sleep(STEP_SECONDS)
         return Ok("next", {"attempt": context.attempt})
 

@@ -23,6 +23,7 @@ from hephaestus import (
     Ok,
     Status,
     Step,
+    StepRun,
     StepState,
     StepStatus,
     Workflow,
@@ -353,7 +354,7 @@ async def test_a_corrupt_row_raises_corrupt_instance_error(
 class RefStep(Step):
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
+    async def execute(self, run: StepRun, config: Any, context: Any) -> Ok:
         return Ok("ok")
 
 

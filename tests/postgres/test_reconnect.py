@@ -17,6 +17,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
@@ -31,14 +32,14 @@ gate = asyncio.Event()
 class Quick(Step):
     events = ("done",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("done", {"ok": True})
 
 
 class Gated(Step):
     events = ("done",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         await gate.wait()
         return Ok("done", {"gated": True})
 

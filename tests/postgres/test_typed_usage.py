@@ -14,6 +14,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
@@ -24,7 +25,7 @@ from hephaestus.storage.postgres import PostgresStorage, containment, install, s
 class ValidateTyped(Step):
     events = ("valid",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("valid", {"count": len(context.initial["items"])})
 
 

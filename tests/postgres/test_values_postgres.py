@@ -22,6 +22,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Workflow,
 )
@@ -37,7 +38,7 @@ class ReturnsNul(Step):
     events = ("made",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         attempts.append(context.attempt)
         return Ok("made", {"name": "a\x00b"})
 

@@ -31,6 +31,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Workflow,
     WorkflowDefinition,
@@ -542,7 +543,7 @@ class Recorder:
 async def _run_plans(
     workflow: type[Workflow], registry: WorkflowRegistry, plans: list[dict[str, str]]
 ) -> list[Instance]:
-    async with Hephaestus(clock=FakeClock(), registry=registry) as app:
+    async with Hephaestus(clock=FakeClock(), workflows=registry) as app:
         for index, plan in enumerate(plans):
             await workflow.start(f"run{index}", {"choices": plan}, app=app)
         await run_until_idle(app)
@@ -558,13 +559,11 @@ def test_local_runner_executes_each_taken_step_once(
     recorder = Recorder()
 
     async def execute_async(
-        self: Step, instance: Instance, config: Config, context: StepContext
+        self: Step, run: StepRun, config: Config, context: StepContext
     ) -> StepResult:
         return recorder.record(config, context)
 
-    def execute_sync(
-        self: Step, instance: Instance, config: Config, context: StepContext
-    ) -> StepResult:
+    def execute_sync(self: Step, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return recorder.record(config, context)
 
     sync_steps = data.draw(st.frozensets(st.sampled_from(blueprint.steps)), label="sync steps")

@@ -104,6 +104,13 @@ class SerialRunner:
             self._poller = loop.create_task(self._poll())
         if env.recover:
             for run in await env.storage.query(InstanceQuery(status_in=ACTIVE)):
+                if env.registry.belongs_elsewhere(run.workflow):
+                    continue  # another app's run (a storage shared by apps): left alone
+                try:
+                    self._driver.definition_of(run)
+                except HephaestusError as exc:
+                    log.error("cannot recover %s (run %s): %s", run.id, run.run_id, exc)
+                    continue
                 if run.status is Status.PENDING:
                     self._enqueue(run.run_id, Begin())
                 else:

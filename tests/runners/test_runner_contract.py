@@ -27,6 +27,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     StepStatus,
     Unique,
     WaitForEvent,
@@ -96,7 +97,7 @@ def seconds(instance: Instance, kind: HistoryKind) -> list[float]:
 class Fetch(Step):
     events = ("fetched",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("fetch")
         return Ok("fetched", {"items": [1, 2, 3]})
 
@@ -104,18 +105,18 @@ class Fetch(Step):
 class Total(Step):
     events = ("totalled",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("total")  # a plain def step: runs in a thread
-        items = instance.context.steps["fetch"]["items"]
+        items = context.steps["fetch"]["items"]
         return Ok("totalled", {"sum": sum(items)})
 
 
 class Report(Step):
     events = ("reported",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("report")
-        return Ok("reported", {"text": f"sum={instance.context.steps['total']['sum']}"})
+        return Ok("reported", {"text": f"sum={context.steps['total']['sum']}"})
 
 
 class Linear(Workflow):
@@ -145,14 +146,14 @@ async def test_a_linear_chain_runs_each_step_once_in_order(app: Hephaestus) -> N
 class Classify(Step):
     events = ("big", "small")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
-        return "big" if instance.context.initial["n"] > 10 else "small"
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return "big" if context.initial["n"] > 10 else "small"
 
 
 class Big(Step):
     events = ("handled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("big")
         return "handled"
 
@@ -160,7 +161,7 @@ class Big(Step):
 class Small(Step):
     events = ("handled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("small")
         return "handled"
 
@@ -194,14 +195,14 @@ async def test_the_event_a_step_returns_picks_the_branch(app: Hephaestus) -> Non
 class Split(Step):
     events = ("split",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "split"
 
 
 class Pack(Step):
     events = ("packed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("pack")
         return Ok("packed", {"boxes": 2})
 
@@ -209,7 +210,7 @@ class Pack(Step):
 class Charge(Step):
     events = ("charged",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("charge")
         return Ok("charged", {"amount": 30})
 
@@ -217,9 +218,9 @@ class Charge(Step):
 class Ship(Step):
     events = ("shipped",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("ship")
-        steps = instance.context.steps
+        steps = context.steps
         return Ok("shipped", {"seen": [steps["pack"]["boxes"], steps["charge"]["amount"]]})
 
 
@@ -248,28 +249,28 @@ async def test_an_all_join_runs_once_after_every_branch(app: Hephaestus) -> None
 class Review(Step):
     events = ("approved", "rejected")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
-        return "approved" if instance.context.initial["ok"] else "rejected"
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return "approved" if context.initial["ok"] else "rejected"
 
 
 class Approve(Step):
     events = ("noted",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "noted"
 
 
 class Reject(Step):
     events = ("noted",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "noted"
 
 
 class Archive(Step):
     events = ("archived",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("archive")
         return "archived"
 
@@ -307,7 +308,7 @@ class Flaky(Step):
     events = ("ok",)
     retry = RetryPolicy(max_attempts=3, initial_delay=2, backoff="exponential")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         board.log.append(f"attempt {context.attempt}")
         if context.attempt < 3:
@@ -350,7 +351,7 @@ class Hangs(Step):
     timeout = 0.05
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append(f"attempt {context.attempt}")
         await asyncio.Event().wait()
         return "never"
@@ -378,7 +379,7 @@ class MakesRefused(Step):
     events = ("made",)
     retry = RetryPolicy(max_attempts=2, initial_delay=1)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append(f"attempt {context.attempt}")
         return Ok("made", {"name": REFUSED})
 
@@ -455,14 +456,14 @@ async def test_a_result_the_storage_refuses_fails_the_attempt(
 class AwaitApproval(Step):
     events = ("approved", "expired")
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Async(timeout=30, timeout_event="expired")
 
 
 class Expire(Step):
     events = ("closed",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.log.append("expire")
         return "closed"
 
@@ -512,7 +513,7 @@ class Prepare(Step):
 
     events = ("prepared",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("preparing").set()
         await board.signal("gate").wait()
         return "prepared"
@@ -587,7 +588,7 @@ class Blocker(Step):
 
     events = ("unblocked",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.signal("blocking").set()
         try:
             await asyncio.Event().wait()
@@ -601,7 +602,7 @@ class Meet(Step):
     events = ("met",)
     join = "all"
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "met"
 
 
@@ -651,7 +652,7 @@ class StuckOnce(Step):
 
     events = ("done",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         board.keys.append(context.idempotency_key)
         if len(board.keys) == 1:
             board.signal("stuck").set()
@@ -719,6 +720,32 @@ async def test_a_timer_armed_at_a_crash_fires_after_reopening(
     assert parcel.status is Status.COMPLETED
 
 
+async def test_recovery_leaves_the_runs_of_another_apps_workflows_alone(
+    storage: Storage, clock: FakeClock, new_runner: Callable[[], Runner]
+) -> None:
+    """On a shared storage, an app takes over the runs of its own workflows only."""
+    async with Hephaestus(storage=storage, clock=clock, runner=new_runner()) as app:
+        await Approval.start("o1")  # waits, its timeout 30 s away
+        await Retrying.start("o2")  # its second attempt 2 s away
+        await run_until_idle(app)
+        left = await Approval.get("o1")
+    async with Hephaestus(
+        storage=storage, clock=clock, runner=new_runner(), workflows=[Retrying]
+    ) as app:
+        await advance(app, 60)
+        retried = await Retrying.get("o2")
+        waiting = await app.get_instance("rcapproval::o1")
+    assert retried.status is Status.COMPLETED
+    assert (waiting.status, waiting.revision) == (Status.WAITING, left.revision)  # untouched
+    async with Hephaestus(
+        storage=storage, clock=clock, runner=new_runner(), workflows=[Approval]
+    ) as app:
+        await run_until_idle(app)  # its timer fell due meanwhile: fired on recovery
+        expired = await Approval.get("o1")
+    assert expired.status is Status.COMPLETED
+    assert expired.steps["await_approval"].event == "expired"
+
+
 # -- uniqueness -------------------------------------------------------------------------------
 
 
@@ -748,14 +775,14 @@ async def test_a_second_start_is_refused_while_the_first_run_is_active(app: Heph
 class LegacyFulfil(Step):
     events = ("fulfilled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fulfilled", {"by": "legacy"})
 
 
 class ModernFulfil(Step):
     events = ("fulfilled",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("fulfilled", {"by": "modern"})
 
 

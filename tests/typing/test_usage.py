@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import assert_type
+from typing import Any, assert_type
 
 from hephaestus import (
     Async,
@@ -19,6 +20,7 @@ from hephaestus import (
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     Wait,
     WaitForEvent,
@@ -32,7 +34,7 @@ class Check(Step):
     events = ("ok", "bad")
     retry = RetryPolicy(max_attempts=3, backoff="linear", initial_delay=0.5)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         if context.initial.get("fail"):
             return Error("not today", retryable=False)
         return Ok("ok", {"key": context.idempotency_key})
@@ -41,14 +43,20 @@ class Check(Step):
 class Notify(Step):
     events = ("sent",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        assert_type(run.id, str)
+        assert_type(run.workflow_version, int)
+        assert_type(run.attempt, int)
+        assert_type(run.metadata, Mapping[str, Any])
+        assert_type(run.context, StepContext)
+        assert run.idempotency_key == context.idempotency_key
         return "sent"
 
 
 class Approve(Step):
     events = ("approved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Async(timeout=60) if config else Ok("approved")
 
 
@@ -105,3 +113,27 @@ async def test_typed_schedule_resume() -> None:
         assert_type(later, ScheduledResume)
         await advance(app, 5)
         assert (await TypedFlow.get("abc")).status == Status.COMPLETED
+
+
+async def test_typed_app_scope() -> None:
+    """An app given its workflows, and the facade's query filters, type-check and run."""
+    clock = FakeClock()
+    async with Hephaestus(workflows=[TypedFlow], clock=clock) as app:
+        assert app.has(TypedFlow)
+        await TypedFlow.start("abc", {"fail": False}, metadata={"region": "eu"})
+        runs = await TypedFlow.list(id_prefix="typed::a", metadata={"region": "eu"})
+        assert_type(runs, list[Instance])
+        assert [run.id for run in runs] == ["typed::abc"]
+        assert await TypedFlow.list(metadata={"region": "us"}, created_after=clock.now()) == []
+
+
+def test_typed_sync_facade() -> None:
+    """``Flow.sync`` methods carry the async methods' full signatures and plain results."""
+    with Hephaestus(workflows=[TypedFlow]) as app:
+        instance_id = TypedFlow.sync.start("abc", {"fail": False}, version=1, app=app)
+        assert_type(instance_id, str)
+        instance = TypedFlow.sync.get("abc")
+        assert_type(instance, Instance)
+        runs = TypedFlow.sync.list(status_in=["running", Status.WAITING], id_prefix="typed::")
+        assert_type(runs, list[Instance])
+        assert TypedFlow.sync.cancel("abc", reason="typing") is None

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hephaestus import (
     Async,
-    Context,
     Debug,
     Done,
-    Instance,
     Ok,
-    Status,
     StepContext,
+    StepRun,
     Wait,
     WaitForEvent,
     context_key,
@@ -25,33 +22,17 @@ from hephaestus import (
 if TYPE_CHECKING:
     from hephaestus import Config
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
-
-def make_instance() -> Instance:
-    """A running instance with an initial context."""
-    return Instance(
-        id="order::abc123",
-        run_id="run1",
-        workflow="tests.Flow",
-        workflow_version=1,
-        family="tests.Flow",
-        status=Status.RUNNING,
-        context=Context(initial={"order": 7}, steps={}),
-        created_at=NOW,
-        updated_at=NOW,
-    )
-
-
-def make_context() -> StepContext:
-    """The context a step of ``make_instance`` is executed with."""
-    return StepContext(
+def make_run() -> StepRun:
+    """The view a ``debug`` step of a running order is executed with."""
+    context = StepContext(
         initial={"order": 7},
         steps={"step_a": {"paid": True}},
         instance_id="order::abc123",
         run_id="run1",
         step="debug",
     )
+    return StepRun(context, "tests.Flow", 1)
 
 
 # -- declarations --------------------------------------------------------------------------------
@@ -72,7 +53,8 @@ def test_builtin_events_and_context_keys() -> None:
 @pytest.mark.parametrize("config", [None, {"ignored": True}])
 def test_done_returns_ok_done(config: Config) -> None:
     """Done always completes with the done event, whatever its config."""
-    assert Done().execute(make_instance(), config, make_context()) == Ok("done")
+    run = make_run()
+    assert Done().execute(run, config, run.context) == Ok("done")
 
 
 # -- Wait ----------------------------------------------------------------------------------------
@@ -128,7 +110,8 @@ def test_wait_delay_seconds_rejects_bad_configs(config: Config) -> None:
 
 def test_wait_returns_async_with_its_delay() -> None:
     """Wait goes async with a timer that delivers timeout after the configured delay."""
-    result = Wait().execute(make_instance(), {"duration": 2, "unit": "minute"}, make_context())
+    run = make_run()
+    result = Wait().execute(run, {"duration": 2, "unit": "minute"}, run.context)
     assert result == Async(timeout=120.0, timeout_event="timeout")
 
 
@@ -143,14 +126,16 @@ def test_wait_validate_config() -> None:
 
 def test_wait_for_event_without_timeout_waits_forever() -> None:
     """Without a timeout config, WaitForEvent goes async with no timer."""
-    result = WaitForEvent().execute(make_instance(), None, make_context())
+    run = make_run()
+    result = WaitForEvent().execute(run, None, run.context)
     assert result == Async(timeout=None, timeout_event="timeout")
 
 
 @pytest.mark.parametrize("timeout", [30, 0.5, 0])
 def test_wait_for_event_with_timeout(timeout: float) -> None:
     """With a timeout config, WaitForEvent goes async with that timeout and the timeout event."""
-    result = WaitForEvent().execute(make_instance(), {"timeout": timeout}, make_context())
+    run = make_run()
+    result = WaitForEvent().execute(run, {"timeout": timeout}, run.context)
     assert result == Async(timeout=timeout, timeout_event="timeout")
 
 
@@ -177,7 +162,8 @@ def test_wait_for_event_validate_config(config: Config, routed: set[str], proble
 def test_debug_logs_the_context_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
     """Debug logs the instance id and the context at debug level, then completes."""
     caplog.set_level(logging.DEBUG, logger="hephaestus.steps.debug")
-    result = Debug().execute(make_instance(), None, make_context())
+    run = make_run()
+    result = Debug().execute(run, None, run.context)
     assert result == Ok("completed")
     [record] = [r for r in caplog.records if r.name == "hephaestus.steps.debug"]
     assert record.levelno == logging.DEBUG
@@ -190,5 +176,6 @@ def test_debug_logs_the_context_at_debug_level(caplog: pytest.LogCaptureFixture)
 def test_debug_is_silent_above_debug_level(caplog: pytest.LogCaptureFixture) -> None:
     """At info level Debug logs nothing but still completes."""
     caplog.set_level(logging.INFO, logger="hephaestus.steps.debug")
-    assert Debug().execute(make_instance(), None, make_context()) == Ok("completed")
+    run = make_run()
+    assert Debug().execute(run, None, run.context) == Ok("completed")
     assert [r for r in caplog.records if r.name == "hephaestus.steps.debug"] == []

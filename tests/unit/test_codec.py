@@ -25,6 +25,7 @@ from hephaestus import (
     ScheduledResume,
     Status,
     Step,
+    StepRun,
     StepState,
     StepStatus,
     Workflow,
@@ -48,7 +49,7 @@ T0 = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 class CodecStep(Step):
     events = ("ok",)
 
-    async def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
+    async def execute(self, run: StepRun, config: Any, context: Any) -> Ok:
         return Ok("ok")
 
 

@@ -24,6 +24,7 @@ from hephaestus import (
     Status,
     Step,
     StepContext,
+    StepRun,
     StepState,
     StepStatus,
     WaitForEvent,
@@ -140,7 +141,7 @@ def run_steps(commands: tuple[engine.Command, ...]) -> list[str]:
 
 
 class Emits(Step):
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return self.events[0]
 
 

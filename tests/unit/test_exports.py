@@ -20,9 +20,9 @@ EXPECTED = {
         "ErrorInfo", "Hephaestus", "HephaestusError", "HistoryEntry", "HistoryKind", "Instance",
         "InstanceAlreadyRunningError", "InstanceNotActiveError", "InstanceNotFoundError", "Ok",
         "RetryPolicy", "Route", "ScheduledResume", "Scope", "Status", "Step", "StepContext",
-        "StepResult", "StepState", "StepStatus", "SystemClock", "Unique", "VersionedDefinition",
-        "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition", "WorkflowDefinitionError",
-        "WorkflowRegistry", "context_key", "default_registry", "route",
+        "StepResult", "StepRun", "StepState", "StepStatus", "SystemClock", "Unique",
+        "VersionedDefinition", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition",
+        "WorkflowDefinitionError", "WorkflowRegistry", "context_key", "default_registry", "route",
     },
     hephaestus.storage: {
         "CountKey", "InMemoryStorage", "InstanceQuery", "MemoryTransaction", "Page", "Storage",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hephaestus import Config, Instance, Step, StepContext, StepResult, context_key
+from hephaestus import Config, Step, StepContext, StepResult, StepRun, context_key
 from hephaestus._core.naming import underscore
 
 
@@ -52,7 +52,7 @@ def test_underscore_digits_acronyms_and_underscores(name: str, expected: str) ->
 class ChargeCard(Step):
     events = ("charged",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "charged"
 
 

@@ -10,11 +10,11 @@ from hephaestus import (
     Config,
     Context,
     Done,
-    Instance,
     RetryPolicy,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Unique,
     VersionedDefinition,
     Wait,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 def make_step(name: str, *events: str, **attrs: Any) -> type[Step]:
     """A Step subclass named ``name`` (also its qualname) that emits its first event."""
 
-    def execute(self: Step, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self: Step, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return events[0]
 
     namespace: dict[str, Any] = {
@@ -87,21 +87,21 @@ def standard(workflow: type[Workflow]) -> WorkflowDefinition:
 class Validate(Step):
     events = ("valid", "invalid")
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "valid"
 
 
 class Charge(Step):
     events = ("charged",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "charged"
 
 
 class Reserve(Step):
     events = ("reserved",)
 
-    async def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "reserved"
 
 
@@ -110,28 +110,28 @@ class Ship(Step):
     retry = RetryPolicy(max_attempts=2)
     timeout = 30
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "shipped"
 
 
 class Reject(Step):
     events = ("rejected",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "rejected"
 
 
 class StepA(Step):
     events = ("ok",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "ok"
 
 
 class StepB(Step):
     events = ("ok",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return "ok"
 
 

@@ -9,12 +9,12 @@ import pytest
 from hephaestus import (
     Config,
     Done,
-    Instance,
     Ok,
     RetryPolicy,
     Step,
     StepContext,
     StepResult,
+    StepRun,
     Wait,
     WaitForEvent,
     Workflow,
@@ -25,7 +25,7 @@ from hephaestus.errors import IssueCode, WorkflowDefinitionError
 class Begin(Step):
     events = ("go",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("go")
 
 

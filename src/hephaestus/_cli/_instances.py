@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Mapping
-from datetime import datetime
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -21,13 +22,14 @@ from hephaestus._cli._common import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable
 
     from rich.console import Console
 
     from hephaestus._app import Hephaestus
     from hephaestus._config import Config
     from hephaestus._core.instance import Instance
+    from hephaestus.storage import CountKey, InstanceQuery, Page
 
 __all__ = ["instances", "to_json"]
 
@@ -120,25 +122,208 @@ def instances() -> None:
     """
 
 
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+"""Seconds per unit of a relative time (``2h`` ago)."""
+
+
+def _when(value: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC if it has no offset) or a duration ago: ``90s``, ``15m``, ``2h``."""
+    match = re.fullmatch(r"(\d+)([smhdw])", value.strip())
+    if match:
+        amount, unit = int(match[1]), match[2]
+        return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is neither an ISO 8601 time (2026-12-01T09:00) "
+            "nor a duration ago (90s, 15m, 2h, 3d, 1w)"
+        ) from exc
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _metadata(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs as a containment pattern; a VALUE that is JSON is decoded."""
+    if not pairs:
+        return None
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CliUsageError(f"--metadata takes KEY=VALUE, got {pair!r}")
+        try:
+            found[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            found[key] = raw  # a bare word is a string: --metadata tenant=acme
+    return found
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Filters:
+    """The filter flags shared by ``list`` and ``count``, before the app resolves names."""
+
+    statuses: tuple[str, ...]
+    workflow: str | None
+    version: int | None
+    id_prefix: str | None
+    value_prefix: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, Any] | None
+    created_after: datetime | None
+    created_before: datetime | None
+    updated_after: datetime | None
+    updated_before: datetime | None
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> _Filters:
+        """The filters of a command's flags; a bad time or pair is a usage error (exit 2)."""
+        now = datetime.now(UTC)
+        times: dict[str, datetime | None] = {}
+        for name in ("created_after", "created_before", "updated_after", "updated_before"):
+            raw = options.pop(name)
+            try:
+                times[name] = None if raw is None else _when(raw, now)
+            except ValueError as exc:
+                raise CliUsageError(f"--{name.replace('_', '-')}: {exc}") from exc
+        value_prefix = options.pop("value_prefix")
+        if value_prefix is not None and options["workflow"] is None:
+            raise CliUsageError("--value-prefix needs --workflow (whose key starts the ids)")
+        return cls(
+            statuses=options.pop("statuses"),
+            workflow=options.pop("workflow"),
+            version=options.pop("version"),
+            id_prefix=options.pop("id_prefix"),
+            value_prefix=value_prefix,
+            tags=options.pop("tags"),
+            metadata=_metadata(options.pop("metadata")),
+            **times,
+        )
+
+    def query(self, app: Hephaestus, **paging: Any) -> InstanceQuery:
+        """The storage query these filters make, names and tags resolved through ``app``."""
+        from hephaestus._core.instance import Status
+        from hephaestus.storage import InstanceQuery
+
+        names = None if self.workflow is None else _workflow_names(app, self.workflow)
+        id_prefix = self.id_prefix
+        if self.value_prefix is not None and self.workflow is not None:
+            key_prefix = f"{_unique_key(app, self.workflow)}::{self.value_prefix}"
+            if id_prefix is not None and not key_prefix.startswith(id_prefix):
+                raise CliUsageError(f"--id-prefix {id_prefix} and --value-prefix contradict")
+            id_prefix = key_prefix
+        return InstanceQuery(
+            status_in=frozenset(Status(s) for s in self.statuses) if self.statuses else None,
+            workflow=names,
+            workflow_version=self.version,
+            id_prefix=id_prefix,
+            tags=self.tags or None,
+            metadata=self.metadata,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+            **paging,
+        ).resolve_tags(app.registry)
+
+
+def _unique_key(app: Hephaestus, name: str) -> str:
+    """The unique key (``order`` in ``order::1001``) of the workflow ``name`` names."""
+    names = _workflow_names(app, name)
+    keys = set()
+    for definition in app.registry:
+        if _definition_names(definition) & names:
+            umbrella = app.registry.umbrella_of(definition.name)  # a version uses its ids
+            keys.add((definition if umbrella is None else umbrella).unique.key)
+    if len(keys) != 1:
+        found = "no workflow" if not keys else f"{len(keys)} workflows"
+        raise CliUsageError(
+            f"--value-prefix: {found} named {name!r} here to take the key from "
+            "(pass --import MODULE, or use --id-prefix KEY::VALUE)"
+        )
+    return keys.pop()
+
+
+def _definition_names(definition: object) -> set[str]:
+    from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
+
+    if isinstance(definition, VersionedDefinition):
+        return {version.name for version in definition.versions.values()}
+    return {definition.name} if isinstance(definition, WorkflowDefinition) else set()
+
+
+def filter_options[F: Callable[..., Any]](command: F) -> F:
+    """The filters of ``list`` and ``count`` (every given filter must hold)."""
+    options = [
+        click.option(
+            "--updated-before", default=None, metavar="WHEN", help="Last written before WHEN."
+        ),
+        click.option(
+            "--updated-after", default=None, metavar="WHEN", help="Last written at or after WHEN."
+        ),
+        click.option("--created-before", default=None, metavar="WHEN", help="Created before WHEN."),
+        click.option(
+            "--created-after",
+            default=None,
+            metavar="WHEN",
+            help="Created at or after WHEN: ISO 8601 (UTC unless it has an offset) or a "
+            "duration ago: 90s, 15m, 2h, 3d, 1w.",
+        ),
+        click.option(
+            "--metadata",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Runs whose metadata has KEY equal to (containing) VALUE, a JSON value or a "
+            "bare string (repeatable).",
+        ),
+        click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            metavar="TAG",
+            help="Runs of workflows tagged TAG (repeatable: all of them; needs --import).",
+        ),
+        click.option(
+            "--value-prefix",
+            default=None,
+            metavar="PREFIX",
+            help="Business values starting with PREFIX, of the --workflow (needs --import).",
+        ),
+        click.option(
+            "--id-prefix", default=None, metavar="PREFIX", help="Ids starting with PREFIX."
+        ),
+        click.option(
+            "--version", type=click.IntRange(min=1), default=None, help="Only this version."
+        ),
+        click.option(
+            "--workflow", default=None, help="Only runs of this workflow (name or class name)."
+        ),
+        click.option(
+            "--status",
+            "statuses",
+            type=click.Choice(_STATUSES),
+            multiple=True,
+            help="Only runs in this status (repeatable: any of them).",
+        ),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
 @instances.command("list")
-@click.option(
-    "--status",
-    "statuses",
-    type=click.Choice(_STATUSES),
-    multiple=True,
-    help="Only runs in this status (repeatable).",
-)
-@click.option("--workflow", default=None, help="Only runs of this workflow (name or class name).")
+@filter_options
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--after", default=None, metavar="CURSOR", help="The page after CURSOR (printed by list)."
+)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @connection_options
 def list_instances(
     *,
-    statuses: tuple[str, ...],
-    workflow: str | None,
     limit: int,
+    after: str | None,
     offset: int,
     oldest_first: bool,
     as_json: bool,
@@ -146,35 +331,42 @@ def list_instances(
     dsn: str | None,
     schema: str | None,
     imports: tuple[str, ...],
+    **options: Any,
 ) -> int:
     """List runs as a table: id, workflow, version, status, waiting steps, times.
 
-    \b
-    Example:
-      hephaestus instances list --dsn postgresql:///app --status waiting --limit 20
-    """
-    from hephaestus._core.instance import Status
-    from hephaestus.storage import InstanceQuery
+    Pages go by cursor: the last line gives the --after CURSOR of the next page (same filters).
 
+    \b
+    Examples:
+      hephaestus instances list --dsn postgresql:///app --status waiting --limit 20
+      hephaestus instances list --workflow OrderFlow --created-after 2h --metadata tenant=acme
+    """
+    from hephaestus.storage._query import decode_cursor
+
+    filters = _Filters.parse(options)
+    if after is not None:
+        try:
+            decode_cursor(after)
+        except ValueError as exc:
+            raise CliUsageError(f"--after: {exc} (pass the cursor list printed)") from exc
     config = connection_config(app, dsn, schema, imports)
 
-    async def query(opened: Hephaestus) -> list[Instance]:
-        names = None if workflow is None else _workflow_names(opened, workflow)
-        return await opened.storage.query(
-            InstanceQuery(
-                status_in=frozenset(Status(s) for s in statuses) if statuses else None,
-                workflow=names,
-                limit=limit,
-                offset=offset,
-                newest_first=not oldest_first,
-            )
-        )
+    async def query(opened: Hephaestus) -> Page:
+        paging = {
+            "limit": limit,
+            "offset": offset,
+            "after": after,
+            "newest_first": not oldest_first,
+        }
+        return await opened.storage.page(filters.query(opened, **paging))
 
-    rows = _run(config, query)
+    page = _run(config, query)
     if as_json:
-        click.echo(json.dumps([_summary(row) for row in rows], indent=2))
+        runs = [_summary(row) for row in page.runs]
+        click.echo(json.dumps({"runs": runs, "next_cursor": page.next_cursor}, indent=2))
         return 0
-    _print_table(console(), rows, limit=limit, offset=offset)
+    _print_table(console(), page)
     return 0
 
 
@@ -191,12 +383,12 @@ def _summary(row: Instance) -> dict[str, Any]:
     }
 
 
-def _print_table(out: Console, rows: list[Instance], *, limit: int, offset: int) -> None:
+def _print_table(out: Console, page: Page) -> None:
     from rich.table import Table
 
     table = Table("id", "workflow", "version", "status", "waiting", "created", "updated")
     table.columns[2].justify = "right"
-    for row in rows:
+    for row in page.runs:
         table.add_row(
             row.id,
             row.workflow.rsplit(".", 1)[-1],  # the class name; `show` and --json give it all
@@ -207,12 +399,62 @@ def _print_table(out: Console, rows: list[Instance], *, limit: int, offset: int)
             _time(row.updated_at),
         )
     out.print(table)
-    shown = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
-    if offset:
-        shown += f" from offset {offset}"
-    if len(rows) == limit:
-        shown += f"; more may follow: --offset {offset + limit}"
-    out.print(shown)
+    shown = f"{len(page.runs)} run{'s' if len(page.runs) != 1 else ''}"
+    if page.next_cursor is not None:
+        shown += f"; next page: --after {page.next_cursor}"
+    out.print(shown, soft_wrap=True)
+
+
+@instances.command("count")
+@filter_options
+@click.option(
+    "--by",
+    type=click.Choice(["status", "workflow"]),
+    multiple=True,
+    help="Group by status and/or workflow (repeatable; default both; in the order given).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@connection_options
+def count_instances(
+    *,
+    by: tuple[str, ...],
+    as_json: bool,
+    app: str | None,
+    dsn: str | None,
+    schema: str | None,
+    imports: tuple[str, ...],
+    **options: Any,
+) -> int:
+    """Count runs matching the filters of list, grouped by status and/or workflow.
+
+    \b
+    Examples:
+      hephaestus instances count --dsn postgresql:///app
+      hephaestus instances count --by status --workflow OrderFlow --updated-after 1d
+    """
+    filters = _Filters.parse(options)
+    config = connection_config(app, dsn, schema, imports)
+    keys = cast("tuple[CountKey, ...]", tuple(dict.fromkeys(by)) or ("status", "workflow"))
+
+    async def count(opened: Hephaestus) -> dict[tuple[str, ...], int]:
+        return await opened.storage.count(filters.query(opened), by=keys)
+
+    counts = sorted(_run(config, count).items())
+    if as_json:
+        groups = [{**dict(zip(keys, key, strict=True)), "count": n} for key, n in counts]
+        click.echo(json.dumps({"groups": groups, "total": sum(n for _, n in counts)}, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(*keys, "runs", show_footer=len(counts) > 1)
+    table.columns[-1].justify = "right"
+    table.columns[-1].footer = str(sum(n for _, n in counts))
+    table.columns[0].footer = "total"
+    for key, n in counts:
+        cells = [_status(v) if k == "status" else v for k, v in zip(keys, key, strict=True)]
+        table.add_row(*cells, str(n))
+    console().print(table)
+    return 0
 
 
 @instances.command("show")

@@ -73,6 +73,11 @@ def drop_scheduled(scheduled: tuple[ScheduledResume, ...]) -> list[Command]:
     return [CancelTimer(item.step, item.id) for item in scheduled]
 
 
+def _once(keys: list[str]) -> tuple[str, ...]:
+    """``keys`` without repeats, in first-seen order."""
+    return tuple(keys) if len(keys) < 2 else tuple(dict.fromkeys(keys))
+
+
 def _with_status(state: StepState, status: StepStatus) -> StepState:
     return StepState(
         status=status,
@@ -508,11 +513,7 @@ class Draft:
         )
         steps, results, joins, activated = self.touched
         changes = Changes(
-            tuple(self.history),
-            tuple(dict.fromkeys(steps)),
-            tuple(dict.fromkeys(results)),
-            tuple(dict.fromkeys(joins)),
-            tuple(activated),
+            tuple(self.history), _once(steps), _once(results), _once(joins), tuple(activated)
         )
         return Decision(new, tuple(self.commands), True, changes)
 

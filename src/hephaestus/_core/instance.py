@@ -29,6 +29,7 @@ __all__ = [
     "ScheduledResume",
     "Status",
     "StepContext",
+    "StepRun",
     "StepState",
     "StepStatus",
 ]
@@ -178,6 +179,96 @@ class StepContext(Context):
     @property
     def idempotency_key(self) -> str:
         return f"{self.instance_id}/{self.run_id}/{self.step}/{self.attempt}"
+
+
+class StepRun:
+    """What a step sees of its run: who it is and what it was started with, read-only.
+
+    A small view instead of the engine's ``Instance``, on purpose: status, step states,
+    history, revisions and the like are engine internals that change shape as the engine
+    evolves, and a step that branched on them would break with it (or race with the run it is
+    part of). Steps decide from their ``config`` and ``context``; the run's outcome is the
+    engine's. Everything here is fixed for the attempt: attributes cannot be set, ``metadata``
+    and the context's mappings are read-only, and nothing a step does to it reaches the run.
+
+    ``id``, ``run_id``, ``step`` and ``attempt`` are read from ``context``, so the view and its
+    context can never disagree (``idempotency_key`` is the context's). Runners build it with
+    ``metadata`` behind a read-only mapping; build one directly to call ``execute`` in a test.
+    """
+
+    __slots__ = ("_context", "_metadata", "_workflow", "_workflow_version")
+
+    _workflow: str
+    _workflow_version: int
+    _metadata: Mapping[str, Any]
+    _context: StepContext
+
+    def __init__(
+        self,
+        context: StepContext,
+        workflow: str,
+        workflow_version: int,
+        metadata: Mapping[str, Any] = NO_DATA,
+    ) -> None:
+        # Every public attribute is a property without a setter, and __slots__ refuses new
+        # ones: read-only at the cost of plain slot writes (it is built once per attempt; a
+        # raising __setattr__ would make it cost three times as much).
+        self._workflow = workflow
+        self._workflow_version = workflow_version
+        self._metadata = metadata
+        self._context = context
+
+    @property
+    def id(self) -> str:
+        """The run's business id (``key::value``)."""
+        return self._context.instance_id
+
+    @property
+    def run_id(self) -> str:
+        """Unique per run: a later run with the same ``id`` has another ``run_id``."""
+        return self._context.run_id
+
+    @property
+    def workflow(self) -> str:
+        """The stored name of the workflow the run belongs to."""
+        return self._workflow
+
+    @property
+    def workflow_version(self) -> int:
+        """The version the run is pinned to."""
+        return self._workflow_version
+
+    @property
+    def step(self) -> str:
+        """This step's context key."""
+        return self._context.step
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, and so on."""
+        return self._context.attempt
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The caller's ``metadata`` given at start (read-only)."""
+        return self._metadata
+
+    @property
+    def idempotency_key(self) -> str:
+        """``context.idempotency_key``: stable across re-dispatches of one attempt."""
+        return self._context.idempotency_key
+
+    @property
+    def context(self) -> StepContext:
+        """The run's data (read-only mappings): the same object passed as ``context``."""
+        return self._context
+
+    def __repr__(self) -> str:
+        return (
+            f"StepRun(id={self.id!r}, run_id={self.run_id!r}, workflow={self._workflow!r}, "
+            f"workflow_version={self._workflow_version}, step={self.step!r}, "
+            f"attempt={self.attempt})"
+        )
 
 
 class HistoryKind(StrEnum):

@@ -12,22 +12,32 @@ from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
 from hephaestus.errors import UnknownWorkflowError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 __all__ = ["WorkflowRegistry", "default_registry"]
 
 
 class WorkflowRegistry:
-    """Name -> definition. Redefining a name (a module reload, a test) replaces the entry."""
+    """Name -> definition. Redefining a name (a module reload, a test) replaces the entry.
 
-    def __init__(self) -> None:
+    ``default_registry`` holds every workflow defined in the process; an app given
+    ``workflows=[...]`` builds its own from them, so it runs and decodes only those.
+    """
+
+    def __init__(
+        self, definitions: Iterable[WorkflowDefinition | VersionedDefinition] = ()
+    ) -> None:
         self._definitions: dict[str, WorkflowDefinition | VersionedDefinition] = {}
         self._umbrellas: dict[str, dict[str, VersionedDefinition]] = {}
+        for definition in definitions:
+            self.register(definition)
 
     def register(self, definition: WorkflowDefinition | VersionedDefinition) -> None:
+        """Add ``definition``; a versioned umbrella brings its versions (they run its runs)."""
         self._definitions[definition.name] = definition
         if isinstance(definition, VersionedDefinition):
             for version in definition.versions.values():
+                self._definitions.setdefault(version.name, version)
                 self._umbrellas.setdefault(version.name, {})[definition.name] = definition
 
     def umbrella_of(self, name: str) -> VersionedDefinition | None:
@@ -35,9 +45,22 @@ class WorkflowRegistry:
         umbrellas = self._umbrellas.get(name, {})
         return next(iter(umbrellas.values())) if len(umbrellas) == 1 else None
 
+    def belongs_elsewhere(self, name: str) -> bool:
+        """Whether ``name`` is a workflow of this process that this registry leaves out.
+
+        Such runs belong to another app (sharing the storage): recovery leaves them alone
+        instead of reporting them as runs of an undefined workflow.
+        """
+        return name not in self._definitions and name in default_registry
+
     def resolve(self, name: str) -> WorkflowDefinition:
         """The runnable definition stored instances call ``name``."""
         definition = self._definitions.get(name)
+        if definition is None and self.belongs_elsewhere(name):
+            raise UnknownWorkflowError(
+                f"workflow {name!r} is not one of this app's workflows; add its class to "
+                "Hephaestus(workflows=[...])"
+            )
         if not isinstance(definition, WorkflowDefinition):
             raise UnknownWorkflowError(
                 f"no workflow named {name!r} is defined in this process; import the module that "
@@ -47,6 +70,9 @@ class WorkflowRegistry:
 
     def get(self, name: str) -> WorkflowDefinition | VersionedDefinition | None:
         return self._definitions.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
 
     def __iter__(self) -> Iterator[WorkflowDefinition | VersionedDefinition]:
         return iter(list(self._definitions.values()))

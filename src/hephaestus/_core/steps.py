@@ -13,7 +13,7 @@ from hephaestus._core.records import record
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from hephaestus._core.instance import Instance, StepContext
+    from hephaestus._core.instance import StepContext, StepRun
     from hephaestus._core.retry import RetryPolicy
 
 __all__ = [
@@ -68,9 +68,15 @@ StepResult = Ok | Async | Error | str
 class Step:
     """Base class of every step.
 
-    Subclasses declare the ``events`` they can emit and implement ``execute`` as a plain or an
-    ``async`` method. Plain methods run in a worker thread so they never block the event loop.
-    Raising an exception counts as a failed attempt.
+    Subclasses declare the ``events`` they can emit and implement
+    ``execute(self, run, config, context)`` as a plain or an ``async`` method (its signature is
+    checked when a workflow using the step is defined). Plain methods run in a worker thread so
+    they never block the event loop. Raising an exception counts as a failed attempt.
+
+    ``run`` is a ``StepRun``, a read-only view (id, workflow, version, step, attempt, the
+    caller's metadata, the idempotency key), not the engine's ``Instance``: a step that read
+    the run's status, step states or history would depend on engine internals and on the
+    moment it ran. What a step needs from earlier steps is in ``context``.
     """
 
     events: ClassVar[tuple[str, ...]] = ()
@@ -88,7 +94,7 @@ class Step:
     step has a single source step."""
 
     def execute(
-        self, instance: Instance, config: Config, context: StepContext
+        self, run: StepRun, config: Config, context: StepContext
     ) -> StepResult | Awaitable[StepResult]:
         """Do the step's work and say how it ended."""
         raise NotImplementedError
@@ -113,7 +119,7 @@ class Done(Step):
 
     events = ("done",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Ok("done")
 
 
@@ -164,7 +170,7 @@ class Wait(Step):
         """The configured delay in seconds (raises ``ValueError`` for a bad config)."""
         return _delay_seconds(config)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         return Async(timeout=_delay_seconds(config), timeout_event="timeout")
 
     @classmethod
@@ -186,7 +192,7 @@ class WaitForEvent(Step):
     events = ("received",)
     optional_events = ("timeout",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         timeout = None if config is None else config.get("timeout")
         return Async(timeout=timeout, timeout_event="timeout")
 
@@ -207,13 +213,14 @@ class Debug(Step):
 
     events = ("completed",)
 
-    def execute(self, instance: Instance, config: Config, context: StepContext) -> StepResult:
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
         _debug_log.debug(
-            "Debug step instance=%s initial=%r steps=%r history=%d entries",
-            instance.id,
+            "Debug step instance=%s step=%s attempt=%d initial=%r steps=%r",
+            run.id,
+            run.step,
+            run.attempt,
             dict(context.initial),
             dict(context.steps),
-            len(instance.history),
         )
         return Ok("completed")
 

@@ -6,6 +6,7 @@ All rules run and every problem is reported in one ``WorkflowDefinitionError``, 
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -274,6 +275,40 @@ def _compile_versioned(
     )
 
 
+def _execute_problem(step: type[Step]) -> str | None:
+    """Why runners could not call ``step().execute(run, config, context)``, or ``None``.
+
+    Checked on the class, without instantiating the step: a plain or ``async`` method that
+    binds ``self`` and three positional arguments passes (defaults, ``*args`` and ``**kwargs``
+    included), as does a callable object. A descriptor it cannot see through is left to the
+    call at run time rather than rejected on a guess.
+    """
+    raw = inspect.getattr_static(step, "execute")
+    if isinstance(raw, staticmethod | classmethod):
+        return f"is a {type(raw).__name__}, so it would not receive the step instance"
+    execute: object = step.execute  # what instances get, unbound (a partialmethod resolves here)
+    if inspect.isfunction(execute):
+        if inspect.isgeneratorfunction(execute) or inspect.isasyncgenfunction(execute):
+            return "is a generator (it yields); return the step's result instead"
+        arguments: tuple[object, ...] = (step, None, None, None)  # self, run, config, context
+    elif not callable(execute):
+        return f"is not callable (got {execute!r})"
+    elif hasattr(type(raw), "__get__"):
+        return None
+    else:
+        arguments = (None, None, None)  # a callable object: instances get it as it is
+    try:
+        signature = inspect.signature(execute)
+    except (TypeError, ValueError):
+        return None  # no signature to read (some builtins): the call decides at run time
+    try:
+        signature.bind(*arguments)
+    except TypeError as exc:
+        call = "(self, run, config, context)" if len(arguments) == 4 else "(run, config, context)"
+        return f"takes {signature}, which cannot be called with {call}: {exc}"
+    return None
+
+
 @dataclass
 class _Edge:
     source: type[Step]
@@ -450,6 +485,15 @@ class _GraphBuilder:
                 self.add(
                     IssueCode.MISSING_EXECUTE, f"{_name(step)} does not implement execute()", step
                 )
+            else:
+                problem = _execute_problem(step)
+                if problem is not None:
+                    self.add(
+                        IssueCode.INVALID_EXECUTE_SIGNATURE,
+                        f"{_name(step)}.execute {problem}; define it as "
+                        "def execute(self, run, config, context) (or async def)",
+                        step,
+                    )
             _check_retry(step.retry, f"{_name(step)}.retry", self.issues)
             join = getattr(step, "join", None)
             if join not in (None, "all", "any"):

@@ -37,6 +37,7 @@ from hephaestus._core.instance import (
     PendingResume,
     ScheduledResume,
     StepContext,
+    StepRun,
 )
 from hephaestus._core.steps import Step
 from hephaestus.errors import UnencodableValueError, ValueLimitError
@@ -333,14 +334,11 @@ def readonly_context(initial: Mapping[str, Any], steps: Mapping[str, Any]) -> Co
     return Context(ReadOnlyMapping(initial), ReadOnlyMapping(steps))
 
 
-def step_view(instance: Instance, step: str, attempt: int) -> tuple[Instance, StepContext]:
-    """What a step receives: ``instance`` and its ``StepContext``, both read-only views.
+def step_view(instance: Instance, step: str, attempt: int) -> tuple[StepRun, StepContext]:
+    """What a step receives: a ``StepRun`` of ``instance`` and its ``StepContext``, read-only.
 
-    Costs a few small objects per step, whatever the size of the run (the instance's context is
-    the step context itself). User data (context, metadata, buffered payloads) is behind
-    ``ReadOnlyMapping``; step and join states are records and trace headers strings, so a plain
-    read-only proxy does; history entries hold read-only views of their data already (the
-    engine stores them so).
+    Costs a few small objects per step attempt, whatever the size of the run: user data
+    (context, metadata) is behind ``ReadOnlyMapping``, which copies only what is read.
     """
     stored = instance.context
     context = StepContext(  # positional: this runs once per step
@@ -351,43 +349,14 @@ def step_view(instance: Instance, step: str, attempt: int) -> tuple[Instance, St
         step,
         attempt,
     )
-    inbox = instance.inbox
-    if inbox:
-        inbox = tuple(
-            PendingResume(
-                item.step, item.event, ReadOnlyMapping(item.payload), item.at, item.source
-            )
-            for item in inbox
-        )
-    scheduled = instance.scheduled
-    if scheduled:
-        scheduled = tuple(
-            ScheduledResume(item.id, item.step, item.event, ReadOnlyMapping(item.payload), item.at)
-            for item in scheduled
-        )
-    view = Instance(
-        instance.id,
-        instance.run_id,
+    metadata = instance.metadata
+    run = StepRun(
+        context,
         instance.workflow,
         instance.workflow_version,
-        instance.family,
-        instance.status,
-        context,
-        instance.created_at,
-        instance.updated_at,
-        instance.revision,
-        MappingProxyType(instance.steps),
-        MappingProxyType(instance.joins) if instance.joins else _EMPTY,
-        inbox,
-        ReadOnlyMapping(instance.runtime_metadata) if instance.runtime_metadata else _EMPTY,
-        instance.history,
-        instance.unique_key,
-        ReadOnlyMapping(instance.metadata) if instance.metadata else _EMPTY,
-        instance.error,
-        MappingProxyType(instance.trace_context) if instance.trace_context else _EMPTY,
-        scheduled,
+        ReadOnlyMapping(metadata) if metadata else _EMPTY,
     )
-    return view, context
+    return run, context
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

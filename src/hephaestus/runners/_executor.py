@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hephaestus._core.definition import Node, WorkflowDefinition
-    from hephaestus._core.instance import Instance, StepContext
+    from hephaestus._core.instance import Instance, StepContext, StepRun
 
 __all__ = ["StepExecutor"]
 
@@ -107,7 +107,7 @@ class StepExecutor:
         return engine.interpret(node, raw)
 
     async def _invoke(
-        self, node: Node, run: Instance, command: engine.RunStep, context: StepContext
+        self, node: Node, run: StepRun, command: engine.RunStep, context: StepContext
     ) -> object:
         step = node.step()
         config = None if command.config is None else ReadOnlyMapping(command.config)

@@ -266,6 +266,8 @@ class LocalRunner:
         # one bad run never keeps the others from being recovered.
         unknown: dict[str, list[Instance]] = {}
         for instance in await env.storage.query(InstanceQuery(status_in=ACTIVE_STATUSES)):
+            if env.registry.belongs_elsewhere(instance.workflow):
+                continue  # another app's workflow: that app recovers it
             try:
                 definition = env.registry.resolve(instance.workflow)
             except UnknownWorkflowError:

@@ -156,6 +156,11 @@ class Storage(Protocol):
     """Persistence of instances, keyed by ``run_id``.
 
     Implementations translate their own errors into ``hephaestus.errors`` types at the boundary.
+
+    Optional hook, not part of the protocol's required methods: ``bind_registry(registry)``.
+    When a storage has it, the app calls it before ``open`` with the app's ``WorkflowRegistry``
+    (its ``workflows=``): decode step references and resolve ``tags`` through it, unless the
+    storage was given a registry of its own. Give each app its own storage object.
     """
 
     async def open(self) -> None:

@@ -40,9 +40,9 @@ class InMemoryStorage:
     """Keeps instances in a dict; fast, process-local, gone when the process exits.
 
     With ``serialize=True`` every write is encoded to JSON text with ``hephaestus.codec`` and
-    every read decoded from it (step references through ``registry``, by default every defined
-    workflow), exactly what a database storage does: use it to check in tests that your context
-    data survives a database.
+    every read decoded from it (step references through ``registry``, by default the workflows
+    of the app that opened it: see ``bind_registry``), exactly what a database storage does:
+    use it to check in tests that your context data survives a database.
     """
 
     def __init__(
@@ -51,6 +51,7 @@ class InMemoryStorage:
         self._runs: dict[str, Instance] = {}
         self._serialize = serialize
         self._registry = registry
+        self._bound: WorkflowRegistry | None = None
         self._texts: dict[str, str] = {}  # run_id -> JSON text, when serializing
         # instance id -> its runs' ids, in creation order (the run id alone while it has one):
         # a lookup by business id (resume, cancel, get) reads that id's runs only.
@@ -59,6 +60,18 @@ class InMemoryStorage:
         self._seq: dict[str, int] = {}
         self._next_seq = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def bind_registry(self, registry: WorkflowRegistry) -> None:
+        """Decode with the opening app's workflows, unless given a ``registry`` at construction."""
+        self._bound = registry
+
+    def _workflows(self) -> WorkflowRegistry:
+        from hephaestus._core.registry import default_registry
+
+        for registry in (self._registry, self._bound):
+            if registry is not None:
+                return registry
+        return default_registry
 
     @property
     def serialize(self) -> bool:
@@ -189,9 +202,7 @@ class InMemoryStorage:
         return counts
 
     def _matching(self, query: InstanceQuery) -> list[Instance]:
-        from hephaestus._core.registry import default_registry
-
-        query = query.resolve_tags(default_registry if self._registry is None else self._registry)
+        query = query.resolve_tags(self._workflows())
         if query.id is not None:
             found = self._by_id.get(query.id, ())
             run_ids = (found,) if isinstance(found, str) else found
@@ -272,10 +283,9 @@ class InMemoryStorage:
     def _load(self, instance: Instance) -> Instance:
         if not self._serialize:
             return copy_instance(instance)  # what callers get is theirs to change
-        from hephaestus._core.registry import default_registry
         from hephaestus.codec import decode_instance
 
-        registry = default_registry if self._registry is None else self._registry
+        registry = self._workflows()
         try:
             return decode_instance(json.loads(self._texts[instance.run_id]), registry, strict=False)
         except Exception as exc:  # whatever the stored text holds, the caller gets a typed error

@@ -54,7 +54,8 @@ class PostgresStorage:
     own ``pool`` (opened and closed by you; autocommit connections save a round trip). ``open``
     fails with ``StorageError`` if no connection succeeds within ``open_timeout`` seconds. The
     schema must be installed first (``hephaestus db install`` or ``install()``). Step
-    references in stored values resolve through ``registry`` (default: every defined workflow).
+    references in stored values resolve through ``registry`` (default: the workflows of the
+    app that opens it, or every defined workflow before that).
     """
 
     def __init__(
@@ -76,11 +77,13 @@ class PostgresStorage:
         self.schema = schema
         self._queries = Queries(schema)
         self._writes = WriteBatcher(self._connections, self._queries)
-        if registry is None:
-            from hephaestus._core.registry import default_registry
+        self._given = registry
+        self._registry = registry if registry is not None else _process_registry()
 
-            registry = default_registry
-        self._registry = registry
+    def bind_registry(self, registry: WorkflowRegistry) -> None:
+        """Decode with the opening app's workflows, unless given a ``registry`` at construction."""
+        if self._given is None:
+            self._registry = registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -289,3 +292,9 @@ def _statuses(status: Status | None, status_in: Collection[Status] | None) -> li
     if status is not None:
         allowed &= {status}
     return sorted(s.value for s in allowed)
+
+
+def _process_registry() -> WorkflowRegistry:
+    from hephaestus._core.registry import default_registry
+
+    return default_registry
