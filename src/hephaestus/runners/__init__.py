@@ -13,7 +13,8 @@ adapter over one implementation:
   (``Begin``, ``StepFinished``, ``Resume``, ``ScheduleResume``, ``FireTimer``, ``Cancel``),
   ``Decision`` and its ``Changes``, outcomes (``Ok``, ``Async``, ``Failure``), and
   ``TimerHandle`` (what ``Clock.call_at`` returns);
-- ``recover_commands``: what a stored active run needs re-issued when a runner takes it over.
+- ``recover_commands``: what a stored active run needs re-issued when a runner takes it over
+  (a ``pending`` run needs none: apply ``Begin()`` to it).
 
 A runner written outside the package needs nothing else (``tests/runners`` has one, and the
 runner contract suite every runner passes).
