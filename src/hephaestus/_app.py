@@ -10,7 +10,7 @@ import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Self, TypeVar, overload
 
 from hephaestus import telemetry as _telemetry
 from hephaestus._clock import Clock, SystemClock
@@ -30,20 +30,21 @@ from hephaestus.errors import (
     InstanceNotActiveError,
     InstanceNotFoundError,
     NoAppRunningError,
+    TransactionNotSupportedError,
     UnknownVersionError,
     UnknownWorkflowError,
 )
 from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
-from hephaestus.storage import InMemoryStorage, InstanceQuery, Page, Storage
+from hephaestus.storage import InMemoryStorage, InstanceQuery, JoinableStorage, Page, Storage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
     from types import TracebackType
 
     from hephaestus._workflow import Workflow
-    from hephaestus.storage import CountKey
+    from hephaestus.storage import CallerTransaction, CountKey, Work
 
-__all__ = ["Hephaestus", "resolve_app"]
+__all__ = ["Hephaestus", "SyncOperations", "resolve_app"]
 
 T = TypeVar("T")
 
@@ -147,6 +148,31 @@ def _delay_seconds(delay: float | timedelta) -> float:
             f"{MAX_TIMEOUT_SECONDS:.0f}, got {delay!r}"
         )
     return float(seconds)
+
+
+def _check_event(event: object) -> None:
+    if not isinstance(event, str) or not event:
+        raise TypeError(f"event must be a non-empty string, got {event!r}")
+
+
+def _one_active(instance_id: str, active: list[Instance], latest: list[Instance]) -> Instance:
+    """The one active run of ``instance_id`` among ``active``; else the error saying why
+    (``latest``: its newest run, read when none is active)."""
+    if len(active) == 1:
+        return active[0]
+    if len(active) > 1:
+        runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
+        raise AmbiguousInstanceError(
+            f"{instance_id} has {len(active)} active runs ({runs}); pass version=",
+            instance_id=instance_id,
+        )
+    if latest:
+        raise InstanceNotActiveError(
+            f"instance {instance_id} is {latest[0].status}; it is no longer active",
+            instance_id=instance_id,
+            status=latest[0].status,
+        )
+    raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
 
 
 def _check_names(**names: object) -> None:
@@ -376,13 +402,36 @@ class Hephaestus:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        conn: object | None = None,
     ) -> str:
         """Start a run of ``workflow`` for business value ``value``; returns the instance id.
 
         Raises ``InstanceAlreadyRunningError`` if the unique scope already holds an active run,
         ``UnencodableValueError`` if ``context`` or ``metadata`` cannot be stored (both are
         copied: changing them afterwards changes nothing stored).
+
+        ``conn``: the caller's open connection (see "Inside your transaction" in
+        docs/postgres.md). The run is then created if and only if the caller's transaction
+        commits, and nothing executes before it does.
         """
+        if conn is not None:
+            tx = self._join(conn, is_async=True)
+            return await tx.run_async(
+                self._start_work(tx, workflow, value, context, version=version, metadata=metadata)
+            )
+        definition, run = self._new_run(workflow, value, context, version, metadata)
+        await self._on_loop(lambda: self.runner.start(definition, run))
+        return run.id
+
+    def _new_run(
+        self,
+        workflow: type[Workflow],
+        value: str,
+        context: Mapping[str, Any] | None,
+        version: int | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[WorkflowDefinition, Instance]:
+        """A new ``pending`` run (not stored yet) and the definition it runs on."""
         target = self._target(workflow, version=version)
         top, version = target.scope, target.version
         initial = _check_mapping(context, "context")
@@ -405,8 +454,7 @@ class Hephaestus:
                 else None
             ),
         )
-        await self._on_loop(lambda: self.runner.start(definition, run))
-        return instance_id
+        return definition, run
 
     async def resume(
         self,
@@ -417,14 +465,22 @@ class Hephaestus:
         *,
         step: str | None = None,
         version: int | None = None,
+        conn: object | None = None,
     ) -> None:
         """Deliver ``event`` (and ``payload``, stored as the step's result) to a waiting step.
 
         ``step`` names the step when several could take the event. A resume for a step that
-        has not started waiting yet is kept and delivered when it does.
+        has not started waiting yet is kept and delivered when it does. ``conn``: in the
+        caller's transaction, delivered once it commits (as for ``start``).
         """
-        if not isinstance(event, str) or not event:
-            raise TypeError(f"event must be a non-empty string, got {event!r}")
+        if conn is not None:
+            tx = self._join(conn, is_async=True)
+            work = self._resume_work(
+                tx, workflow, value, event, payload, step=step, version=version
+            )
+            await tx.run_async(work)
+            return
+        _check_event(event)
         run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
 
@@ -435,8 +491,18 @@ class Hephaestus:
         *,
         reason: str | None = None,
         version: int | None = None,
+        conn: object | None = None,
     ) -> None:
-        """Cancel the active run; raises ``InstanceNotActiveError`` if it already finished."""
+        """Cancel the active run; raises ``InstanceNotActiveError`` if it already finished.
+
+        ``conn``: in the caller's transaction, cancelled once it commits (as for ``start``).
+        """
+        if conn is not None:
+            tx = self._join(conn, is_async=True)
+            await tx.run_async(
+                self._cancel_work(tx, workflow, value, reason=reason, version=version)
+            )
+            return
         run = await self._find_active(self._target(workflow, value, version))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
 
@@ -670,10 +736,15 @@ class Hephaestus:
         payload: Mapping[str, Any] | None = None,
         *,
         step: str | None = None,
+        conn: object | None = None,
     ) -> Instance:
         """``resume`` by full id; returns the run resumed. Its workflow must be this app's."""
-        if not isinstance(event, str) or not event:
-            raise TypeError(f"event must be a non-empty string, got {event!r}")
+        if conn is not None:
+            tx = self._join(conn, is_async=True)
+            return await tx.run_async(
+                self._resume_instance_work(tx, instance_id, event, payload, step=step)
+            )
+        _check_event(event)
         run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Resume(event, payload, step)))
         return run
@@ -730,8 +801,13 @@ class Hephaestus:
         )
         return decision.instance.scheduled[-1]
 
-    async def cancel_instance(self, instance_id: str, *, reason: str | None = None) -> Instance:
+    async def cancel_instance(
+        self, instance_id: str, *, reason: str | None = None, conn: object | None = None
+    ) -> Instance:
         """``cancel`` by full id; returns the run cancelled. Its workflow must be this app's."""
+        if conn is not None:
+            tx = self._join(conn, is_async=True)
+            return await tx.run_async(self._cancel_instance_work(tx, instance_id, reason=reason))
         run = await self._find_active(self._target(None, instance_id))
         await self._on_loop(lambda: self.runner.apply(run.run_id, Cancel(reason)))
         return run
@@ -840,21 +916,201 @@ class Hephaestus:
 
         active = await self._on_loop(lambda: query(status_in=ACTIVE_STATUSES))
         if len(active) == 1:
-            run = active[0]
-            if run.workflow not in self.registry:
-                self.registry.resolve(run.workflow)  # raises: import it, or add it to this app
-            return run
-        if len(active) > 1:
-            runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
-            raise AmbiguousInstanceError(
-                f"{instance_id} has {len(active)} active runs ({runs}); pass version=",
-                instance_id=instance_id,
+            return self._ours(active[0])
+        latest = [] if active else await self._on_loop(lambda: query(limit=1))
+        return _one_active(instance_id, active, latest)
+
+    def _ours(self, run: Instance) -> Instance:
+        """``run``, if its workflow is this app's (else ``UnknownWorkflowError``)."""
+        if run.workflow not in self.registry:
+            self.registry.resolve(run.workflow)  # raises: import it, or add it to this app
+        return run
+
+    # -- inside the caller's transaction -----------------------------------------------------
+    # Each operation that takes ``conn=`` is written once, as ``Work`` (a generator of the
+    # storage's statements), that ``CallerTransaction.run_async`` or ``run`` executes on the
+    # caller's connection: the async operation and its blocking twin (``sync``) share it.
+
+    def _join(self, conn: object, *, is_async: bool) -> CallerTransaction:
+        """The storage's reads and writes through ``conn``, for the async or the sync API."""
+        if self._loop is None:
+            raise AppNotOpenError("this Hephaestus app is not open")
+        storage = self.storage
+        if not isinstance(storage, JoinableStorage):
+            raise TransactionNotSupportedError(
+                f"{type(storage).__name__} cannot join the caller's transaction (conn=): only "
+                "a storage in the caller's database can; use PostgresStorage, or call without "
+                "conn="
             )
-        latest = await self._on_loop(lambda: query(limit=1))
-        if latest:
-            raise InstanceNotActiveError(
-                f"instance {instance_id} is {latest[0].status}; it is no longer active",
-                instance_id=instance_id,
-                status=latest[0].status,
+        tx = storage.join(conn)  # TypeError for what it cannot use
+        if tx.is_async and not is_async:
+            raise TypeError(
+                "conn= is an async connection, given to the sync API: await the async API "
+                "(await OrderFlow.start(..., conn=conn), await app.start(...)), or pass a sync "
+                "connection"
             )
-        raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+        if is_async and not tx.is_async:
+            raise TypeError(
+                "conn= is a sync connection, given to the async API: call the sync API "
+                "(OrderFlow.sync.start(..., conn=conn), app.sync.start(...)), or pass an async "
+                "connection (psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession); "
+                "from async Django code, call the sync API through sync_to_async"
+            )
+        return tx
+
+    def _start_work(
+        self,
+        tx: CallerTransaction,
+        workflow: type[Workflow],
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Work[str]:
+        _, run = self._new_run(workflow, value, context, version, metadata)
+        yield from tx.create(run)  # pending: the runner begins it once the caller commits
+        return run.id
+
+    def _resume_work(
+        self,
+        tx: CallerTransaction,
+        workflow: type[Workflow],
+        value: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+        version: int | None = None,
+    ) -> Work[None]:
+        _check_event(event)
+        target = self._target(workflow, value, version)
+        yield from self._send_work(tx, target, Resume(event, payload, step))
+
+    def _cancel_work(
+        self,
+        tx: CallerTransaction,
+        workflow: type[Workflow],
+        value: str,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+    ) -> Work[None]:
+        target = self._target(workflow, value, version)
+        yield from self._send_work(tx, target, Cancel(reason))
+
+    def _resume_instance_work(
+        self,
+        tx: CallerTransaction,
+        instance_id: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        step: str | None = None,
+    ) -> Work[Instance]:
+        _check_event(event)
+        target = self._target(None, instance_id)
+        return (yield from self._send_work(tx, target, Resume(event, payload, step)))
+
+    def _cancel_instance_work(
+        self, tx: CallerTransaction, instance_id: str, *, reason: str | None = None
+    ) -> Work[Instance]:
+        return (yield from self._send_work(tx, self._target(None, instance_id), Cancel(reason)))
+
+    def _send_work(
+        self,
+        tx: CallerTransaction,
+        target: _Target,
+        input: Resume | Cancel,
+    ) -> Work[Instance]:
+        """Check ``input`` against the active run as the caller's transaction sees it (the
+        engine's errors are raised there), then queue it in the run's inbox."""
+        instance_id = target.id
+
+        def query(**filters: Any) -> InstanceQuery:
+            return InstanceQuery(
+                id=instance_id,
+                workflow=target.names,
+                newest_first=True,
+                skip_corrupt=False,
+                **filters,
+            )
+
+        active = yield from tx.query(query(status_in=ACTIVE_STATUSES))
+        latest = [] if active else (yield from tx.query(query(limit=1)))
+        run = self._ours(_one_active(instance_id, active, latest))
+        definition = self.registry.resolve(run.workflow)
+        if not isinstance(input, Cancel):  # a cancel applies even to a run that no longer fits
+            check_instance(definition, run)
+        engine.decide(definition, run, input, self.clock.now())  # raises what applying would
+        yield from tx.send(run.run_id, input)
+        return run
+
+    @property
+    def sync(self) -> SyncOperations:
+        """Blocking twins of the operations, for sync code: ``app.sync.start(OrderFlow, ...)``.
+
+        Each takes the same arguments as the async operation. Given ``conn=`` (a sync
+        connection), the operation runs in the calling thread on that connection; otherwise
+        on the app's loop (``run_sync``).
+        """
+        return SyncOperations(self)
+
+
+class _Twin[**P, R]:
+    """The blocking twin of an app operation (``app.sync.<name>``), typed as the operation.
+
+    With ``conn=`` (a sync connection) it runs the operation's ``Work`` on that connection in
+    the calling thread (``_<name>_work``): the caller's framework owns the connection and its
+    thread. Otherwise it waits for the operation on the app's loop.
+    """
+
+    def __init__(self, method: Callable[Concatenate[Hephaestus, P], Awaitable[R]]) -> None:
+        self._name: str = getattr(method, "__name__", "")
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, ops: None, owner: type[SyncOperations]) -> Self: ...
+    @overload
+    def __get__(self, ops: SyncOperations, owner: type[SyncOperations]) -> Callable[P, R]: ...
+    def __get__(
+        self, ops: SyncOperations | None, owner: type[SyncOperations]
+    ) -> Self | Callable[P, R]:
+        if ops is None:
+            return self
+        app = ops.app
+        name = self._name
+        method = getattr(app, name)
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            conn = kwargs.pop("conn", None)
+            if conn is None:
+                return app.run_sync(lambda: method(*args, **kwargs))  # type: ignore[no-any-return]
+            tx = app._join(conn, is_async=False)
+            work = getattr(app, f"_{name}_work", None)
+            if work is None:
+                raise TypeError(f"{name} takes no conn=")
+            return tx.run(work(tx, *args, **kwargs))  # type: ignore[no-any-return]
+
+        call.__name__ = name
+        call.__doc__ = self.__doc__
+        return call
+
+
+class SyncOperations:
+    """``app.sync``: the app's operations for sync code (scripts, Django, Flask)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Hephaestus) -> None:
+        self.app = app
+
+    start = _Twin(Hephaestus.start)
+    resume = _Twin(Hephaestus.resume)
+    cancel = _Twin(Hephaestus.cancel)
+    get = _Twin(Hephaestus.get)
+    list = _Twin(Hephaestus.list)
+    get_instance = _Twin(Hephaestus.get_instance)
+    resume_instance = _Twin(Hephaestus.resume_instance)
+    cancel_instance = _Twin(Hephaestus.cancel_instance)
+    schedule_resume = _Twin(Hephaestus.schedule_resume)

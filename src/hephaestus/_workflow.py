@@ -151,10 +151,17 @@ class Workflow:
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         app: Hephaestus | None = None,
+        conn: object | None = None,
     ) -> str:
-        """Start a run for business value ``value``; returns its id (``key::value``)."""
+        """Start a run for business value ``value``; returns its id (``key::value``).
+
+        ``conn``: your open connection; the run starts if and only if your transaction commits
+        (see "Inside your transaction" in docs/postgres.md).
+        """
         target = resolve_app(app, cls)
-        return await target.start(cls, value, context, version=version, metadata=metadata)
+        return await target.start(
+            cls, value, context, version=version, metadata=metadata, conn=conn
+        )
 
     @classmethod
     async def resume(
@@ -166,9 +173,13 @@ class Workflow:
         step: str | None = None,
         version: int | None = None,
         app: Hephaestus | None = None,
+        conn: object | None = None,
     ) -> None:
-        """Deliver ``event`` (with an optional ``payload``) to the run's waiting step."""
-        await resolve_app(app, cls).resume(cls, value, event, payload, step=step, version=version)
+        """Deliver ``event`` (with an optional ``payload``) to the run's waiting step
+        (``conn``: once your transaction commits)."""
+        await resolve_app(app, cls).resume(
+            cls, value, event, payload, step=step, version=version, conn=conn
+        )
 
     @classmethod
     async def schedule_resume(
@@ -248,9 +259,11 @@ class Workflow:
         reason: str | None = None,
         version: int | None = None,
         app: Hephaestus | None = None,
+        conn: object | None = None,
     ) -> None:
-        """Cancel the active run: its executions and timers stop; the status is final."""
-        await resolve_app(app, cls).cancel(cls, value, reason=reason, version=version)
+        """Cancel the active run: its executions and timers stop; the status is final
+        (``conn``: once your transaction commits)."""
+        await resolve_app(app, cls).cancel(cls, value, reason=reason, version=version, conn=conn)
 
 
 class _Blocking[**P, R]:
@@ -258,7 +271,8 @@ class _Blocking[**P, R]:
 
     Typed as the async method it wraps (``OrderFlow.sync.start`` has ``OrderFlow.start``'s
     parameters), it resolves the app in the caller's thread (where the current app is) and
-    waits for the method on that app's loop.
+    waits for the method on that app's loop. Given ``conn=`` (the caller's sync connection) it
+    hands over to the app's twin (``app.sync``), which runs the operation in this thread.
     """
 
     def __init__(self, method: Callable[P, Awaitable[R]]) -> None:
@@ -279,6 +293,8 @@ class _Blocking[**P, R]:
 
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
             app = resolve_app(cast("Hephaestus | None", kwargs.pop("app", None)), workflow)
+            if kwargs.get("conn") is not None:  # the caller's connection: in the caller's thread
+                return getattr(app.sync, self._name)(workflow, *args, **kwargs)  # type: ignore[no-any-return]
             return app.run_sync(lambda: method(*args, app=app, **kwargs))  # type: ignore[no-any-return]
 
         call.__name__ = self._name

@@ -32,6 +32,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from hephaestus._core.commands import Cancel, Resume
 from hephaestus._core.definition import VersionedDefinition
 from hephaestus._core.instance import (
     Context,
@@ -75,6 +76,7 @@ __all__ = [
     "decode_context_result",
     "decode_error_info",
     "decode_history_entry",
+    "decode_input",
     "decode_instance",
     "decode_join_state",
     "decode_pending_resume",
@@ -83,6 +85,7 @@ __all__ = [
     "dumps",
     "encode_error_info",
     "encode_history_entry",
+    "encode_input",
     "encode_instance",
     "encode_join_state",
     "encode_pending_resume",
@@ -529,6 +532,37 @@ def decode_pending_resume(
         at=_need_time(fields["at"]),
         source=_str(fields.get("source", "external")),
     )
+
+
+def encode_input(input: Resume | Cancel) -> dict[str, JSONValue]:
+    """A caller's input to a run (an inbox entry: a resume or a cancel) as JSON data."""
+    if isinstance(input, Resume):
+        return {
+            "kind": "resume",
+            "event": input.event,
+            "payload": _opt_mapping(input.payload, "$.payload"),
+            "step": input.step,
+        }
+    if isinstance(input, Cancel):
+        return {"kind": "cancel", "reason": input.reason}
+    raise TypeError(f"only a Resume or a Cancel is sent through an inbox, got {input!r}")
+
+
+def decode_input(data: JSONValue, registry: WorkflowRegistry | None = None) -> Resume | Cancel:
+    """The input ``encode_input`` wrote; ``CodecError`` for anything else."""
+    fields = _obj(data)
+    try:
+        kind = fields["kind"]
+        if kind == "resume":
+            payload = from_json(fields["payload"], registry)
+            if payload is not None and not isinstance(payload, dict):
+                raise CodecError(f"a resume payload must be an object, got {payload!r}")
+            return Resume(_str(fields["event"]), payload, _opt_str(fields.get("step")))
+        if kind == "cancel":
+            return Cancel(_opt_str(fields.get("reason")))
+    except KeyError as exc:
+        raise CodecError(f"an encoded input lacks {exc}") from exc
+    raise CodecError(f"not an encoded input: {data!r}")
 
 
 def encode_scheduled_resume(item: ScheduledResume) -> dict[str, JSONValue]:

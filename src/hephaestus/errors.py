@@ -22,6 +22,7 @@ HephaestusError
 │   ├── ConcurrentUpdateError      another writer changed the instance first
 │   └── CorruptInstanceError       a stored run cannot be decoded; carries ``run_id``
 │       └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
+├── TransactionNotSupportedError   conn= given, but the storage cannot join a caller's transaction
 └── AppError                       the ``Hephaestus`` app object is missing or misused
     ├── NoAppRunningError
     ├── AmbiguousAppError
@@ -59,6 +60,7 @@ __all__ = [
     "ResumeError",
     "StepNotWaitingError",
     "StorageError",
+    "TransactionNotSupportedError",
     "UnencodableValueError",
     "UnknownVersionError",
     "UnknownWorkflowError",
@@ -280,6 +282,15 @@ class IncompatibleInstanceError(CorruptInstanceError):
         super().__init__(message, run_id=run_id)
         self.instance_id = instance_id
         self.problems = problems
+
+
+class TransactionNotSupportedError(HephaestusError):
+    """``conn=`` was given, but the app's storage cannot write inside a caller's transaction.
+
+    Only a storage on the caller's database can (``PostgresStorage``: its ``join``); the
+    in-memory storage cannot. Nothing was started, resumed or cancelled. Call without ``conn=``
+    (the operation is then durable when it returns), or use ``PostgresStorage``.
+    """
 
 
 class AppError(HephaestusError):

@@ -118,6 +118,11 @@ class Runner(Protocol):
         returns the run is durable. A runner may begin it first (``Begin``) and store the
         result, or store it pending and begin it later."""
 
+    # Runs started and inputs sent inside a caller's transaction (``conn=``) do not come
+    # through ``start`` or ``apply``: they wait in storage (a ``pending`` run, an inbox entry)
+    # and a ``JoinableStorage`` announces them (``watch``, ``awaiting``); a runner takes them
+    # with ``Driver.apply_next``, as the local runner does.
+
     async def apply(self, run_id: str, input: Resume | ScheduleResume | Cancel) -> Decision:
         """Apply a caller's input to a stored run and carry out the decision; returns it.
 

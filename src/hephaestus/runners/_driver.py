@@ -8,14 +8,16 @@ adds its own writes to) and emitting telemetry once it is durable.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.compat import check_instance, instance_problems
+from hephaestus._core.instance import Status
 from hephaestus._core.results import unstorable_result
-from hephaestus.errors import UnencodableValueError
+from hephaestus.errors import IncompatibleInstanceError, InstanceError, UnencodableValueError
 from hephaestus.runners._events import emit_decision, emit_step_start
 
 if TYPE_CHECKING:
@@ -24,9 +26,11 @@ if TYPE_CHECKING:
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
     from hephaestus.runners import RuntimeEnv
-    from hephaestus.storage import StorageTransaction
+    from hephaestus.storage import InboxEntry, StorageTransaction
 
 __all__ = ["Applied", "Driver"]
+
+log = logging.getLogger("hephaestus.runner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +40,14 @@ class Applied:
 
     ``fits`` is false for a run loaded with ``fit=False`` that no longer fits its definition:
     its commands must not be carried out (a cancel of such a run carries none that matter).
+    ``entry``: the inbox entry ``Driver.apply_next`` applied (and deleted), if any.
     """
 
     definition: WorkflowDefinition
     before: Instance
     decision: engine.Decision
     fits: bool = True
+    entry: InboxEntry | None = None
 
 
 type Dispatch = Callable[[StorageTransaction, Applied], Awaitable[None]]
@@ -144,15 +150,77 @@ class Driver:
         async with self._env.storage.transaction() as tx:
             before = await tx.get(run_id)
             definition = self.definition_of(before, fit=fit)
-            fits = fit or before.is_terminal or not instance_problems(definition, before)
             decision = self.decide(definition, before, input)
-            applied = Applied(definition, before, decision, fits)
-            if decision.changed:
-                await tx.put(decision.instance, before, decision.changes)
-                tx.after_commit(lambda: self.observe(definition, decision, duration))
-            if dispatch is not None:
-                await dispatch(tx, applied)
+            applied = Applied(definition, before, decision, fit or self._fits(definition, before))
+            await self._save(tx, applied, dispatch, duration)
         return applied
+
+    async def apply_next(self, run_id: str, *, dispatch: Dispatch | None = None) -> Applied | None:
+        """Take what a run has waiting, in one unit of work: ``Begin`` if it is ``pending``
+        (started in a caller's transaction), else its oldest inbox entry (a resume or cancel
+        sent in one), deleted with the save. ``None`` when nothing waits.
+
+        Call it until it returns ``None`` when the storage announces the run (``watch``) or
+        a sweep finds it (``awaiting``). An entry that can no longer apply (the run finished
+        meanwhile, the event has no taker now) is deleted and logged as a warning; the
+        ``Applied`` then has an unchanged decision. Needs an ``InboxTransaction`` for entries.
+        """
+        from hephaestus.storage import InboxTransaction
+
+        async with self._env.storage.transaction() as tx:
+            before = await tx.get(run_id)
+            entry = None
+            input: engine.Input = engine.Begin()
+            if before.status is not Status.PENDING:
+                if not isinstance(tx, InboxTransaction):
+                    return None
+                entry = await tx.next_input(run_id)
+                if entry is None:
+                    return None
+                input = entry.input
+            fit = not isinstance(input, engine.Cancel)
+            try:
+                definition = self.definition_of(before, fit=fit)
+                decision = self.decide(definition, before, input)
+            except (InstanceError, IncompatibleInstanceError, UnencodableValueError) as exc:
+                if entry is None or not isinstance(tx, InboxTransaction):
+                    raise
+                log.warning(
+                    "dropped %r sent to %s (run %s): it no longer applies: %s",
+                    entry.input,
+                    before.id,
+                    run_id,
+                    exc,
+                )
+                await tx.remove_input(entry)
+                unchanged = engine.Decision(before, (), changed=False)
+                definition = self._env.registry.resolve(before.workflow)
+                return Applied(definition, before, unchanged, fits=False, entry=entry)
+            applied = Applied(
+                definition, before, decision, fit or self._fits(definition, before), entry
+            )
+            if entry is not None and isinstance(tx, InboxTransaction):
+                await tx.remove_input(entry)
+            await self._save(tx, applied, dispatch, None)
+        return applied
+
+    @staticmethod
+    def _fits(definition: WorkflowDefinition, instance: Instance) -> bool:
+        return instance.is_terminal or not instance_problems(definition, instance)
+
+    async def _save(
+        self,
+        tx: StorageTransaction,
+        applied: Applied,
+        dispatch: Dispatch | None,
+        duration: float | None,
+    ) -> None:
+        decision = applied.decision
+        if decision.changed:
+            await tx.put(decision.instance, applied.before, decision.changes)
+            tx.after_commit(lambda: self.observe(applied.definition, decision, duration))
+        if dispatch is not None:
+            await dispatch(tx, applied)
 
     def observe(
         self,

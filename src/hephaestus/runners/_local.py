@@ -24,6 +24,7 @@ from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
     HephaestusError,
+    InstanceNotFoundError,
     StorageError,
     UnencodableValueError,
     UnknownWorkflowError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from hephaestus._clock import Clock, TimerHandle
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus.runners import RuntimeEnv
+    from hephaestus.storage import JoinableStorage, Storage, Unwatch
 
 __all__ = ["LocalRunner"]
 
@@ -115,14 +117,32 @@ class LocalRunner:
     Built on the runner kit: ``StepExecutor`` executes steps, ``Driver`` decides and saves.
     Being the only writer of the runs it holds, it saves with ``Storage.put`` (which may share
     one commit among many runs) rather than a transaction per decision.
+
+    On a storage that joins callers' transactions (``JoinableStorage``) it watches for runs
+    started and inputs sent in them, and takes each (``Driver.apply_next``) once announced;
+    every ``sweep_interval`` seconds, and whenever the storage may have missed announcements,
+    it sweeps for what is left (``JoinableStorage.awaiting``). Opened without recovery
+    (``recover=False``) it takes over nothing: it neither watches nor sweeps.
     """
 
     name = "local"
     """The ``runner`` field of the telemetry events this runner emits."""
 
-    def __init__(self, *, max_threads: int | None = None, shutdown_timeout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_threads: int | None = None,
+        shutdown_timeout: float = 0.0,
+        sweep_interval: float = 5.0,
+    ) -> None:
         if shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
+        if not sweep_interval > 0:
+            raise ValueError(f"sweep_interval must be > 0 seconds, got {sweep_interval!r}")
+        self._sweep_interval = sweep_interval
+        self._unwatch: Unwatch | None = None
+        self._sweeps: set[asyncio.Task[None]] = set()
+        self._deferred: set[str] | None = None
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -143,10 +163,11 @@ class LocalRunner:
         self._idle.set()
         self._executor.open()
         if env.recover:
-            await self._recover()
+            await self._watch_and_recover(env.storage)
 
     async def close(self) -> None:
         self._closing = True  # from here on nothing new is dispatched
+        await self._stop_watching()
         for run in list(self._runs.values()):
             self._disarm(run)
         if self._shutdown_timeout and self._tasks:
@@ -245,6 +266,105 @@ class LocalRunner:
         finally:
             self._let_go(run)
         return decision
+
+    # -- runs started and inputs sent in callers' transactions ------------------------------
+
+    async def _watch_and_recover(self, storage: Storage) -> None:
+        """Recover; on a ``JoinableStorage``, also take announced runs as they come and what
+        was left waiting before (inputs sent while no app was open wait in inboxes), then
+        sweep every ``sweep_interval``. Announcements that arrive while recovering are taken
+        after it, so that recovery and they never hold one run twice."""
+        from hephaestus.storage import JoinableStorage
+
+        if not isinstance(storage, JoinableStorage):
+            await self._recover()
+            return
+        self._deferred = set()
+        try:
+            self._unwatch = await storage.watch(self._woken)
+            self._deferred.update(await storage.awaiting(older_than=0.0))
+            await self._recover()
+        finally:
+            deferred, self._deferred = self._deferred, None
+        for run_id in sorted(deferred):
+            self._woken(run_id)
+        self._sweep_soon(storage, older_than=self._sweep_interval, every=self._sweep_interval)
+
+    async def _stop_watching(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        sweeps = list(self._sweeps)
+        for task in sweeps:
+            task.cancel()
+        await asyncio.gather(*sweeps, return_exceptions=True)
+        if unwatch is not None:
+            await unwatch()
+
+    def _woken(self, run_id: str | None) -> None:
+        """The storage's announcement: ``run_id`` has work waiting (``None``: maybe missed)."""
+        if self._closing or self._driver is None:
+            return
+        storage = self._driver.env.storage
+        if self._deferred is not None:  # recovering: after it
+            if run_id is not None:
+                self._deferred.add(run_id)
+            return
+        if run_id is None:
+            from hephaestus.storage import JoinableStorage
+
+            if isinstance(storage, JoinableStorage):
+                self._sweep_soon(storage, older_than=0.0)
+            return
+        run = self._hold(run_id)
+        try:
+            self._spawn(run, self._take(run))
+        finally:
+            self._let_go(run)
+
+    def _sweep_soon(
+        self, storage: JoinableStorage, *, older_than: float, every: float | None = None
+    ) -> None:
+        async def sweep() -> None:
+            while True:
+                if every is not None:
+                    await asyncio.sleep(every)
+                try:
+                    found = await storage.awaiting(older_than=older_than)
+                except HephaestusError as exc:
+                    log.warning("sweep for runs left by callers' transactions failed: %s", exc)
+                    found = []
+                for run_id in found:
+                    self._woken(run_id)
+                if every is None:
+                    return
+
+        task = asyncio.get_running_loop().create_task(sweep())
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+
+    async def _take(self, run: _Run) -> None:
+        """Begin the run if it is pending, then apply its inbox in order; each decision is
+        carried out once it is durable (the caller's transaction committed long before)."""
+        driver = self._require_driver()
+        async with run.lock:
+            while not self._closing:
+                try:
+                    applied = await driver.apply_next(run.run_id)
+                except InstanceNotFoundError:
+                    return  # deleted meanwhile
+                except HephaestusError as exc:
+                    log.error("cannot take the waiting input of run %s: %s", run.run_id, exc)
+                    return
+                if applied is None:
+                    return
+                decision = applied.decision
+                if not decision.changed:
+                    continue
+                run.definition = applied.definition
+                run.instance = decision.instance
+                if applied.fits:
+                    self._dispatch(run, decision.commands)
+                if decision.instance.is_terminal:
+                    self._retire(run)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -13,22 +13,28 @@ from hephaestus.storage._memory import InMemoryStorage, MemoryTransaction
 from hephaestus.storage._query import Page, json_contains, tagged_workflows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
     from contextlib import AbstractAsyncContextManager
     from datetime import datetime
 
-    from hephaestus._core.commands import Changes
+    from hephaestus._core.commands import Cancel, Changes, Resume
     from hephaestus._core.instance import Instance, Status
     from hephaestus._core.registry import WorkflowRegistry
 
 __all__ = [
+    "CallerTransaction",
     "CountKey",
     "InMemoryStorage",
+    "InboxEntry",
+    "InboxTransaction",
     "InstanceQuery",
+    "JoinableStorage",
     "MemoryTransaction",
     "Page",
     "Storage",
     "StorageTransaction",
+    "Unwatch",
+    "Work",
 ]
 
 type CountKey = Literal["status", "workflow"]
@@ -235,3 +241,97 @@ class Storage(Protocol):
         Keys are tuples of the grouped values in ``by`` order (``("running", "billing")``);
         ``by=()`` gives one key, ``()``, unless nothing matches. Groups with no runs are absent.
         """
+
+
+# -- the caller's transaction (an optional capability) ---------------------------------------
+
+type Work[T] = Generator[object, Any, T]
+"""Reads and writes on a caller's connection, as a generator of the statements they run.
+
+It yields statements and is sent their results; ``CallerTransaction.run`` (sync) or
+``run_async`` (async) executes them on the connection. Writing the work once as a generator
+serves the sync and the async API alike (the app's own logic sits between the statements).
+"""
+
+type Unwatch = Callable[[], Awaitable[None]]
+"""Ends a ``JoinableStorage.watch`` subscription."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An input sent to a run inside a caller's transaction, waiting for the runner."""
+
+    id: int
+    run_id: str
+    input: Resume | Cancel
+    created_at: datetime
+
+
+@runtime_checkable
+class CallerTransaction(Protocol):
+    """A storage's reads and writes through a caller's open connection (``join``).
+
+    Nothing here commits or rolls back the caller's transaction: what is written becomes
+    visible, and runners hear of it, when the caller commits; a rollback leaves no trace.
+    ``run`` and ``run_async`` fence the work so that an error undoes only its own writes.
+    """
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the connection is async (``run_async``) or sync (``run``)."""
+
+    def create(self, instance: Instance) -> Work[None]:
+        """Store a new ``pending`` run (``InstanceAlreadyRunningError`` as ``Storage.create``)
+        and announce it to runners, at commit."""
+
+    def query(self, query: InstanceQuery) -> Work[list[Instance]]:
+        """``Storage.query``, as the caller's transaction sees the runs."""
+
+    def send(self, run_id: str, input: Resume | Cancel) -> Work[None]:
+        """Queue ``input`` for the run in its inbox and announce it, at commit. The run itself
+        is neither locked nor written: its runner applies the input."""
+
+    def run[T](self, work: Work[T]) -> T:
+        """Execute ``work`` on a sync connection; returns its result."""
+
+    async def run_async[T](self, work: Work[T]) -> T:
+        """Execute ``work`` on an async connection; returns its result."""
+
+
+@runtime_checkable
+class InboxTransaction(StorageTransaction, Protocol):
+    """A unit of work of a ``JoinableStorage``: it also reads and clears runs' inboxes."""
+
+    async def next_input(self, run_id: str) -> InboxEntry | None:
+        """The oldest entry of the run's inbox (an entry that cannot be decoded is logged and
+        removed), or ``None``."""
+
+    async def remove_input(self, entry: InboxEntry) -> None:
+        """Delete ``entry``, committed with the transaction."""
+
+
+@runtime_checkable
+class JoinableStorage(Protocol):
+    """A storage that can start, resume and cancel runs inside a caller's transaction.
+
+    A run started there is stored ``pending``, and a resume or cancel is queued in the run's
+    inbox; runners learn of both when the caller commits (``watch``), and find what a lost
+    notification left behind by sweeping (``awaiting``). Its ``transaction()`` yields an
+    ``InboxTransaction``.
+    """
+
+    def join(self, connection: object) -> CallerTransaction:
+        """Reads and writes through the caller's ``connection``; ``TypeError`` for a
+        connection this storage cannot use."""
+
+    async def watch(self, callback: Callable[[str | None], object]) -> Unwatch:
+        """Call ``callback(run_id)`` on the event loop whenever a committed caller's
+        transaction left work for that run, until the returned function is awaited.
+
+        Returns once listening. ``callback(None)`` means notifications may have been missed
+        (the listener reconnected): sweep with ``awaiting``. Callbacks must not block.
+        """
+
+    async def awaiting(self, *, older_than: float, limit: int = 1000) -> list[str]:
+        """Runs with work waiting since more than ``older_than`` seconds: ``pending`` runs
+        and runs with inbox entries (what a lost notification leaves behind)."""

@@ -13,6 +13,7 @@ See ``docs/postgres.md`` for tables, tenants (one schema each), migrations and q
 
 from __future__ import annotations
 
+from hephaestus.storage.postgres._caller import PostgresCallerTransaction
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._migrations import (
     MIGRATIONS,
@@ -32,6 +33,7 @@ __all__ = [
     "MIGRATIONS",
     "UNIQUE_INDEX",
     "Migration",
+    "PostgresCallerTransaction",
     "PostgresStorage",
     "PostgresTransaction",
     "applied_versions",

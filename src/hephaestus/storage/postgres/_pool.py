@@ -8,6 +8,7 @@ or a deadlock is run again, a few times; anything else is translated at once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -17,7 +18,7 @@ from hephaestus.errors import StorageError
 from hephaestus.storage.postgres._errors import retryable, translate, wrap_exceptions
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = ["CONNECTION_ATTEMPTS", "Connections"]
 
@@ -84,6 +85,18 @@ class Connections:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new autocommit connection of its own, outside the pool (the listener's)."""
+        if self._dsn is not None:
+            return await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=int(max(self._open_timeout, 1))
+            )
+        pool = self.pool  # the caller's: connect as it does (its settings may be callables)
+        conninfo = await _resolve(pool.conninfo)
+        settings: dict[str, Any] | None = await _resolve(pool.kwargs)
+        kwargs = {**(settings or {}), "autocommit": True}
+        return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+
     async def fetch_once(self, statement: bytes, params: Mapping[str, Any]) -> list[Any]:
         """Run one statement on a pooled connection; driver errors are raised as they are."""
         async with self.slots:
@@ -126,3 +139,13 @@ class Connections:
             with wrap_exceptions():
                 await self.pool.check()
         await asyncio.sleep(0.05 * (attempt + 1))
+
+
+async def _resolve[T](value: T | Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
+    """A pool setting that may be given as a value, a function or an async function."""
+    if not callable(value):
+        return value
+    result = value()
+    if inspect.isawaitable(result):
+        return await result
+    return result

@@ -7,6 +7,7 @@ statement is rendered to bytes once per schema, so executing one costs no format
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -15,7 +16,15 @@ from typing import LiteralString
 
 from psycopg import sql
 
-__all__ = ["COUNT_GROUPS", "MIGRATIONS", "Migration", "Queries", "load_sql", "render"]
+__all__ = [
+    "COUNT_GROUPS",
+    "MIGRATIONS",
+    "Migration",
+    "Queries",
+    "channel_for",
+    "load_sql",
+    "render",
+]
 
 COUNT_GROUPS: tuple[tuple[LiteralString, ...], ...] = (
     (),
@@ -24,6 +33,18 @@ COUNT_GROUPS: tuple[tuple[LiteralString, ...], ...] = (
     ("status", "workflow"),
 )
 """The column groups ``count_runs`` is rendered for (any order of them maps to one)."""
+
+_CHANNEL_BYTES = 63
+"""PostgreSQL's longest identifier, and so the longest channel name."""
+
+
+def channel_for(schema: str) -> str:
+    """The notification channel of the storage in ``schema`` (one per schema: per tenant)."""
+    channel = f"hephaestus.{schema}"
+    if len(channel.encode()) > _CHANNEL_BYTES:
+        channel = "hephaestus." + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return channel
+
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -78,20 +99,30 @@ class Queries:
 
     __slots__ = (
         "applied_migrations",
+        "awaiting_runs",
         "bootstrap",
+        "channel",
         "count_runs",
+        "delete_input",
         "delete_instance",
+        "enqueue_input",
         "explain_contains",
         "explain_runs",
         "get_instance",
         "insert_instance",
+        "listen",
         "lock_instance",
         "lock_migrations",
+        "next_input",
+        "notify_run",
         "query_by_id",
         "query_contains",
         "query_newest",
         "query_oldest",
         "record_migration",
+        "release_savepoint",
+        "rollback_savepoint",
+        "savepoint",
         "schema",
         "stored_revision",
         "stored_revisions",
@@ -161,6 +192,18 @@ class Queries:
         self.applied_migrations = query("applied_migrations")
         self.record_migration = query("record_migration")
         self.lock_migrations = query("lock_migrations")
+        # The caller's transaction: runs created pending and inputs queued in an inbox, each
+        # announced on the schema's channel (delivered at commit), and the listener's side.
+        self.channel = channel_for(schema)
+        self.listen = query("listen", channel=sql.Identifier(self.channel))
+        self.notify_run = query("notify_run")
+        self.enqueue_input = query("enqueue_input")
+        self.next_input = query("next_input")
+        self.delete_input = query("delete_input")
+        self.awaiting_runs = query("awaiting_runs")
+        self.savepoint = query("savepoint")
+        self.release_savepoint = query("release_savepoint")
+        self.rollback_savepoint = query("rollback_savepoint")
 
     def migration(self, migration: Migration) -> bytes:
         return render(migration.text, self.schema)

@@ -8,6 +8,7 @@ decodes it back, ``_writes`` group-commits puts, and ``_queries`` holds every st
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -17,7 +18,9 @@ from hephaestus._core.instance import Status
 from hephaestus.codec import dumps
 from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
+from hephaestus.storage.postgres._caller import PostgresCallerTransaction
 from hephaestus.storage.postgres._errors import wrap_exceptions
+from hephaestus.storage.postgres._listen import Listener
 from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
 from hephaestus.storage.postgres._queries import Queries
 from hephaestus.storage.postgres._rows import (
@@ -34,14 +37,14 @@ from hephaestus.storage.postgres._transaction import (
 from hephaestus.storage.postgres._writes import WriteBatcher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
     import psycopg_pool
 
     from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
-    from hephaestus.storage import CountKey, InstanceQuery
+    from hephaestus.storage import CountKey, InstanceQuery, Unwatch
     from hephaestus.storage.postgres._rows import Row
 
 __all__ = ["UNIQUE_INDEX", "PostgresStorage"]
@@ -77,6 +80,7 @@ class PostgresStorage:
         self.schema = schema
         self._queries = Queries(schema)
         self._writes = WriteBatcher(self._connections, self._queries)
+        self._listener = Listener(self._connections.connect, self._queries, timeout=open_timeout)
         self._given = registry
         self._registry = registry if registry is not None else _process_registry()
 
@@ -96,6 +100,7 @@ class PostgresStorage:
         await self._connections.open()
 
     async def close(self) -> None:
+        await self._listener.close()
         await self._writes.drain()  # let writes already submitted finish
         await self._connections.close()
 
@@ -193,17 +198,26 @@ class PostgresStorage:
         return "\n".join(str(row[0]) for row in rows)
 
     async def _select(self, query: InstanceQuery, limit: int | None) -> list[Row]:
+        read = self.read_statement(query, limit)
+        if read is None:
+            return []
+        rows: list[Row] = await self._connections.fetch(*read)
+        return rows
+
+    def read_statement(
+        self, query: InstanceQuery, limit: int | None
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The statement and parameters that read ``query``'s runs (``None``: none can match)."""
         params = self._params(query, limit)
         if params is None:
-            return []
+            return None
         if query.id is not None:  # resume, cancel, get: only that id's runs, by its index
             statement = self._queries.query_by_id[1 if query.newest_first else 0]
         elif query.newest_first:
             statement = self._queries.query_newest
         else:
             statement = self._queries.query_oldest
-        rows: list[Row] = await self._connections.fetch(statement, params)
-        return rows
+        return statement, params
 
     def _params(self, query: InstanceQuery, limit: int | None) -> dict[str, Any] | None:
         """The statement parameters of ``query`` (``None``: it cannot match any run)."""
@@ -241,6 +255,34 @@ class PostgresStorage:
             "limit": limit,
             "offset": query.offset,
         }
+
+    # -- the caller's transaction (JoinableStorage) -----------------------------------------
+
+    @property
+    def queries(self) -> Queries:
+        """Every statement of this storage, rendered for its schema."""
+        return self._queries
+
+    @property
+    def registry(self) -> WorkflowRegistry:
+        """What stored step references resolve through."""
+        return self._registry
+
+    def join(self, connection: object) -> PostgresCallerTransaction:
+        """Reads and writes through the caller's open ``connection`` (see ``_caller``)."""
+        return PostgresCallerTransaction(self, connection)
+
+    async def watch(self, callback: Callable[[str | None], object]) -> Unwatch:
+        """Hear of every run started or signalled in a committed caller's transaction, from
+        any process, through one dedicated ``LISTEN`` connection (see ``JoinableStorage``)."""
+        return await self._listener.watch(callback)
+
+    async def awaiting(self, *, older_than: float, limit: int = 1000) -> list[str]:
+        before = datetime.now(UTC) - timedelta(seconds=older_than)
+        rows = await self._connections.fetch(
+            self._queries.awaiting_runs, {"before": before, "limit": limit}
+        )
+        return [str(row[0]) for row in rows]
 
     # -- beyond the protocol ----------------------------------------------------------------
 

@@ -7,15 +7,19 @@ the transaction's ``connection``, which the runner uses for its own statements.
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import psycopg.errors
 
+from hephaestus.codec import decode_input
 from hephaestus.errors import (
     ConcurrentUpdateError,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     StorageError,
+    UnknownWorkflowError,
 )
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._rows import decode_row, insert_params, put_item
@@ -26,9 +30,12 @@ if TYPE_CHECKING:
     from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
+    from hephaestus.storage import InboxEntry
     from hephaestus.storage.postgres._queries import Queries
 
 __all__ = ["UNIQUE_INDEX", "PostgresTransaction", "already_running"]
+
+log = logging.getLogger("hephaestus.storage")
 
 UNIQUE_INDEX = "workflow_instances_active_unique_key"
 """The partial unique index that lets one active run hold a unique key."""
@@ -107,6 +114,37 @@ class PostgresTransaction:
             f"cannot write revision {instance.revision}",
             instance_id=instance.id,
         )
+
+    async def next_input(self, run_id: str) -> InboxEntry | None:
+        """The oldest entry of the run's inbox; one that cannot be decoded is logged (with
+        its stored text) and deleted, so it never blocks the entries behind it."""
+        from hephaestus.storage import InboxEntry
+
+        while True:
+            with wrap_exceptions():
+                cursor = await self.connection.execute(self._queries.next_input, {"run_id": run_id})
+                rows = await cursor.fetchall()
+            if not rows:
+                return None
+            entry_id, text, created_at = rows[0]
+            try:
+                input = decode_input(json.loads(text), self._registry)
+            except (ValueError, UnknownWorkflowError) as exc:
+                log.error(
+                    "dropped inbox entry %s of run %s, which cannot be read (%s): %s",
+                    entry_id,
+                    run_id,
+                    exc,
+                    text,
+                )
+                with wrap_exceptions():
+                    await self.connection.execute(self._queries.delete_input, {"id": entry_id})
+                continue
+            return InboxEntry(int(entry_id), run_id, input, created_at)
+
+    async def remove_input(self, entry: InboxEntry) -> None:
+        with wrap_exceptions():
+            await self.connection.execute(self._queries.delete_input, {"id": entry.id})
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once the transaction committed (never if it rolls back)."""

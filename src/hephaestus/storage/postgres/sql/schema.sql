@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS {schema}.workflow_instance_history (
     PRIMARY KEY (run_id, position)
 );
 
+-- Inputs sent inside a caller's transaction, applied (and deleted) by the runner.
+CREATE TABLE IF NOT EXISTS {schema}.workflow_inbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id text NOT NULL REFERENCES {schema}.workflow_instances (run_id) ON DELETE CASCADE,
+    input jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS workflow_inbox_run ON {schema}.workflow_inbox (run_id, id);
+CREATE INDEX IF NOT EXISTS workflow_inbox_created ON {schema}.workflow_inbox (created_at);
+
 -- Scope `global` excludes an active run of the same id in any workflow, whatever its scope.
 -- A global unique key is the run's id itself; workflow and version keys are "family|id" and
 -- "family@version|id". The partial unique index only catches equal keys, so a trigger decides

@@ -1,0 +1,9 @@
+-- Add an input to a run's inbox and tell the listeners, in one statement. The run row is
+-- neither locked nor updated: the runner applies the input when the caller's transaction
+-- has committed.
+WITH entry AS (
+    INSERT INTO {schema}.workflow_inbox (run_id, input)
+    VALUES (%(run_id)s, %(input)s::jsonb)
+    RETURNING run_id
+)
+SELECT pg_notify(%(channel)s, entry.run_id) FROM entry

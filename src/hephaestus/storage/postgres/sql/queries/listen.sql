@@ -1,0 +1,2 @@
+-- Receive the storage's notifications on this connection.
+LISTEN {channel}
