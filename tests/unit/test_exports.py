@@ -55,9 +55,9 @@ EXPECTED = {
         "AbortStep", "Applied", "Begin", "Cancel", "CancelTimer", "Changes", "Command",
         "Decision", "Driver", "Failure", "FireTimer", "Input", "LocalRunner", "Outcome",
         "Resume", "RunStep", "Runner", "RuntimeEnv", "ScheduleResume", "StartTimer",
-        "StepExecutor", "StepFinished", "recover_commands",
+        "StepExecutor", "StepFinished", "TimerHandle", "recover_commands",
     },
-    hephaestus.testing: {"FakeClock", "InMemoryStorage", "advance", "run_until_idle"},
+    hephaestus.testing: {"FakeClock", "IdleAware", "InMemoryStorage", "advance", "run_until_idle"},
     hephaestus.telemetry: {
         "DEFAULT_LOG_LEVELS", "EVENTS", "ContextInjector", "Handler", "attach",
         "attach_log_handler", "capture_trace_context", "detach", "detach_log_handler", "emit",

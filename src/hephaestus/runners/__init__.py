@@ -11,7 +11,13 @@ adapter over one implementation:
   telemetry; the runner carries out the decision's ``Command``\\ s;
 - the types: commands (``RunStep``, ``StartTimer``, ``CancelTimer``, ``AbortStep``), inputs
   (``Begin``, ``StepFinished``, ``Resume``, ``ScheduleResume``, ``FireTimer``, ``Cancel``),
-  ``Decision`` and its ``Changes``, outcomes (``Ok``, ``Async``, ``Failure``).
+  ``Decision`` and its ``Changes``, outcomes (``Ok``, ``Async``, ``Failure``), and
+  ``TimerHandle`` (what ``Clock.call_at`` returns);
+- ``recover_commands``: what a stored active run needs re-issued when a runner takes it over
+  (a ``pending`` run needs none: apply ``Begin()`` to it).
+
+A runner written outside the package needs nothing else (``tests/runners`` has one, and the
+runner contract suite every runner passes).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from hephaestus._clock import TimerHandle
 from hephaestus._core.commands import (
     AbortStep,
     Begin,
@@ -72,6 +79,7 @@ __all__ = [
     "StartTimer",
     "StepExecutor",
     "StepFinished",
+    "TimerHandle",
     "recover_commands",
 ]
 
@@ -93,8 +101,9 @@ class RuntimeEnv:
 class Runner(Protocol):
     """Executes runs. Every method is called on the app's event loop.
 
-    Test helpers (``hephaestus.testing``) also use ``wait_idle()`` when a runner has one; it is
-    not part of this protocol.
+    Test helpers (``hephaestus.testing``) ask a runner that also implements
+    ``hephaestus.testing.IdleAware`` (``wait_idle()``) when it is idle, and watch the storage
+    of any other; it is not part of this protocol.
     """
 
     async def open(self, env: RuntimeEnv) -> None:

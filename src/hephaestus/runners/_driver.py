@@ -16,6 +16,7 @@ from hephaestus import telemetry
 from hephaestus._core import engine
 from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import Status
+from hephaestus._core.results import unstorable_result
 from hephaestus.errors import IncompatibleInstanceError, InstanceError, UnencodableValueError
 from hephaestus.runners._events import emit_decision, emit_step_start
 
@@ -122,7 +123,30 @@ class Driver:
         """Apply ``input`` to a stored run in one unit of work: load it locked, decide, save,
         then ``dispatch`` (the runner's own writes: jobs for the commands, say) in the same
         transaction. All of it commits, or none of it; telemetry follows the commit.
+
+        A step result the storage refuses (``UnencodableValueError``, such as PostgreSQL's
+        ``ValueRejectedError``) fails the attempt instead, in a second unit of work: kind
+        ``invalid_result``, retried per the step's policy, as the local runner does.
         """
+        try:
+            return await self._apply_stored(run_id, input, dispatch, fit, duration)
+        except UnencodableValueError as exc:
+            if not isinstance(input, engine.StepFinished) or isinstance(
+                input.outcome, engine.Failure
+            ):
+                raise
+            failure = unstorable_result(f"result cannot be stored: {exc}")
+            refused = engine.StepFinished(input.step, input.attempt, failure)
+            return await self._apply_stored(run_id, refused, dispatch, fit, duration)
+
+    async def _apply_stored(
+        self,
+        run_id: str,
+        input: engine.Input,
+        dispatch: Dispatch | None,
+        fit: bool,
+        duration: float | None,
+    ) -> Applied:
         async with self._env.storage.transaction() as tx:
             before = await tx.get(run_id)
             definition = self.definition_of(before, fit=fit)
