@@ -159,9 +159,9 @@ async def _wait_idle(app: Hephaestus) -> None:
     (ids and revisions) are the same on two reads a few milliseconds apart.
     """
     if isinstance(app.runner, IdleAware):
-        await app.run_until_idle()
+        await app._runner_idle()
         while _fire_overdue(app):
-            await app.run_until_idle()
+            await app._runner_idle()
         return
     previous: frozenset[tuple[str, int]] | None = None
     while True:

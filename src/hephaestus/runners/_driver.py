@@ -103,12 +103,23 @@ class Driver:
 
         The save is revision-checked (``ConcurrentUpdateError`` if someone else wrote first)
         and may share a commit with other runs' saves. ``duration``: how long the step attempt
-        whose outcome ``input`` carries ran (telemetry).
+        whose outcome ``input`` carries ran (telemetry). A step result the storage refuses
+        fails the attempt instead, as in ``apply_stored``.
         """
         decision = self.decide(definition, before, input)
-        if decision.changed:
+        if not decision.changed:
+            return decision
+        try:
             await self._env.storage.put(decision.instance, before, decision.changes)
-            self.observe(definition, decision, duration)
+        except UnencodableValueError as exc:
+            refused = _refused(input, exc)
+            if refused is None:
+                raise
+            decision = self.decide(definition, before, refused)
+            if not decision.changed:
+                return decision
+            await self._env.storage.put(decision.instance, before, decision.changes)
+        self.observe(definition, decision, duration)
         return decision
 
     async def apply_stored(
@@ -131,12 +142,9 @@ class Driver:
         try:
             return await self._apply_stored(run_id, input, dispatch, fit, duration)
         except UnencodableValueError as exc:
-            if not isinstance(input, engine.StepFinished) or isinstance(
-                input.outcome, engine.Failure
-            ):
+            refused = _refused(input, exc)
+            if refused is None:
                 raise
-            failure = unstorable_result(f"result cannot be stored: {exc}")
-            refused = engine.StepFinished(input.step, input.attempt, failure)
             return await self._apply_stored(run_id, refused, dispatch, fit, duration)
 
     async def _apply_stored(
@@ -238,3 +246,12 @@ class Driver:
         """Emit ``step.start``: a runner begins attempt ``command.attempt``."""
         if self.observed:
             emit_step_start(definition, instance, command.step, command.attempt, runner=self.runner)
+
+
+def _refused(input: engine.Input, exc: UnencodableValueError) -> engine.StepFinished | None:
+    """The failed attempt that replaces a step result the storage refused (``None``: the
+    input is not a step's result, or already a failure, so the error stands)."""
+    if not isinstance(input, engine.StepFinished) or isinstance(input.outcome, engine.Failure):
+        return None
+    failure = unstorable_result(f"result cannot be stored: {exc}")
+    return engine.StepFinished(input.step, input.attempt, failure)

@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 from hephaestus._core import engine
 from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status, StepStatus
-from hephaestus._core.results import unstorable_result
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
     HephaestusError,
     InstanceNotFoundError,
     StorageError,
-    UnencodableValueError,
     UnknownWorkflowError,
 )
 from hephaestus.runners._driver import Driver
@@ -662,13 +660,8 @@ class LocalRunner:
                 del run.tasks[command.step]
         duration = time.perf_counter() - began if observed else None
         try:
-            try:
-                return await self._record(run, command, outcome, duration)
-            except UnencodableValueError as exc:
-                # The storage refused what the step returned (ValueRejectedError, say): fail the
-                # attempt like any failure, keep the run.
-                failure = unstorable_result(f"result cannot be stored: {exc}")
-                return await self._record(run, command, failure, duration)
+            # A result the storage refuses fails the attempt (the driver sees to it).
+            return await self._record(run, command, outcome, duration)
         except HephaestusError as exc:
             log.error("could not record step %s of %s: %s", command.step, instance.id, exc)
             return None
