@@ -8,7 +8,7 @@ from hephaestus._core.records import record
 from hephaestus._core.steps import Async, Ok
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
     from typing import Any
 
@@ -96,14 +96,16 @@ class Changes:
     steps whose state it added or replaced; ``results``: the ``context.steps`` entries it
     wrote; ``joins``: the join states it added, replaced or removed; ``activated``: the steps
     it made active, in order (``Done`` included when reached). The engine never removes a step
-    state or a result.
+    state or a result. ``steps``, ``results`` and ``joins`` may name a key more than once (a
+    step activated and completed in one decision): the engine does not pay to remove repeats
+    that only a storage writing parts needs removed.
     """
 
     history: tuple[HistoryEntry, ...] = ()
-    steps: tuple[str, ...] = ()
-    results: tuple[str, ...] = ()
-    joins: tuple[str, ...] = ()
-    activated: tuple[str, ...] = ()
+    steps: Sequence[str] = ()
+    results: Sequence[str] = ()
+    joins: Sequence[str] = ()
+    activated: Sequence[str] = ()
 
 
 NO_CHANGES = Changes()

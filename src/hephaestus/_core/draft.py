@@ -73,11 +73,6 @@ def drop_scheduled(scheduled: tuple[ScheduledResume, ...]) -> list[Command]:
     return [CancelTimer(item.step, item.id) for item in scheduled]
 
 
-def _once(keys: list[str]) -> tuple[str, ...]:
-    """``keys`` without repeats, in first-seen order."""
-    return tuple(keys) if len(keys) < 2 else tuple(dict.fromkeys(keys))
-
-
 def _with_status(state: StepState, status: StepStatus) -> StepState:
     return StepState(
         status=status,
@@ -132,6 +127,7 @@ class Draft:
     """A mutable working copy used inside one engine call, frozen again by ``finish``."""
 
     __slots__ = (
+        "activated",
         "commands",
         "context_steps",
         "definition",
@@ -146,7 +142,9 @@ class Draft:
         "now",
         "scheduled",
         "steps",
-        "touched",
+        "touched_joins",
+        "touched_results",
+        "touched_steps",
     )
 
     def __init__(self, definition: WorkflowDefinition, instance: Instance, now: datetime) -> None:
@@ -164,23 +162,26 @@ class Draft:
         self.commands: list[Command] = []
         self.error: ErrorInfo | None = None
         self.done = False
-        self.touched: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
-        """Keys of the steps, results and joins written, and the steps activated."""
+        # What this decision changes (``Changes``): keys written, repeats allowed.
+        self.touched_steps: list[str] = []
+        self.touched_results: list[str] = []
+        self.touched_joins: list[str] = []
+        self.activated: list[str] = []
 
     def set_step(self, key: str, state: StepState) -> None:
         self.steps[key] = state
-        self.touched[0].append(key)
+        self.touched_steps.append(key)
 
     # -- step lifecycle -------------------------------------------------------------------
 
     def activate(self, key: str, config: Config) -> None:
         node = self.definition.nodes[key]
-        self.touched[3].append(key)
+        self.activated.append(key)
+        self.steps[key] = StepState(StepStatus.ACTIVE, config=config)
+        self.touched_steps.append(key)
         if node.is_done:
-            self.set_step(key, StepState(StepStatus.ACTIVE, config=config))
             self.complete(key, "done", {}, {})
             return
-        self.set_step(key, StepState(StepStatus.ACTIVE, config=config))
         self.commands.append(RunStep(key, 1, config))
 
     def complete(
@@ -205,7 +206,7 @@ class Draft:
         if self.context_steps is None:
             self.context_steps = dict(self.instance.context.steps)
         self.context_steps[key] = data
-        self.touched[1].append(key)
+        self.touched_results.append(key)
         if metadata:
             if self.metadata is None:
                 self.metadata = dict(self.instance.runtime_metadata)
@@ -402,7 +403,7 @@ class Draft:
                 any_taken = is_taken or (join is not None and join.taken)
                 if not (is_taken and config is not None) and join is not None:
                     config = join.config
-                self.touched[2].append(key)
+                self.touched_joins.append(key)
                 if len(resolved) < len(target.predecessors):
                     joins[key] = JoinState(resolved, any_taken, config, missed)
                     continue
@@ -475,7 +476,7 @@ class Draft:
         if self.error is not None:
             status = Status.FAILED
             error = self.error
-            self.commands.extend(close_open_steps(self.steps, self.touched[0]))
+            self.commands.extend(close_open_steps(self.steps, self.touched_steps))
             self.history.append(HistoryEntry(self.now, HistoryKind.FAILED, error=error))
         elif self.done:
             status = Status.COMPLETED
@@ -498,12 +499,13 @@ class Draft:
         context = None
         if self.context_steps is not None:
             context = Context(instance.context.initial, self.context_steps)
+        appended = tuple(self.history)
         new = rebuild(
             instance,
             self.now,
             status=status,
             steps=self.steps,
-            history=instance.history + tuple(self.history),
+            history=instance.history + appended,
             joins=self.joins,
             inbox=self.inbox,
             context=context,
@@ -511,9 +513,8 @@ class Draft:
             error=error,
             scheduled=self.scheduled,
         )
-        steps, results, joins, activated = self.touched
         changes = Changes(
-            tuple(self.history), _once(steps), _once(results), _once(joins), tuple(activated)
+            appended, self.touched_steps, self.touched_results, self.touched_joins, self.activated
         )
         return Decision(new, tuple(self.commands), True, changes)
 

@@ -127,6 +127,15 @@ def decide(
     ``schedule_resume``, ``cancel``); runner input (``StepFinished``, ``FireTimer``,
     ``Begin``) that is stale changes nothing.
     """
+    if type(input) is StepFinished:  # the input of nearly every decision: no pattern matching
+        return apply_result(
+            definition,
+            instance,
+            step=input.step,
+            attempt=input.attempt,
+            outcome=input.outcome,
+            now=now,
+        )
     match input:
         case StepFinished(step, attempt, outcome):
             return apply_result(

@@ -130,7 +130,7 @@ def emit_decision(
             error = after.error
             if error is not None and error.kind == "route_error" and error.step == step:
                 continue  # routing raised: the run fails, nothing was activated
-            targets = changes.activated
+            targets = tuple(changes.activated)
             emit(
                 "hephaestus.workflow.transition",
                 {"targets_count": len(targets)},

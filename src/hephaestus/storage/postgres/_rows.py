@@ -32,7 +32,7 @@ from hephaestus.errors import CorruptInstanceError
 from hephaestus.storage._corrupt import corrupt, log_skipped
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from hephaestus._core.commands import Changes
@@ -324,9 +324,10 @@ def _declared_changes(instance: Instance, previous: Instance, declared: Changes)
     _declared("result", declared.results, instance.context.steps, previous.context.steps, parts)
     if declared.joins:
         new, old = instance.joins, previous.joins
+        keys = dict.fromkeys(declared.joins)
         _changed_joins(
-            {key: new[key] for key in declared.joins if key in new},
-            {key: old[key] for key in declared.joins if key in old},
+            {key: new[key] for key in keys if key in new},
+            {key: old[key] for key in keys if key in old},
             parts,
             dropped,
         )
@@ -341,15 +342,16 @@ def _declared_changes(instance: Instance, previous: Instance, declared: Changes)
 
 def _declared(
     kind: PartKind,
-    keys: tuple[str, ...],
+    keys: Sequence[str],
     new: Mapping[str, Any],
     old: Mapping[str, Any],
     parts: list[str],
 ) -> None:
-    """Encode the entries ``keys`` of ``new``: a key ``old`` lacks was appended (its position
-    follows ``old``'s); one it has keeps its stored position (-1 tells the statement so)."""
+    """Encode the entries ``keys`` of ``new`` (each once): a key ``old`` lacks was appended
+    (its position follows ``old``'s); one it has keeps its stored position (-1 tells the
+    statement so)."""
     appended = len(old)
-    for key in keys:
+    for key in dict.fromkeys(keys) if len(keys) > 1 else keys:
         if key in old:
             parts.append(_encode_part(kind, key, -1, new[key]))
         else:
