@@ -189,7 +189,8 @@ class LocalRunner:
 
     async def start(self, definition: WorkflowDefinition, run: Instance) -> None:
         driver = self._require_driver()
-        decision = engine.begin(definition, run, driver.env.clock.now())
+        # Begun at the instant it was created: storing and beginning a new run is one step.
+        decision = engine.begin(definition, run, run.created_at)
         # Not stored yet: its first stored state is this decision, at the new run's revision.
         decision = dataclasses.replace(
             decision, instance=dataclasses.replace(decision.instance, revision=run.revision)
