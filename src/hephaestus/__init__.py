@@ -6,7 +6,7 @@ Define steps and workflows as plain classes (validated when the class is created
 
 from __future__ import annotations
 
-from hephaestus._app import Hephaestus
+from hephaestus._app import Hephaestus, RunFilters
 from hephaestus._clock import Clock, SystemClock
 from hephaestus._core.definition import (
     Route,
@@ -73,6 +73,7 @@ __all__ = [
     "Ok",
     "RetryPolicy",
     "Route",
+    "RunFilters",
     "ScheduledResume",
     "Scope",
     "Status",

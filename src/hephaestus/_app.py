@@ -10,7 +10,7 @@ import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Self, TypedDict, TypeVar, Unpack, overload
 
 from hephaestus import telemetry as _telemetry
 from hephaestus._clock import Clock, SystemClock
@@ -179,6 +179,23 @@ def _check_names(**names: object) -> None:
     for what, name in names.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+
+
+class RunFilters(TypedDict, total=False):
+    """The filters of ``list``, ``page`` and ``count`` (app and facade); each given one must
+    hold. They become an ``InstanceQuery`` (see it for what each means); ``version`` narrows a
+    workflow to one of its versions."""
+
+    status: Status | str | None
+    status_in: Collection[Status | str] | None
+    version: int | None
+    id_prefix: str | None
+    tags: Collection[str] | None
+    metadata: Mapping[str, Any] | None
+    created_after: datetime | None
+    created_before: datetime | None
+    updated_after: datetime | None
+    updated_before: datetime | None
 
 
 class Hephaestus:
@@ -543,42 +560,20 @@ class Hephaestus:
         self,
         workflow: type[Workflow] | None = None,
         *,
-        status: Status | str | None = None,
-        status_in: Collection[Status | str] | None = None,
-        version: int | None = None,
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
-        id_prefix: str | None = None,
-        tags: Collection[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
         after: str | None = None,
+        **filters: Unpack[RunFilters],
     ) -> list[Instance]:
-        """Runs, optionally of one workflow, filtered and paginated as ``InstanceQuery`` says.
+        """Runs, optionally of one workflow, filtered (``RunFilters``) and paginated as
+        ``InstanceQuery`` says.
 
-        ``tags`` resolve through this app's registry; ``after`` is a cursor from
-        ``storage.page`` (see the Queries section of the reference).
+        ``tags`` resolve through this app's registry; ``after`` is a cursor from ``page``
+        (see the Queries section of the reference).
         """
         query = self._query(
-            workflow,
-            status=status,
-            status_in=status_in,
-            version=version,
-            limit=limit,
-            offset=offset,
-            newest_first=newest_first,
-            id_prefix=id_prefix,
-            tags=tags,
-            metadata=metadata,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-            after=after,
+            workflow, filters, limit=limit, offset=offset, newest_first=newest_first, after=after
         )
         return await self._on_loop(lambda: self.storage.query(query))
 
@@ -600,19 +595,10 @@ class Hephaestus:
         self,
         workflow: type[Workflow] | None = None,
         *,
-        status: Status | str | None = None,
-        status_in: Collection[Status | str] | None = None,
-        version: int | None = None,
         limit: int = 50,
         newest_first: bool = False,
-        id_prefix: str | None = None,
-        tags: Collection[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
         after: str | None = None,
+        **filters: Unpack[RunFilters],
     ) -> Page:
         """One page of the runs ``list`` would return, and the cursor of the next page.
 
@@ -620,22 +606,7 @@ class Hephaestus:
         direction) until it is ``None``: keyset pagination, as fast deep in the runs as at the
         start and stable while runs are added.
         """
-        query = self._query(
-            workflow,
-            status=status,
-            status_in=status_in,
-            version=version,
-            limit=limit,
-            newest_first=newest_first,
-            id_prefix=id_prefix,
-            tags=tags,
-            metadata=metadata,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-            after=after,
-        )
+        query = self._query(workflow, filters, limit=limit, newest_first=newest_first, after=after)
         return await self._on_loop(lambda: self.storage.page(query))
 
     async def count(
@@ -643,61 +614,37 @@ class Hephaestus:
         workflow: type[Workflow] | None = None,
         *,
         by: tuple[CountKey, ...] = ("status", "workflow"),
-        status: Status | str | None = None,
-        status_in: Collection[Status | str] | None = None,
-        version: int | None = None,
-        id_prefix: str | None = None,
-        tags: Collection[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
+        **filters: Unpack[RunFilters],
     ) -> dict[tuple[str, ...], int]:
         """How many runs match the filters of ``list``, grouped by status and/or workflow.
 
         Keys are tuples of the grouped values in ``by`` order (``("waiting", "app.Flow")``);
         ``by=()`` gives ``{(): n}``; groups with no runs are absent.
         """
-        query = self._query(
-            workflow,
-            status=status,
-            status_in=status_in,
-            version=version,
-            id_prefix=id_prefix,
-            tags=tags,
-            metadata=metadata,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-        )
+        query = self._query(workflow, filters)
         return await self._on_loop(lambda: self.storage.count(query, by=by))
 
     def _query(
         self,
         workflow: type[Workflow] | None,
+        filters: RunFilters,
         *,
-        status: Status | str | None,
-        status_in: Collection[Status | str] | None,
-        version: int | None,
-        id_prefix: str | None,
-        tags: Collection[str] | None,
-        metadata: Mapping[str, Any] | None,
-        created_after: datetime | None,
-        created_before: datetime | None,
-        updated_after: datetime | None,
-        updated_before: datetime | None,
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
         after: str | None = None,
     ) -> InstanceQuery:
         """The storage query of ``list``, ``page`` and ``count`` (tags resolved here)."""
+        unknown = set(filters) - set(RunFilters.__annotations__)
+        if unknown:
+            raise TypeError(f"unknown filter(s) {sorted(unknown)}; see RunFilters")
+        version = filters.get("version")
         names = None
         if workflow is not None:
             top, version = self._scope(workflow, version)
             names = self._names(top, version)
+        status = filters.get("status")
+        status_in = filters.get("status_in")
         return InstanceQuery(
             status=None if status is None else Status(status),
             status_in=None if status_in is None else frozenset(Status(s) for s in status_in),
@@ -706,13 +653,13 @@ class Hephaestus:
             limit=limit,
             offset=offset,
             newest_first=newest_first,
-            id_prefix=id_prefix,
-            tags=tags,
-            metadata=metadata,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
+            id_prefix=filters.get("id_prefix"),
+            tags=filters.get("tags"),
+            metadata=filters.get("metadata"),
+            created_after=filters.get("created_after"),
+            created_before=filters.get("created_before"),
+            updated_after=filters.get("updated_after"),
+            updated_before=filters.get("updated_before"),
             after=after,
         ).resolve_tags(self.registry)
 
@@ -780,9 +727,9 @@ class Hephaestus:
         step: str,
         delay: float | timedelta,
         *,
-        event: str,
-        payload: Mapping[str, Any] | None,
-        version: int | None,
+        event: str = "timeout",
+        payload: Mapping[str, Any] | None = None,
+        version: int | None = None,
     ) -> ScheduledResume:
         """``schedule_resume`` for the facade: the run is named by workflow and value."""
         target = self._target(workflow, value, version)
@@ -1114,7 +1061,10 @@ class SyncOperations:
     cancel = _Twin(Hephaestus.cancel)
     get = _Twin(Hephaestus.get)
     list = _Twin(Hephaestus.list)
+    page = _Twin(Hephaestus.page)
+    count = _Twin(Hephaestus.count)
     get_instance = _Twin(Hephaestus.get_instance)
     resume_instance = _Twin(Hephaestus.resume_instance)
     cancel_instance = _Twin(Hephaestus.cancel_instance)
     schedule_resume = _Twin(Hephaestus.schedule_resume)
+    _schedule_resume_of = _Twin(Hephaestus._schedule_resume_of)  # the facade's, by value

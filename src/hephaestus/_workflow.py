@@ -11,11 +11,12 @@ from hephaestus._core.validation import MISSING, WorkflowSpec, compile_workflow
 from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-    from datetime import datetime, timedelta
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from datetime import timedelta
+    from typing import Unpack
 
-    from hephaestus._app import Hephaestus
-    from hephaestus._core.instance import Instance, ScheduledResume, Status
+    from hephaestus._app import Hephaestus, RunFilters
+    from hephaestus._core.instance import Instance, ScheduledResume
     from hephaestus._core.retry import RetryPolicy
     from hephaestus._core.steps import Step
     from hephaestus._core.unique import Unique
@@ -213,42 +214,19 @@ class Workflow:
     async def list(
         cls,
         *,
-        status: Status | str | None = None,
-        status_in: Collection[Status | str] | None = None,
-        version: int | None = None,
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
-        id_prefix: str | None = None,
-        tags: Collection[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
         after: str | None = None,
         app: Hephaestus | None = None,
+        **filters: Unpack[RunFilters],
     ) -> list[Instance]:
         """This workflow's runs (all versions of an umbrella), oldest first unless asked.
 
-        Filters and pagination as ``Hephaestus.list`` (and ``InstanceQuery``) take them.
+        Filters (``RunFilters``) and pagination as ``Hephaestus.list`` takes them.
         """
         return await resolve_app(app, cls).list(
-            cls,
-            status=status,
-            status_in=status_in,
-            version=version,
-            limit=limit,
-            offset=offset,
-            newest_first=newest_first,
-            id_prefix=id_prefix,
-            tags=tags,
-            metadata=metadata,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-            after=after,
+            cls, limit=limit, offset=offset, newest_first=newest_first, after=after, **filters
         )
 
     @classmethod
@@ -267,16 +245,17 @@ class Workflow:
 
 
 class _Blocking[**P, R]:
-    """The blocking twin of a facade classmethod: the one place sync wrappers are made.
+    """The blocking twin of a facade classmethod, typed as the async method it wraps
+    (``OrderFlow.sync.start`` has ``OrderFlow.start``'s parameters).
 
-    Typed as the async method it wraps (``OrderFlow.sync.start`` has ``OrderFlow.start``'s
-    parameters), it resolves the app in the caller's thread (where the current app is) and
-    waits for the method on that app's loop. Given ``conn=`` (the caller's sync connection) it
-    hands over to the app's twin (``app.sync``), which runs the operation in this thread.
+    It resolves the app in the caller's thread (where the current app is) and calls the app's
+    own blocking twin (``app.sync``, the one place blocking calls are made) with the workflow,
+    so the sync facade is the sync app API with the workflow filled in. ``app_method`` names
+    the app operation a facade method hands over to when the names differ.
     """
 
-    def __init__(self, method: Callable[P, Awaitable[R]]) -> None:
-        self._name: str = getattr(method, "__name__", "")
+    def __init__(self, method: Callable[P, Awaitable[R]], app_method: str | None = None) -> None:
+        self._name: str = app_method or str(getattr(method, "__name__", ""))
         self.__doc__ = method.__doc__
 
     @overload
@@ -289,15 +268,13 @@ class _Blocking[**P, R]:
         if facade is None:
             return self
         workflow = facade.workflow
-        method = getattr(workflow, self._name)
+        name = self._name
 
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
             app = resolve_app(cast("Hephaestus | None", kwargs.pop("app", None)), workflow)
-            if kwargs.get("conn") is not None:  # the caller's connection: in the caller's thread
-                return getattr(app.sync, self._name)(workflow, *args, **kwargs)  # type: ignore[no-any-return]
-            return app.run_sync(lambda: method(*args, app=app, **kwargs))  # type: ignore[no-any-return]
+            return getattr(app.sync, name)(workflow, *args, **kwargs)  # type: ignore[no-any-return]
 
-        call.__name__ = self._name
+        call.__name__ = name.lstrip("_")
         call.__doc__ = self.__doc__
         return call
 
@@ -310,7 +287,7 @@ class _SyncFacade:
 
     start = _Blocking(Workflow.start)
     resume = _Blocking(Workflow.resume)
-    schedule_resume = _Blocking(Workflow.schedule_resume)
+    schedule_resume = _Blocking(Workflow.schedule_resume, "_schedule_resume_of")
     get = _Blocking(Workflow.get)
     list = _Blocking(Workflow.list)
     cancel = _Blocking(Workflow.cancel)

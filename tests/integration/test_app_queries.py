@@ -136,3 +136,18 @@ async def test_count_refuses_other_groupings(app: Hephaestus) -> None:
     """Grouping by anything but status and workflow is a ``ValueError``."""
     with pytest.raises(ValueError, match="status and/or workflow"):
         await app.count(by=("tenant",))  # type: ignore[arg-type]
+
+
+async def test_an_unknown_filter_is_refused(app: Hephaestus) -> None:
+    """A misspelt filter raises ``TypeError`` naming it instead of being ignored."""
+    with pytest.raises(TypeError, match="statuss"):
+        await app.list(Bill, statuss="waiting")  # type: ignore[call-arg]
+
+
+async def test_the_facade_list_takes_the_same_filters(app: Hephaestus, clock: FakeClock) -> None:
+    """``Workflow.list`` passes ``RunFilters`` and pagination through to the app."""
+    await _seed(app, clock)
+    waiting = await Bill.list(app=app, status="waiting", metadata={"tenant": "t1"})
+    assert [run.id for run in waiting] == ["bill::a1", "bill::a3", "bill::a5"]
+    newest = await Bill.list(app=app, status_in=["completed"], newest_first=True, limit=1)
+    assert [run.id for run in newest] == ["bill::a4"]

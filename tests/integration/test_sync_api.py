@@ -83,6 +83,9 @@ def test_the_sync_facade_drives_runs_from_plain_code() -> None:
         assert [r.id for r in Signup.sync.list()] == ["signup::ann", "signup::bob"]
         assert [r.id for r in Signup.sync.list(status="cancelled")] == ["signup::bob"]
         assert [r.id for r in Signup.sync.list(limit=1, offset=1, app=app)] == ["signup::bob"]
+        page = app.sync.page(Signup, limit=1)
+        assert [r.id for r in page.runs] == ["signup::ann"]
+        assert app.sync.count(Signup, by=("status",)) == {("completed",): 1, ("cancelled",): 1}
     assert not app.is_open
     with pytest.raises(NoAppRunningError):
         Signup.sync.get("ann")
