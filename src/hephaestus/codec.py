@@ -32,7 +32,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from hephaestus._core.commands import Cancel, Resume
+from hephaestus._core.commands import Cancel, Resume, ScheduleResume
 from hephaestus._core.definition import VersionedDefinition
 from hephaestus._core.instance import (
     Context,
@@ -534,8 +534,9 @@ def decode_pending_resume(
     )
 
 
-def encode_input(input: Resume | Cancel) -> dict[str, JSONValue]:
-    """A caller's input to a run (an inbox entry: a resume or a cancel) as JSON data."""
+def encode_input(input: Resume | Cancel | ScheduleResume) -> dict[str, JSONValue]:
+    """A caller's input to a run (an inbox entry: a resume, a cancel, a scheduled resume) as
+    JSON data."""
     if isinstance(input, Resume):
         return {
             "kind": "resume",
@@ -545,10 +546,20 @@ def encode_input(input: Resume | Cancel) -> dict[str, JSONValue]:
         }
     if isinstance(input, Cancel):
         return {"kind": "cancel", "reason": input.reason}
-    raise TypeError(f"only a Resume or a Cancel is sent through an inbox, got {input!r}")
+    if isinstance(input, ScheduleResume):
+        return {
+            "kind": "schedule",
+            "step": input.step,
+            "event": input.event,
+            "payload": _opt_mapping(input.payload, "$.payload"),
+            "at": input.at.isoformat(),
+        }
+    raise TypeError(f"only a Resume, a Cancel or a ScheduleResume goes to an inbox, got {input!r}")
 
 
-def decode_input(data: JSONValue, registry: WorkflowRegistry | None = None) -> Resume | Cancel:
+def decode_input(
+    data: JSONValue, registry: WorkflowRegistry | None = None
+) -> Resume | Cancel | ScheduleResume:
     """The input ``encode_input`` wrote; ``CodecError`` for anything else."""
     fields = _obj(data)
     try:
@@ -560,6 +571,12 @@ def decode_input(data: JSONValue, registry: WorkflowRegistry | None = None) -> R
             return Resume(_str(fields["event"]), payload, _opt_str(fields.get("step")))
         if kind == "cancel":
             return Cancel(_opt_str(fields.get("reason")))
+        if kind == "schedule":
+            payload = from_json(fields["payload"], registry)
+            if payload is not None and not isinstance(payload, dict):
+                raise CodecError(f"a resume payload must be an object, got {payload!r}")
+            at = datetime.fromisoformat(_str(fields["at"]))
+            return ScheduleResume(_str(fields["step"]), _str(fields["event"]), payload, at)
     except KeyError as exc:
         raise CodecError(f"an encoded input lacks {exc}") from exc
     raise CodecError(f"not an encoded input: {data!r}")

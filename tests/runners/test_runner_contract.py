@@ -674,8 +674,9 @@ async def test_a_step_in_flight_at_a_crash_runs_again_after_reopening(
         await Crash.start("k1")
         async with asyncio.timeout(BOUND):
             await board.signal("stuck").wait()
+    async with Hephaestus(storage=storage, clock=clock, runner=new_runner(), recover=False):
+        left = await Crash.get("k1")  # as the crash left it: nothing is taken over here
     async with Hephaestus(storage=storage, clock=clock, runner=new_runner()) as app:
-        left = await Crash.get("k1")
         await run_until_idle(app)
         run = await Crash.get("k1")
     assert left.status is Status.RUNNING

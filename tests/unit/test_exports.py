@@ -26,7 +26,7 @@ EXPECTED = {
     },
     hephaestus.storage: {
         "CallerTransaction", "CountKey", "InMemoryStorage", "InboxEntry", "InboxTransaction",
-        "InstanceQuery", "JoinableStorage", "MemoryTransaction", "Page", "Storage",
+        "InstanceQuery", "JoinableStorage", "MemoryTransaction", "OwningStorage", "Page", "Storage",
         "StorageTransaction", "Unwatch", "Work",
     },
     hephaestus.storage.postgres: {

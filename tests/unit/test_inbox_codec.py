@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from hephaestus.codec import CodecError, decode_input, encode_input
-from hephaestus.runners import Cancel, Resume, ScheduleResume
+from hephaestus.runners import Begin, Cancel, Resume, ScheduleResume
 from hephaestus.storage.postgres._queries import channel_for
 
 
@@ -37,10 +37,16 @@ def test_anything_else_is_a_codec_error(data: object) -> None:
         decode_input(data)  # type: ignore[arg-type]
 
 
-def test_only_resume_and_cancel_go_through_an_inbox() -> None:
-    """Other inputs are refused when encoding."""
-    with pytest.raises(TypeError, match="Resume or a Cancel"):
-        encode_input(ScheduleResume("s", "e", None, datetime(2026, 1, 1, tzinfo=UTC)))  # type: ignore[arg-type]
+def test_a_scheduled_resume_goes_through_an_inbox_too() -> None:
+    """A scheduled resume forwarded to its run's owner comes back as it was sent."""
+    sent = ScheduleResume("s", "e", {"n": 1}, datetime(2026, 1, 1, tzinfo=UTC))
+    assert decode_input(encode_input(sent)) == sent
+
+
+def test_other_inputs_are_refused() -> None:
+    """Runner-side inputs never go through an inbox."""
+    with pytest.raises(TypeError, match="goes to an inbox"):
+        encode_input(Begin())  # type: ignore[arg-type]
 
 
 def test_each_schema_has_its_own_channel_within_the_identifier_limit() -> None:

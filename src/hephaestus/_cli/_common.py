@@ -274,7 +274,11 @@ async def opened_app(config: Config) -> AsyncIterator[Hephaestus]:
     try:
         await app.open(recover=False)
     except Exception as exc:
-        raise CliError(f"cannot open storage of {where}: {_summary(exc)}") from exc
+        message = f"cannot open storage of {where}: {_summary(exc)}"
+        if type(exc.__cause__).__name__ == "UndefinedTable":
+            hint = f"hephaestus db install --schema {config.schema}"
+            message += f" (is the schema installed? {hint})"
+        raise CliError(message) from exc
     from hephaestus.storage import InMemoryStorage
 
     if isinstance(app.storage, InMemoryStorage):

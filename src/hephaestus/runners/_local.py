@@ -22,7 +22,9 @@ from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status, StepSta
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
+    CorruptInstanceError,
     HephaestusError,
+    IncompatibleInstanceError,
     InstanceNotFoundError,
     StorageError,
     UnknownWorkflowError,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from hephaestus._clock import Clock, TimerHandle
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus.runners import RuntimeEnv
-    from hephaestus.storage import JoinableStorage, Storage, Unwatch
+    from hephaestus.storage import JoinableStorage, OwningStorage, Storage, Unwatch
 
 __all__ = ["LocalRunner"]
 
@@ -141,6 +143,7 @@ class LocalRunner:
         self._unwatch: Unwatch | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
         self._deferred: set[str] | None = None
+        self._recovering = False
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -160,6 +163,9 @@ class LocalRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor.open()
+        owning = self._owning()
+        if owning is not None:  # several processes on one database: register as an owner
+            await owning.register(self._ownership_lost)
         if env.recover:
             await self._watch_and_recover(env.storage)
 
@@ -175,6 +181,16 @@ class LocalRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
+        owning = self._owning()
+        if owning is not None:
+            # Hand the runs over at once (the others hear of each), not after a failover.
+            try:
+                released = await owning.release()
+            except HephaestusError as exc:
+                log.warning("could not release this process's runs (they fail over): %s", exc)
+            else:
+                if released:
+                    log.info("released %d run(s) to the other processes", len(released))
         self._executor.close()
         self._env = None
         self._driver = None
@@ -257,6 +273,14 @@ class LocalRunner:
         self._forget_if_idle(held)
 
     async def apply(self, run_id: str, input: engine.Input) -> engine.Decision:
+        owning = self._owning()
+        held = self._runs.get(run_id)
+        if (
+            owning is not None
+            and (held is None or not held.loaded)
+            and not await owning.claim(run_id)
+        ):
+            return await self._forward(owning, run_id, input)
         run = self._hold(run_id)
         try:
             # Cancelling needs no step of the definition: a run that no longer fits it (a
@@ -265,6 +289,42 @@ class LocalRunner:
         finally:
             self._let_go(run)
         return decision
+
+    async def _forward(
+        self, owning: OwningStorage, run_id: str, input: engine.Input
+    ) -> engine.Decision:
+        """Send ``input`` to the process that owns the run, once the run as stored shows it
+        applies (its errors are raised here; nothing is sent then). Returns that check's
+        decision; the owner takes its own when it applies the input, moments later."""
+        if not isinstance(input, engine.Resume | engine.Cancel | engine.ScheduleResume):
+            raise TypeError(f"only a caller's input goes to a run's owner, got {input!r}")
+        driver = self._require_driver()
+        instance = await driver.env.storage.get(run_id)
+        definition = driver.definition_of(instance, fit=not isinstance(input, engine.Cancel))
+        decision = driver.decide(definition, instance, input)
+        await owning.forward(run_id, input)
+        return decision
+
+    def _workflow_names(self) -> list[str]:
+        """The stored names of the runs this app can execute (its workflows and versions)."""
+        from hephaestus._core.definition import WorkflowDefinition
+
+        registry = self._require_driver().env.registry
+        return [d.name for d in registry if isinstance(d, WorkflowDefinition)]
+
+    def _owning(self) -> OwningStorage | None:
+        """The storage, when it is shared by processes that each own runs."""
+        from hephaestus.storage import OwningStorage
+
+        storage = self._require_driver().env.storage
+        return storage if isinstance(storage, OwningStorage) else None
+
+    def _ownership_lost(self) -> None:
+        """The session holding this process's owner id ended: its runs are the others' now.
+        Stop executing them (a step running in a thread finishes on its own; its result will
+        be refused); what is ours again after the session is back is claimed by the sweep."""
+        for run in list(self._runs.values()):
+            self._retire(run)
 
     # -- runs started and inputs sent in callers' transactions ------------------------------
 
@@ -328,6 +388,12 @@ class LocalRunner:
                     await asyncio.sleep(every)
                 try:
                     found = await storage.awaiting(older_than=older_than)
+                    owning = self._owning()
+                    if owning is not None:  # failover: runs whose owner is gone
+                        orphans = await owning.claim_orphans(
+                            limit=1000, workflows=self._workflow_names()
+                        )
+                        found = [*found, *orphans]
                 except HephaestusError as exc:
                     log.warning("sweep for runs left by callers' transactions failed: %s", exc)
                     found = []
@@ -339,12 +405,39 @@ class LocalRunner:
         task = asyncio.get_running_loop().create_task(sweep())
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
+        if every is None:  # a one-off sweep is work in flight: idle waits for it
+            self._inflight += 1
+            self._idle.clear()
+            task.add_done_callback(self._sweep_done)
+
+    def _sweep_done(self, task: asyncio.Task[None]) -> None:
+        del task
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
 
     async def _take(self, run: _Run) -> None:
         """Begin the run if it is pending, then apply its inbox in order; each decision is
         carried out once it is durable (the caller's transaction committed long before)."""
         driver = self._require_driver()
+        owning = self._owning()
         async with run.lock:
+            if owning is not None:
+                try:
+                    if not await owning.claim(run.run_id):
+                        return  # a live process owns it: the announcement is for that one
+                    if not run.loaded:
+                        await self._load(run, fit=True)  # ours now: adopt what it needs
+                except InstanceNotFoundError:
+                    return
+                except CorruptInstanceError as exc:
+                    # Undecodable: recovery's listing of the runs names it already.
+                    if not self._recovering or isinstance(exc, IncompatibleInstanceError):
+                        log.error("cannot recover run %s: %s", run.run_id, exc)
+                    return
+                except HephaestusError as exc:
+                    log.error("cannot recover run %s: %s", run.run_id, exc)
+                    return
             while not self._closing:
                 try:
                     applied = await driver.apply_next(run.run_id)
@@ -377,37 +470,73 @@ class LocalRunner:
         return self._require_driver().env.clock
 
     async def _recover(self) -> None:
+
+        owning = self._owning()
+        self._recovering = True
+        try:
+            await self._recover_all(owning)
+        finally:
+            self._recovering = False
+
+    async def _recover_all(self, owning: OwningStorage | None) -> None:
         env = self._require_driver().env
         from hephaestus.storage import InstanceQuery
 
-        # Runs that cannot be decoded are logged and skipped by the storage; runs that do not
-        # fit their definition, and runs whose adoption fails, are logged and skipped here:
-        # one bad run never keeps the others from being recovered.
+        if owning is not None:
+            # Shared by processes: take over only what nobody alive owns; each such run is
+            # then taken like an announced one (claimed, adopted, its inbox applied). Runs of
+            # workflows this app lacks are only reported (below), never claimed.
+            while claimed := await owning.claim_orphans(
+                limit=1000, workflows=self._workflow_names()
+            ):
+                for run_id in claimed:
+                    run = self._hold(run_id)
+                    try:
+                        await self._take(run)
+                    finally:
+                        self._let_go(run)
         unknown: dict[str, list[Instance]] = {}
         for instance in await env.storage.query(InstanceQuery(status_in=ACTIVE_STATUSES)):
             if env.registry.belongs_elsewhere(instance.workflow):
                 continue  # another app's workflow: that app recovers it
-            try:
-                definition = env.registry.resolve(instance.workflow)
-            except UnknownWorkflowError:
+            if owning is None:
+                await self._recover_one(instance, unknown)
+            elif instance.workflow not in env.registry:
                 unknown.setdefault(instance.workflow, []).append(instance)
-                continue
-            try:
-                check_instance(definition, instance)
-            except HephaestusError as exc:
-                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
-                continue
-            run = _Run.of(definition, instance)
-            self._runs[run.run_id] = run
-            run.users += 1
-            try:
-                async with run.lock:
-                    await self._adopt(run)
-            except HephaestusError as exc:
-                self._runs.pop(run.run_id, None)
-                log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
-            finally:
-                self._let_go(run)
+        self._report_unknown(unknown)
+
+    async def _recover_one(self, instance: Instance, unknown: dict[str, list[Instance]]) -> None:
+        """Adopt one active stored run (one process on the database: every run is its own).
+
+        Runs that cannot be decoded are logged and skipped by the storage; runs that do not
+        fit their definition, and runs whose adoption fails, are logged and skipped here: one
+        bad run never keeps the others from being recovered.
+        """
+        env = self._require_driver().env
+        try:
+            definition = env.registry.resolve(instance.workflow)
+        except UnknownWorkflowError:
+            unknown.setdefault(instance.workflow, []).append(instance)
+            return
+        try:
+            check_instance(definition, instance)
+        except HephaestusError as exc:
+            log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+            return
+        run = _Run.of(definition, instance)
+        self._runs[run.run_id] = run
+        run.users += 1
+        try:
+            async with run.lock:
+                await self._adopt(run)
+        except HephaestusError as exc:
+            self._runs.pop(run.run_id, None)
+            log.error("cannot recover %s (run %s): %s", instance.id, instance.run_id, exc)
+        finally:
+            self._let_go(run)
+
+    @staticmethod
+    def _report_unknown(unknown: dict[str, list[Instance]]) -> None:
         for workflow, orphans in unknown.items():  # one line per workflow, not per run
             shown = ", ".join(f"{orphan.id} (run {orphan.run_id})" for orphan in orphans[:5])
             log.error(
@@ -501,6 +630,10 @@ class LocalRunner:
         except ConcurrentUpdateError:
             log.warning("run %s was changed by another writer; letting go", run.instance.id)
             self._retire(run)
+            if self._owning() is not None:
+                # Its owner changed (our session was lost, or it was released and claimed):
+                # take it again if it is ours to take, from what is stored.
+                self._woken(run.run_id)
             raise
         if not decision.changed:
             return decision, None

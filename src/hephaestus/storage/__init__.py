@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from datetime import datetime
 
-    from hephaestus._core.commands import Cancel, Changes, Resume
+    from hephaestus._core.commands import Cancel, Changes, Resume, ScheduleResume
     from hephaestus._core.instance import Instance, Status
     from hephaestus._core.registry import WorkflowRegistry
 
@@ -30,6 +30,7 @@ __all__ = [
     "InstanceQuery",
     "JoinableStorage",
     "MemoryTransaction",
+    "OwningStorage",
     "Page",
     "Storage",
     "StorageTransaction",
@@ -263,7 +264,7 @@ class InboxEntry:
 
     id: int
     run_id: str
-    input: Resume | Cancel
+    input: Resume | Cancel | ScheduleResume
     created_at: datetime
 
 
@@ -308,6 +309,44 @@ class InboxTransaction(StorageTransaction, Protocol):
 
     async def remove_input(self, entry: InboxEntry) -> None:
         """Delete ``entry``, committed with the transaction."""
+
+
+@runtime_checkable
+class OwningStorage(Protocol):
+    """A storage shared by several processes, each owning the active runs it executes.
+
+    A process ``register`` once (an owner id, held for the life of its session: PostgreSQL
+    holds it as a session advisory lock, released by the server whatever way the process
+    goes). Runs it creates are its own; only a run's owner writes it (every write is fenced
+    by the owner id, a deposed owner's write raises ``ConcurrentUpdateError``). An input for a
+    run a live process owns goes to that owner (``forward``: inbox + notification); runs
+    nobody owns or whose owner is gone are taken over (``claim``, ``claim_orphans``); a
+    process that stops gives its runs up (``release``) so the others take them at once.
+    """
+
+    owner: int | None
+    """This process's owner id once registered (``None`` before, or while reconnecting)."""
+
+    async def register(self, lost: Callable[[], object]) -> int:
+        """Become an owner; ``lost()`` is called (on the loop) if the session holding the
+        owner id ends (a lost connection): every run this process held is then another's to
+        take, and its writes are refused. A new owner id is drawn when the session is back."""
+
+    async def claim(self, run_id: str) -> bool:
+        """Make ``run_id`` ours if it is active and nobody owns it, we do, or its owner is gone;
+        false when a live process owns it (or it is not active)."""
+
+    async def claim_orphans(
+        self, *, limit: int = 100, workflows: Collection[str] | None = None
+    ) -> list[str]:
+        """Take over up to ``limit`` active runs (of ``workflows``, stored names, when given)
+        that nobody owns or whose owner is gone."""
+
+    async def release(self) -> list[str]:
+        """Give up every active run we own and announce each; returns their ids."""
+
+    async def forward(self, run_id: str, input: Resume | Cancel | ScheduleResume) -> None:
+        """Queue ``input`` in ``run_id``'s inbox and announce it, for its owner to apply."""
 
 
 @runtime_checkable

@@ -34,12 +34,31 @@ type Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 class Listener:
     """Listens on ``queries.channel`` through connections made by ``connect``."""
 
-    __slots__ = ("_callbacks", "_connect", "_queries", "_ready", "_task", "_timeout")
+    __slots__ = (
+        "_callbacks",
+        "_connect",
+        "_lost",
+        "_queries",
+        "_ready",
+        "_session",
+        "_task",
+        "_timeout",
+    )
 
-    def __init__(self, connect: Connect, queries: Queries, *, timeout: float) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        queries: Queries,
+        *,
+        timeout: float,
+        session: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+        lost: Callable[[], None] | None = None,
+    ) -> None:
         self._connect = connect
         self._queries = queries
         self._timeout = timeout
+        self._session = session
+        self._lost = lost
         self._callbacks: list[Callable[[str | None], object]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -93,6 +112,8 @@ class Listener:
             try:
                 connection = await self._connect()
                 async with connection:
+                    if self._session is not None:  # what the session holds: the owner lock
+                        await self._session(connection)
                     await connection.execute(self._queries.listen)
                     if listened:
                         log.info("listener on %r reconnected", self._queries.channel)
@@ -103,6 +124,8 @@ class Listener:
                     async for notify in connection.notifies():
                         self._tell(notify.payload)
             except (psycopg.Error, OSError) as exc:
+                if self._lost is not None:
+                    self._lost()
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 log.warning(

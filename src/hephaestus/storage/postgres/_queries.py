@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -102,6 +103,8 @@ class Queries:
         "awaiting_runs",
         "bootstrap",
         "channel",
+        "claim_orphans",
+        "claim_run",
         "count_runs",
         "delete_input",
         "delete_instance",
@@ -111,15 +114,21 @@ class Queries:
         "get_instance",
         "insert_instance",
         "listen",
+        "live_owners",
         "lock_instance",
         "lock_migrations",
+        "namespace",
         "next_input",
         "notify_run",
+        "owner_of",
+        "probe_owners",
         "query_by_id",
         "query_contains",
         "query_newest",
         "query_oldest",
         "record_migration",
+        "register_owner",
+        "release_runs",
         "release_savepoint",
         "rollback_savepoint",
         "savepoint",
@@ -131,6 +140,8 @@ class Queries:
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
+        # The first key of the owners' advisory locks: one namespace per schema (tenant).
+        self.namespace = zlib.crc32(f"hephaestus:{schema}".encode()) & 0x7FFFFFFF
 
         def query(name: LiteralString, **fragments: sql.Composable) -> bytes:
             return render(load_sql(f"queries/{name}.sql"), schema, **fragments)
@@ -165,6 +176,13 @@ class Queries:
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
         self.lock_instance = read("lock_instance")
+        self.register_owner = query("register_owner")
+        self.live_owners = query("live_owners")
+        self.claim_run = query("claim_run")
+        self.claim_orphans = query("claim_orphans")
+        self.release_runs = query("release_runs")
+        self.owner_of = query("owner_of")
+        self.probe_owners = query("probe_owners")
         self.query_oldest, self.query_newest = ordered("query_instances")
         self.query_by_id = ordered("query_by_id")
         self.explain_runs = ordered("explain_runs")

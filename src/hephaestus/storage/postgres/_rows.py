@@ -119,9 +119,11 @@ def _extra_document(instance: Instance) -> str:
     return dumps(document)
 
 
-def insert_params(instance: Instance) -> dict[str, Any]:
-    """The parameters of ``insert_instance.sql``: the whole run, header, parts and history."""
+def insert_params(instance: Instance, owner: int | None = None) -> dict[str, Any]:
+    """The parameters of ``insert_instance.sql``: the whole run, header, parts and history,
+    owned by ``owner`` (``None``: nobody yet)."""
     params = _header_params(instance)
+    params["owner"] = owner
     params["parts"] = _all_parts(instance)
     params.update(_history_params(instance, 0))
     return params
@@ -144,11 +146,17 @@ def _header_params(instance: Instance, previous: Instance | None = None) -> dict
     }
 
 
-def put_item(instance: Instance, previous: Instance | None, declared: Changes | None = None) -> str:
+def put_item(
+    instance: Instance,
+    previous: Instance | None,
+    declared: Changes | None = None,
+    owner: int | None = None,
+) -> str:
     """The JSON object ``update_instances.sql`` reads for one run (pre-encoded parts inlined).
 
     ``declared`` (the decision's ``changes``) says what differs from ``previous``; without it
-    the parts are compared with ``previous`` by identity.
+    the parts are compared with ``previous`` by identity. The write applies only while the
+    run's owner is ``owner`` (fencing: a deposed owner's write is refused).
     """
     state: str | None
     if previous is not None and previous.revision == instance.revision - 1:
@@ -178,6 +186,7 @@ def put_item(instance: Instance, previous: Instance | None, declared: Changes | 
             "full": changes["full"],
             "history_start": changes["history_start"],
             "history_length": len(instance.history),
+            "owner": owner,
         }
     )
     return (

@@ -7,7 +7,9 @@ decodes it back, ``_writes`` group-commits puts, and ``_queries`` holds every st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +17,8 @@ import psycopg
 import psycopg.errors
 
 from hephaestus._core.instance import Status
-from hephaestus.codec import dumps
-from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError
+from hephaestus.codec import dumps, encode_input
+from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError, StorageError
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 from hephaestus.storage.postgres._caller import PostgresCallerTransaction
 from hephaestus.storage.postgres._errors import wrap_exceptions
@@ -41,13 +43,15 @@ if TYPE_CHECKING:
 
     import psycopg_pool
 
-    from hephaestus._core.commands import Changes
+    from hephaestus._core.commands import Cancel, Changes, Resume, ScheduleResume
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import CountKey, InstanceQuery, Unwatch
     from hephaestus.storage.postgres._rows import Row
 
 __all__ = ["UNIQUE_INDEX", "PostgresStorage"]
+
+log = logging.getLogger("hephaestus.storage")
 
 
 class PostgresStorage:
@@ -79,8 +83,20 @@ class PostgresStorage:
         )
         self.schema = schema
         self._queries = Queries(schema)
-        self._writes = WriteBatcher(self._connections, self._queries)
-        self._listener = Listener(self._connections.connect, self._queries, timeout=open_timeout)
+        self.owner: int | None = None
+        """This process's owner id while registered (``OwningStorage``), else ``None``."""
+        self._owning = False
+        self._registered = asyncio.Event()
+        self._open_timeout = open_timeout
+        self._lost_callback: Callable[[], object] | None = None
+        self._writes = WriteBatcher(self._connections, self._queries, lambda: self.owner)
+        self._listener = Listener(
+            self._connections.connect,
+            self._queries,
+            timeout=open_timeout,
+            session=self._hold_owner,
+            lost=self._owner_lost,
+        )
         self._given = registry
         self._registry = registry if registry is not None else _process_registry()
 
@@ -100,14 +116,16 @@ class PostgresStorage:
         await self._connections.open()
 
     async def close(self) -> None:
+        self._owning = False
         await self._listener.close()
+        self.owner = None
         await self._writes.drain()  # let writes already submitted finish
         await self._connections.close()
 
     # -- protocol ---------------------------------------------------------------------------
 
     async def create(self, instance: Instance) -> None:
-        params = insert_params(instance)
+        params = insert_params(instance, await self._owner_now())
         with wrap_exceptions():
             await self._create(instance, params)
 
@@ -145,7 +163,7 @@ class PostgresStorage:
         async with self._connections.slots:
             with wrap_exceptions():
                 async with self._connections.pool.connection() as conn, conn.transaction():
-                    tx = PostgresTransaction(conn, self._queries, self._registry)
+                    tx = PostgresTransaction(conn, self._queries, self._registry, self.owner)
                     yield tx
         tx.committed()
 
@@ -277,6 +295,105 @@ class PostgresStorage:
         any process, through one dedicated ``LISTEN`` connection (see ``JoinableStorage``)."""
         return await self._listener.watch(callback)
 
+    # -- ownership (OwningStorage): one owning process per active run ----------------------
+
+    async def register(self, lost: Callable[[], object]) -> int:
+        """Draw an owner id and hold it as a session advisory lock on the listener's
+        connection (which is always reading, so its loss is seen at once)."""
+        await self._connections.fetch(self._queries.probe_owners, {})  # installed? migrated?
+        self._owning = True
+        self._lost_callback = lost
+        self._unregister = await self._listener.watch(_ignore)
+        if self.owner is None:
+            raise StorageError("could not register as an owner")
+        return self.owner
+
+    async def _owner_now(self) -> int | None:
+        """The owner id new runs get: while the session holding it is being re-established
+        (a lost connection), wait for the new one rather than create a run nobody owns."""
+        if not self._owning or self.owner is not None:
+            return self.owner
+        try:
+            await asyncio.wait_for(self._registered.wait(), self._open_timeout)
+        except TimeoutError:
+            raise StorageError(
+                "PostgreSQL connection lost: could not register this process again as an owner"
+            ) from None
+        return self.owner
+
+    async def _hold_owner(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        if not self._owning:
+            return
+        cursor = await connection.execute(
+            self._queries.register_owner, {"namespace": self._queries.namespace}
+        )
+        row = await cursor.fetchone()
+        if row is None:  # pragma: no cover - the statement always returns one row
+            raise StorageError("registering as an owner returned nothing")
+        self.owner = int(row[0])
+        self._registered.set()
+        log.info("registered as owner %d of schema %s", self.owner, self.schema)
+
+    def _owner_lost(self) -> None:
+        if self.owner is None:
+            return
+        log.warning(
+            "lost the session holding owner %d: its runs are now the other processes' to take",
+            self.owner,
+        )
+        self.owner = None
+        self._registered.clear()
+        if self._lost_callback is not None:
+            self._lost_callback()
+
+    async def claim(self, run_id: str) -> bool:
+        owner = await self._owner_now()
+        if owner is None:
+            return False
+        rows = await self._connections.fetch(
+            self._queries.claim_run,
+            {"run_id": run_id, "owner": owner, "namespace": self._queries.namespace},
+        )
+        return bool(rows)
+
+    async def claim_orphans(
+        self, *, limit: int = 100, workflows: Collection[str] | None = None
+    ) -> list[str]:
+        owner = await self._owner_now()
+        if owner is None:
+            return []
+        names = None if workflows is None else list(workflows)
+        with wrap_exceptions():  # not retried: a lost reply would hide runs claimed
+            rows = await self._connections.fetch_once(
+                self._queries.claim_orphans,
+                {
+                    "owner": owner,
+                    "namespace": self._queries.namespace,
+                    "limit": limit,
+                    "workflows": names,
+                },
+            )
+        return [str(row[0]) for row in rows]
+
+    async def release(self) -> list[str]:
+        if self.owner is None:
+            return []
+        with wrap_exceptions():
+            rows = await self._connections.fetch_once(
+                self._queries.release_runs,
+                {"owner": self.owner, "channel": self._queries.channel},
+            )
+        return [str(row[0]) for row in rows]
+
+    async def forward(self, run_id: str, input: Resume | Cancel | ScheduleResume) -> None:
+        params = {
+            "run_id": run_id,
+            "input": dumps(encode_input(input)),
+            "channel": self._queries.channel,
+        }
+        with wrap_exceptions():  # an insert: never retried blindly
+            await self._connections.fetch_once(self._queries.enqueue_input, params)
+
     async def awaiting(self, *, older_than: float, limit: int = 1000) -> list[str]:
         before = datetime.now(UTC) - timedelta(seconds=older_than)
         rows = await self._connections.fetch(
@@ -319,6 +436,11 @@ class PostgresStorage:
     async def _stored_revision(self, run_id: str) -> int | None:
         rows = await self._connections.fetch(self._queries.stored_revision, {"run_id": run_id})
         return None if not rows else int(rows[0][0])
+
+
+def _ignore(run_id: str | None) -> None:
+    """The owner's own subscription to the listener: the session is what it wants."""
+    del run_id
 
 
 def _like_prefix(prefix: str) -> str:

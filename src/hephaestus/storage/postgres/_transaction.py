@@ -59,17 +59,19 @@ class PostgresTransaction:
     or the caller whose connection this is). Any error leaves the transaction to be rolled back.
     """
 
-    __slots__ = ("_callbacks", "_queries", "_registry", "connection")
+    __slots__ = ("_callbacks", "_owner", "_queries", "_registry", "connection")
 
     def __init__(
         self,
         connection: psycopg.AsyncConnection[Any],
         queries: Queries,
         registry: WorkflowRegistry,
+        owner: int | None = None,
     ) -> None:
         self.connection = connection
         self._queries = queries
         self._registry = registry
+        self._owner = owner
         self._callbacks: list[Callable[[], object]] = []
 
     async def get(self, run_id: str, *, lock: bool = True) -> Instance:
@@ -83,7 +85,7 @@ class PostgresTransaction:
         return decode_row(rows[0], self._registry)
 
     async def create(self, instance: Instance) -> None:
-        params = insert_params(instance)
+        params = insert_params(instance, self._owner)
         with wrap_exceptions():
             try:
                 await self.connection.execute(self._queries.insert_instance, params)
@@ -96,7 +98,7 @@ class PostgresTransaction:
         previous: Instance | None = None,
         changes: Changes | None = None,
     ) -> None:
-        params = {"batch": "[" + put_item(instance, previous, changes) + "]"}
+        params = {"batch": "[" + put_item(instance, previous, changes, self._owner) + "]"}
         with wrap_exceptions():
             cursor = await self.connection.execute(self._queries.update_instances, params)
             if await cursor.fetchall():
@@ -110,8 +112,8 @@ class PostgresTransaction:
                 f"run {instance.run_id} of {instance.id} does not exist", instance_id=instance.id
             )
         raise ConcurrentUpdateError(
-            f"run {instance.run_id} of {instance.id} is at revision {found[0][0]}; "
-            f"cannot write revision {instance.revision}",
+            f"run {instance.run_id} of {instance.id} is at revision {found[0][0]} (or owned by "
+            f"another process); cannot write revision {instance.revision}",
             instance_id=instance.id,
         )
 

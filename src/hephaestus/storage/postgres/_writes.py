@@ -18,6 +18,8 @@ from hephaestus.storage.postgres._errors import retryable, wrap_exceptions
 from hephaestus.storage.postgres._rows import put_item
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance
     from hephaestus.storage.postgres._pool import Connections
@@ -40,18 +42,21 @@ class _Write:
 class WriteBatcher:
     """Queues puts by run and writes each batch in one statement, with ``connections``."""
 
-    __slots__ = ("_connections", "_flushers", "_pending", "_queries")
+    __slots__ = ("_connections", "_flushers", "_owner", "_pending", "_queries")
 
-    def __init__(self, connections: Connections, queries: Queries) -> None:
+    def __init__(
+        self, connections: Connections, queries: Queries, owner: Callable[[], int | None]
+    ) -> None:
         self._connections = connections
         self._queries = queries
+        self._owner = owner
         self._pending: dict[str, _Write] = {}  # run_id -> the put waiting for the next batch
         self._flushers: set[asyncio.Task[None]] = set()
 
     async def put(
         self, instance: Instance, previous: Instance | None, changes: Changes | None
     ) -> None:
-        item = put_item(instance, previous, changes)  # encoding errors surface here
+        item = put_item(instance, previous, changes, self._owner())  # encoding errors: here
         loop = asyncio.get_running_loop()
         write = _Write(instance, item, loop.create_future())
         earlier = self._pending.get(instance.run_id)
@@ -139,7 +144,8 @@ class WriteBatcher:
                 write.future.set_exception(
                     ConcurrentUpdateError(
                         f"run {instance.run_id} of {instance.id} is at revision "
-                        f"{stored[instance.run_id]}; cannot write revision {instance.revision}",
+                        f"{stored[instance.run_id]} (or owned by another process); cannot "
+                        f"write revision {instance.revision}",
                         instance_id=instance.id,
                     )
                 )

@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS {schema}.workflow_instances (
     state jsonb NOT NULL DEFAULT '{{}}',
     extra jsonb NOT NULL DEFAULT '{{}}',
     created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
+    updated_at timestamptz NOT NULL,
+    owner bigint
 ) WITH (fillfactor = 70);
 
 CREATE UNIQUE INDEX IF NOT EXISTS workflow_instances_active_unique_key
@@ -30,6 +31,9 @@ CREATE INDEX IF NOT EXISTS workflow_instances_id_pattern
     ON {schema}.workflow_instances (id text_pattern_ops);
 CREATE INDEX IF NOT EXISTS workflow_instances_updated
     ON {schema}.workflow_instances (updated_at);
+CREATE INDEX IF NOT EXISTS workflow_instances_owner ON {schema}.workflow_instances (owner)
+    WHERE status IN ('pending', 'running', 'waiting');
+CREATE SEQUENCE IF NOT EXISTS {schema}.workflow_owner_seq MAXVALUE 2147483647;
 
 CREATE TABLE IF NOT EXISTS {schema}.workflow_instance_parts (
     run_id text NOT NULL REFERENCES {schema}.workflow_instances (run_id) ON DELETE CASCADE,

@@ -4,10 +4,11 @@
 WITH head AS (
     INSERT INTO {schema}.workflow_instances
         (run_id, id, workflow, workflow_version, status, revision, unique_key, state, extra,
-         created_at, updated_at)
+         created_at, updated_at, owner)
     VALUES
         (%(run_id)s, %(id)s, %(workflow)s, %(workflow_version)s, %(status)s, %(revision)s,
-         %(unique_key)s, %(state)s::jsonb, %(extra)s::jsonb, %(created_at)s, %(updated_at)s)
+         %(unique_key)s, %(state)s::jsonb, %(extra)s::jsonb, %(created_at)s, %(updated_at)s,
+         %(owner)s)
     RETURNING run_id
 ), parts AS (
     INSERT INTO {schema}.workflow_instance_parts (run_id, kind, key, position, data)

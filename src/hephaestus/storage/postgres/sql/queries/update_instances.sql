@@ -15,7 +15,7 @@ WITH input AS (
         run_id text, expected bigint, revision bigint, workflow text, workflow_version integer,
         status text, unique_key text, state jsonb, extra jsonb, updated_at timestamptz,
         parts jsonb, "drop" jsonb, "full" boolean, history_start integer, history jsonb,
-        history_length integer
+        history_length integer, owner bigint
     )
 ), head AS (
     UPDATE {schema}.workflow_instances AS t
@@ -29,6 +29,7 @@ WITH input AS (
         updated_at = i.updated_at
     FROM input AS i
     WHERE t.run_id = i.run_id AND t.revision = i.expected
+      AND t.owner IS NOT DISTINCT FROM i.owner  -- fencing: only the run's owner writes it
     RETURNING t.run_id
 ), done AS (
     SELECT input.* FROM input JOIN head USING (run_id)
