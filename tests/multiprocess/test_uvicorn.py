@@ -26,7 +26,7 @@ from tests.multiprocess._cluster import (
 )
 
 RUNS = 200
-BOUND = 60.0
+BOUND = 30.0
 """Seconds the runs get to complete after the last request (they need about one)."""
 
 
