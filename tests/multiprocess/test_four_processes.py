@@ -10,6 +10,7 @@ import pytest
 
 from tests.multiprocess._cluster import (
     Cluster,
+    Worker,
     concurrent_doubles,
     database_now,
     describe,
@@ -42,24 +43,26 @@ async def test_four_processes_complete_every_run_once_when_one_is_killed(
         victim = workers[VICTIM]
         resumers = [worker for worker in workers if worker is not victim]
 
+        started = [asyncio.Event() for _ in range(RUNS)]
+
+        def starter(index: int) -> Worker:
+            return workers[index // len(FLOWS) % len(workers)]  # each starts every flow
+
         async def run(index: int) -> None:
             flow = FLOWS[index % len(FLOWS)]
-            starter = workers[index // len(FLOWS) % len(workers)]  # each starts every flow
-            if await starter.call("start", flow, f"r{index}") is not None:
-                return
-            if flow == "Approval":  # resumed from another process, often while it is busy
-                others = [worker for worker in resumers if worker is not starter]
+            try:
+                failed = await starter(index).call("start", flow, f"r{index}")
+            finally:
+                started[index].set()
+            if flow == "Approval" and failed is None:  # from another process, often mid-step
+                others = [worker for worker in resumers if worker is not starter(index)]
                 await asyncio.sleep(rng.uniform(0.0, 0.4))
                 await others[index % len(others)].call("resume", flow, f"r{index}", "received")
 
         tasks = [asyncio.create_task(run(index)) for index in range(RUNS)]
-        await asyncio.gather(
-            *(
-                task
-                for index, task in enumerate(tasks)
-                if index // len(FLOWS) % len(workers) == VICTIM
-            )
-        )  # the victim started all of its runs
+        for index in range(RUNS):  # the victim has started all of its runs
+            if starter(index) is victim:
+                await started[index].wait()
         await until_in_flight(database_url, victim)
         victim.signal(signal.SIGKILL)
         killed_at = database_now(database_url)
