@@ -74,6 +74,7 @@ async def test_sigterm_hands_runs_over_to_another_process_at_once(database_url: 
     }
     broken = sorted(name for name, found in problems.items() if found)
     assert not broken, report("SIGTERM hand-off", problems, numbers)
+    print("SIGTERM hand-off:", numbers)  # shown with -s: the figures docs/design.md quotes
 
 
 @pytest.mark.timeout(150)
@@ -127,6 +128,7 @@ async def test_survivors_take_over_the_runs_of_an_owner_that_lost_its_connection
     assert terminated > 0, "the owner had no backend to terminate"
     broken = sorted(name for name, found in problems.items() if found)
     assert not broken, report("lost connection", problems, numbers)
+    print("lost connection:", numbers)  # shown with -s: the figures docs/design.md quotes
 
 
 async def _until_all_wait(dsn: str, ids: list[str]) -> None:
