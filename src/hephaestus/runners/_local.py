@@ -22,9 +22,7 @@ from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status, StepSta
 from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
-    CorruptInstanceError,
     HephaestusError,
-    IncompatibleInstanceError,
     InstanceNotFoundError,
     StorageError,
     UnknownWorkflowError,
@@ -143,7 +141,6 @@ class LocalRunner:
         self._unwatch: Unwatch | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
         self._deferred: set[str] | None = None
-        self._recovering = False
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -430,11 +427,6 @@ class LocalRunner:
                         await self._load(run, fit=True)  # ours now: adopt what it needs
                 except InstanceNotFoundError:
                     return
-                except CorruptInstanceError as exc:
-                    # Undecodable: recovery's listing of the runs names it already.
-                    if not self._recovering or isinstance(exc, IncompatibleInstanceError):
-                        log.error("cannot recover run %s: %s", run.run_id, exc)
-                    return
                 except HephaestusError as exc:
                     log.error("cannot recover run %s: %s", run.run_id, exc)
                     return
@@ -470,36 +462,24 @@ class LocalRunner:
         return self._require_driver().env.clock
 
     async def _recover(self) -> None:
-
-        owning = self._owning()
-        self._recovering = True
-        try:
-            await self._recover_all(owning)
-        finally:
-            self._recovering = False
-
-    async def _recover_all(self, owning: OwningStorage | None) -> None:
+        """Adopt the active stored runs this process is to execute: every one when it is
+        alone on its storage; on a storage shared by processes (``OwningStorage``) only those
+        nobody alive owns, claimed first. Runs of workflows this app lacks are reported once
+        per workflow (another app's are left alone), never claimed."""
         env = self._require_driver().env
         from hephaestus.storage import InstanceQuery
 
+        owning = self._owning()
+        claimed: set[str] = set()
         if owning is not None:
-            # Shared by processes: take over only what nobody alive owns; each such run is
-            # then taken like an announced one (claimed, adopted, its inbox applied). Runs of
-            # workflows this app lacks are only reported (below), never claimed.
-            while claimed := await owning.claim_orphans(
-                limit=1000, workflows=self._workflow_names()
-            ):
-                for run_id in claimed:
-                    run = self._hold(run_id)
-                    try:
-                        await self._take(run)
-                    finally:
-                        self._let_go(run)
+            workflows = self._workflow_names()
+            while batch := await owning.claim_orphans(limit=1000, workflows=workflows):
+                claimed.update(batch)
         unknown: dict[str, list[Instance]] = {}
         for instance in await env.storage.query(InstanceQuery(status_in=ACTIVE_STATUSES)):
             if env.registry.belongs_elsewhere(instance.workflow):
                 continue  # another app's workflow: that app recovers it
-            if owning is None:
+            if owning is None or instance.run_id in claimed:
                 await self._recover_one(instance, unknown)
             elif instance.workflow not in env.registry:
                 unknown.setdefault(instance.workflow, []).append(instance)
