@@ -553,6 +553,7 @@ def encode_input(input: Resume | Cancel | ScheduleResume) -> dict[str, JSONValue
             "event": input.event,
             "payload": _opt_mapping(input.payload, "$.payload"),
             "at": input.at.isoformat(),
+            "id": input.id,
         }
     raise TypeError(f"only a Resume, a Cancel or a ScheduleResume goes to an inbox, got {input!r}")
 
@@ -576,7 +577,9 @@ def decode_input(
             if payload is not None and not isinstance(payload, dict):
                 raise CodecError(f"a resume payload must be an object, got {payload!r}")
             at = datetime.fromisoformat(_str(fields["at"]))
-            return ScheduleResume(_str(fields["step"]), _str(fields["event"]), payload, at)
+            return ScheduleResume(
+                _str(fields["step"]), _str(fields["event"]), payload, at, _opt_str(fields.get("id"))
+            )
     except KeyError as exc:
         raise CodecError(f"an encoded input lacks {exc}") from exc
     raise CodecError(f"not an encoded input: {data!r}")

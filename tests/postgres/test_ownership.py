@@ -182,3 +182,24 @@ async def test_a_deposed_owner_cannot_write(database_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_resume_scheduled_from_another_app_is_stored_as_returned(
+    database_url: str,
+) -> None:
+    """B schedules a resume of A's run: the owner stores the very item B was given, and it
+    completes the run when due."""
+    (a, _), (b, _) = app_on(database_url), app_on(database_url)
+    async with a, b:
+        await Handoff.start("s1", app=a)
+        scheduled = await b.schedule_resume("handoff::s1", "wait_for_event", 1.0, event="received")
+
+        async def stored() -> bool:
+            return (await Handoff.get("s1", app=b)).scheduled == (scheduled,)
+
+        await until(stored)
+
+        async def done() -> bool:
+            return (await Handoff.get("s1", app=b)).status is Status.COMPLETED
+
+        await until(done)

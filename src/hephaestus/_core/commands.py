@@ -154,12 +154,18 @@ class Resume:
 
 @record
 class ScheduleResume:
-    """Deliver ``event`` to ``step`` at ``at`` (durably, with the run)."""
+    """Deliver ``event`` to ``step`` at ``at`` (durably, with the run).
+
+    ``id`` names the scheduled resume; by default the engine derives one from the run's
+    revision. A caller that must know it before the run's owner applies the input (it is
+    sent to another process) gives one of its own.
+    """
 
     step: str
     event: str
     payload: Mapping[str, Any] | None
     at: datetime
+    id: str | None = None
 
 
 @record

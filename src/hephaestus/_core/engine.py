@@ -145,9 +145,16 @@ def decide(
             return fire_timer(definition, instance, step=step, at=at, now=now, timer=timer)
         case Resume(event, payload, step):
             return resume(definition, instance, event=event, payload=payload, now=now, step=step)
-        case ScheduleResume(step, event, payload, at):
+        case ScheduleResume(step, event, payload, at, id):
             return schedule_resume(
-                definition, instance, step=step, event=event, payload=payload, at=at, now=now
+                definition,
+                instance,
+                step=step,
+                event=event,
+                payload=payload,
+                at=at,
+                now=now,
+                id=id,
             )
         case Cancel(reason):
             return cancel(instance, now, reason)
@@ -331,6 +338,7 @@ def schedule_resume(
     payload: Mapping[str, Any] | None,
     at: datetime,
     now: datetime,
+    id: str | None = None,
 ) -> Decision:
     """Schedule ``event`` for ``step`` at ``at``: a durable, caller-side delayed resume.
 
@@ -345,7 +353,11 @@ def schedule_resume(
     target = _resume_target(definition, instance, event, step)
     data = check_mapping(payload, "payload")  # a private copy, or UnencodableValueError
     item = ScheduledResume(
-        id=str(instance.revision + 1), step=target, event=event, payload=data, at=at
+        id=str(instance.revision + 1) if id is None else id,
+        step=target,
+        event=event,
+        payload=data,
+        at=at,
     )
     draft = Draft(definition, instance, now)
     draft.scheduled = (*draft.scheduled, item)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from hephaestus._core import engine
@@ -295,6 +296,9 @@ class LocalRunner:
         decision; the owner takes its own when it applies the input, moments later."""
         if not isinstance(input, engine.Resume | engine.Cancel | engine.ScheduleResume):
             raise TypeError(f"only a caller's input goes to a run's owner, got {input!r}")
+        if isinstance(input, engine.ScheduleResume) and input.id is None:
+            # Named here, so that what the caller is told is what the owner will store.
+            input = dataclasses.replace(input, id=f"s-{uuid.uuid4().hex[:12]}")
         driver = self._require_driver()
         instance = await driver.env.storage.get(run_id)
         definition = driver.definition_of(instance, fit=not isinstance(input, engine.Cancel))
