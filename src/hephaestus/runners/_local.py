@@ -142,6 +142,7 @@ class LocalRunner:
         self._unwatch: Unwatch | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
         self._deferred: set[str] | None = None
+        self._shared: OwningStorage | None = None
         self._shutdown_timeout = shutdown_timeout
         self._closing = False
         self._runs: dict[str, _Run] = {}
@@ -161,7 +162,10 @@ class LocalRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor.open()
-        owning = self._owning()
+        from hephaestus.storage import OwningStorage
+
+        owning = env.storage if isinstance(env.storage, OwningStorage) else None
+        self._shared = owning
         if owning is not None:  # several processes on one database: register as an owner
             await owning.register(self._ownership_lost)
         if env.recover:
@@ -314,11 +318,8 @@ class LocalRunner:
         return [d.name for d in registry if isinstance(d, WorkflowDefinition)]
 
     def _owning(self) -> OwningStorage | None:
-        """The storage, when it is shared by processes that each own runs."""
-        from hephaestus.storage import OwningStorage
-
-        storage = self._require_driver().env.storage
-        return storage if isinstance(storage, OwningStorage) else None
+        """The storage, when it is shared by processes that each own runs (found at open)."""
+        return self._shared
 
     def _ownership_lost(self) -> None:
         """The session holding this process's owner id ended: its runs are the others' now.
