@@ -292,8 +292,21 @@ class PostgresStorage:
 
     async def watch(self, callback: Callable[[str | None], object]) -> Unwatch:
         """Hear of every run started or signalled in a committed caller's transaction, from
-        any process, through one dedicated ``LISTEN`` connection (see ``JoinableStorage``)."""
-        return await self._listener.watch(callback)
+        any process, through one dedicated ``LISTEN`` connection (see ``JoinableStorage``).
+
+        An announcement that names the run's owner (``"run_id owner"``) reaches only that
+        owner's watchers: the others would only find that the run is not theirs.
+        """
+
+        def heard(payload: str | None) -> object:
+            if payload is None:
+                return callback(None)
+            run_id, _, owner = payload.partition(" ")
+            if owner and self.owner is not None and owner != str(self.owner):
+                return None  # a live process owns it: that one was told too
+            return callback(run_id)
+
+        return await self._listener.watch(heard)
 
     # -- ownership (OwningStorage): one owning process per active run ----------------------
 
