@@ -440,3 +440,20 @@ def test_count_groups_by_status_and_workflow(shared: str) -> None:
         )
     )  # fmt: skip
     assert data == {"groups": [{"status": "waiting", "count": 2}], "total": 2}
+
+
+async def test_resume_of_a_run_another_process_owns_reports_what_the_owner_did(own: str) -> None:
+    """A live app owns the run: the CLI forwards the event and prints the status once the
+    owner has applied it (the owner executes, the CLI does not)."""
+    async with Hephaestus(storage=PostgresStorage(own), workflows=[FanOutFlow]) as app:
+        owner = app.storage.owner  # type: ignore[attr-defined]
+        result = await asyncio.to_thread(
+            hephaestus, "instances", "resume", "order::1001", "delivered", "--dsn", own, *IMPORT
+        )
+        assert _ok(result).strip() == "order::1001: resumed with delivered; waiting -> completed"
+        with psycopg.connect(own, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT owner FROM workflow_instances WHERE id = 'order::1001'"
+            ).fetchone()
+        assert row is not None
+        assert row[0] is None or row[0] == owner  # executed by the app (or released at its close)

@@ -612,10 +612,20 @@ def _payload(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
+FORWARDED_WAIT_SECONDS = 5.0
+"""How long ``resume``/``cancel`` wait for another process that owns the run to apply them."""
+
+
 def _after(opened: Hephaestus, before: Instance) -> Awaitable[Instance]:
     async def settle() -> Instance:
         await opened.run_until_idle()
-        return await opened.storage.get(before.run_id)
+        after = await opened.storage.get(before.run_id)
+        # Owned by another live process, the run changes there, moments later: wait for it.
+        deadline = asyncio.get_running_loop().time() + FORWARDED_WAIT_SECONDS
+        while after.revision == before.revision and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            after = await opened.storage.get(before.run_id)
+        return after
 
     return settle()
 
