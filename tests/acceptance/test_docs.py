@@ -82,11 +82,32 @@ def test_the_docs_have_programs() -> None:
     assert len(files) >= 4
 
 
+def run(code: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a docs program in a fresh interpreter, in ``tmp_path``."""
+    script = tmp_path / "block.py"
+    script.write_text(code)
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_runner_awaits_at_top_level_and_reports_failures(tmp_path: Path) -> None:
+    """Top-level ``await`` runs on an event loop, and an exception exits non-zero."""
+    code = "import asyncio\nawait asyncio.sleep(0)\nprint('slept')\nraise SystemExit(3)\n"
+    result = run(code, tmp_path, dict(os.environ))
+    assert (result.stdout, result.returncode) == ("slept\n", 3)
+    assert run("1 / 0\n", tmp_path, dict(os.environ)).returncode == 1
+
+
 @pytest.mark.parametrize("program", programs(), ids=lambda p: f"{p.file}:{p.line}")
 def test_block_runs(program: Program, tmp_path: Path) -> None:
     """The program exits with status 0 in a fresh interpreter."""
-    script = tmp_path / "block.py"
-    script.write_text(program.code)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(DATABASE_VARIABLE, None)
     database = None
@@ -95,15 +116,7 @@ def test_block_runs(program: Program, tmp_path: Path) -> None:
         database = create_installed_database("hx_docs")
         env[DATABASE_VARIABLE] = dsn(database)
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", RUNNER, str(script)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = run(program.code, tmp_path, env)
     finally:
         if database is not None:
             drop_database(database)
