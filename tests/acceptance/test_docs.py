@@ -75,6 +75,14 @@ def programs() -> list[Program]:
     return found
 
 
+def test_every_python_fence_is_one_the_extraction_reads() -> None:
+    """No Python block escapes the check through an indented or differently spelled fence."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in path.read_text().splitlines():
+            if re.match(r"\s*```\s*py", line):
+                assert re.fullmatch(r"```python(?: (?:fragment|continued))?", line), line
+
+
 def test_the_docs_have_programs() -> None:
     """The extraction finds the README quickstart and programs in several docs."""
     files = {program.file for program in programs()}
