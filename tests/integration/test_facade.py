@@ -55,10 +55,17 @@ class ValidateOrder(Step):
         return Ok("valid", {"total": sum(items)})
 
 
+charge_gates: dict[str, asyncio.Event] = {}
+"""Runs whose ChargePayment waits for a test to let it go (by instance id)."""
+
+
 class ChargePayment(Step):
     events = ("charged",)
 
     async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        gate = charge_gates.get(run.id)
+        if gate is not None:
+            await gate.wait()
         return Ok("charged", {"amount": context.steps["validate_order"]["total"]})
 
 
@@ -133,14 +140,19 @@ async def test_order_flow_runs_end_to_end(app: Hephaestus, clock: FakeClock) -> 
 
 async def test_a_resume_sent_before_the_step_waits_is_buffered(app: Hephaestus) -> None:
     """A resume for a step not waiting yet is kept and delivered the moment the step waits."""
-    await OrderFlow.start("abc124", {"items": [5]})
-    await OrderFlow.resume("abc124", "received", {"confirmation": "early"})
+    gate = charge_gates["orderid::abc124"] = asyncio.Event()  # the step before the wait holds
+    try:
+        await OrderFlow.start("abc124", {"items": [5]})
+        await OrderFlow.resume("abc124", "received", {"confirmation": "early"})
 
-    buffered = await OrderFlow.get("abc124")
-    assert [(p.step, p.event) for p in buffered.inbox] == [("wait_for_event", "received")]
-    # Other branches keep running meanwhile (a database write yields to them), so the
-    # buffered resume is recorded, though not necessarily last.
-    assert HistoryKind.RESUME_BUFFERED in [entry.kind for entry in buffered.history]
+        buffered = await OrderFlow.get("abc124")
+        assert [(p.step, p.event) for p in buffered.inbox] == [("wait_for_event", "received")]
+        # Other branches keep running meanwhile (a database write yields to them), so the
+        # buffered resume is recorded, though not necessarily last.
+        assert HistoryKind.RESUME_BUFFERED in [entry.kind for entry in buffered.history]
+    finally:
+        gate.set()
+        del charge_gates["orderid::abc124"]
 
     await run_until_idle(app)
     waiting = await OrderFlow.get("abc124")
