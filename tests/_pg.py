@@ -80,10 +80,11 @@ def create_installed_database(prefix: str, schemas: tuple[str, ...] = ("public",
 
 
 def truncate(database: str, schema: str = "public") -> None:
-    """Empty the storage tables of ``schema`` (a fresh storage in an existing database)."""
+    """Empty the storage tables of ``schema``, and its jobs (a fresh storage in an existing
+    database)."""
     with psycopg.connect(dsn(database), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-                sql.Identifier(schema, "workflow_instances")
+            sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
+                sql.Identifier(schema, "workflow_instances"), sql.Identifier(schema, "oban_jobs")
             )
         )

@@ -34,7 +34,15 @@ from hephaestus.errors import (
     UnknownVersionError,
     UnknownWorkflowError,
 )
-from hephaestus.runners import Cancel, LocalRunner, Resume, Runner, RuntimeEnv, ScheduleResume
+from hephaestus.runners import (
+    Cancel,
+    JoiningRunner,
+    LocalRunner,
+    Resume,
+    Runner,
+    RuntimeEnv,
+    ScheduleResume,
+)
 from hephaestus.storage import InMemoryStorage, InstanceQuery, JoinableStorage, Page, Storage
 
 if TYPE_CHECKING:
@@ -921,6 +929,7 @@ class Hephaestus:
     ) -> Work[str]:
         _, run = self._new_run(workflow, value, context, version, metadata)
         yield from tx.create(run)  # pending: the runner begins it once the caller commits
+        yield from self._joined(run.run_id)
         return run.id
 
     def _resume_work(
@@ -995,7 +1004,14 @@ class Hephaestus:
             check_instance(definition, run)
         engine.decide(definition, run, input, self.clock.now())  # raises what applying would
         yield from tx.send(run.run_id, input)
+        yield from self._joined(run.run_id)
         return run
+
+    def _joined(self, run_id: str) -> Work[None]:
+        """The runner's own writes in the caller's transaction (``JoiningRunner``), if any."""
+        runner = self.runner
+        if isinstance(runner, JoiningRunner):
+            yield from runner.joined(run_id)
 
     @property
     def sync(self) -> SyncOperations:

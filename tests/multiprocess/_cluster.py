@@ -53,14 +53,15 @@ class Worker:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def spawn(cls, dsn: str, name: str) -> Worker:
-        """Start a worker on ``dsn`` and wait until its app is open."""
+    async def spawn(cls, dsn: str, name: str, runner: str = "local") -> Worker:
+        """Start a worker on ``dsn`` with ``runner`` (see ``_worker``); wait until it is open."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.multiprocess._worker",
             dsn,
             name,
+            runner,
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -145,11 +146,11 @@ class Cluster:
         self.dsn = dsn
         self.workers: list[Worker] = []
 
-    async def spawn(self, count: int, prefix: str = "hxw") -> list[Worker]:
+    async def spawn(self, count: int, prefix: str = "hxw", runner: str = "local") -> list[Worker]:
         """Start ``count`` workers at once, named ``{prefix}{n}``; wait until all are open."""
         start = len(self.workers)
         names = [f"{prefix}{start + n}" for n in range(count)]
-        spawned = await asyncio.gather(*(Worker.spawn(self.dsn, name) for name in names))
+        spawned = await asyncio.gather(*(Worker.spawn(self.dsn, name, runner) for name in names))
         self.workers.extend(spawned)
         return list(spawned)
 

@@ -8,6 +8,7 @@ twice, or in two processes at once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from contextlib import contextmanager
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS executions (
     idempotency_key text NOT NULL,
     pid int NOT NULL,
     started timestamptz NOT NULL,
-    ended timestamptz
+    ended timestamptz,
+    stopped boolean NOT NULL DEFAULT false
 )
 """
 
@@ -149,6 +151,34 @@ class Flaky(Step):
         return Ok("next")
 
 
+class Blocked(Step):
+    """Runs until its run is cancelled (an async step: cancellation reaches it); a stop is
+    recorded as the end of its execution, with ``stopped`` set."""
+
+    events = ("next",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        if _pool is None:
+            raise RuntimeError("open_recorder() was not called in this process")
+        with _pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO executions (idempotency_key, pid, started)"
+                " VALUES (%s, %s, clock_timestamp()) RETURNING id",
+                (run.idempotency_key, os.getpid()),
+            ).fetchone()
+        assert row is not None
+        try:
+            await asyncio.sleep(120)
+        except asyncio.CancelledError:
+            with _pool.connection() as conn:
+                conn.execute(
+                    "UPDATE executions SET ended = clock_timestamp(), stopped = true WHERE id = %s",
+                    (row[0],),
+                )
+            raise
+        return Ok("next")
+
+
 class Approve(WaitForEvent):
     pass
 
@@ -220,7 +250,15 @@ class Hold(Workflow):
     }
 
 
+class Blocking(Workflow):
+    """Blocks in its first step until cancelled; ``Finish`` must never run."""
+
+    unique = Unique(key="blocking")
+    start_step = Blocked
+    transitions = {(Blocked, "next"): Finish, (Finish, "next"): Done}
+
+
 FLOWS: dict[str, type[Workflow]] = {
-    flow.__name__: flow for flow in (Chain, FanOut, Timed, Approval, Hold)
+    flow.__name__: flow for flow in (Chain, FanOut, Timed, Approval, Hold, Blocking)
 }
 """The workflows by class name, as the workers' commands name them."""

@@ -1,12 +1,16 @@
 """One app process of the multiprocess tests: the local runner on PostgreSQL, driven by stdin.
 
-Usage: ``python -m tests.multiprocess._worker DSN NAME``. The storage connects with
+Usage: ``python -m tests.multiprocess._worker DSN NAME [RUNNER]``, RUNNER one of ``local``
+(the default), ``oban`` (an Oban worker node, tuned for tests: timers staged every 0.1 s,
+jobs of a silent node rescued after 3 s) or ``oban-client`` (starts and resumes, executes
+nothing). The storage connects with
 ``application_name=NAME`` (so a test can terminate exactly this worker's backends), the step
 recorder with ``application_name=rec-NAME``. Prints ``ready PID`` once open. Commands, one per
 line, each handled concurrently:
 
-- ``start ID WORKFLOW VALUE`` and ``resume ID WORKFLOW VALUE EVENT``: answered with ``ok ID``,
-  or ``error ID <exception>`` if the call raised;
+- ``start ID WORKFLOW VALUE``, ``resume ID WORKFLOW VALUE EVENT`` and
+  ``cancel ID WORKFLOW VALUE``: answered with ``ok ID``, or ``error ID <exception>`` if the
+  call raised;
 - ``quit`` (or end of input): close the app and exit.
 
 SIGTERM closes the app as ``quit`` does. ``closed`` is printed once the app has closed.
@@ -20,7 +24,7 @@ import signal
 import sys
 
 from hephaestus import Hephaestus
-from hephaestus.runners import LocalRunner
+from hephaestus.runners import LocalRunner, Runner
 from hephaestus.storage.postgres import PostgresStorage
 from tests.multiprocess._flows import FLOWS, close_recorder, open_recorder
 
@@ -38,6 +42,8 @@ async def handle(app: Hephaestus, words: list[str]) -> None:
                 await FLOWS[flow].start(value, app=app)
             case ["resume", _, flow, value, event]:
                 await FLOWS[flow].resume(value, event, app=app)
+            case ["cancel", _, flow, value]:
+                await FLOWS[flow].cancel(value, app=app)
             case _:
                 raise ValueError(f"unknown command {' '.join(words)!r}")
     except Exception as exc:  # every failure is reported to the test, which asserts none
@@ -47,13 +53,32 @@ async def handle(app: Hephaestus, words: list[str]) -> None:
         say(f"ok {ident}")
 
 
-async def main(dsn: str, name: str) -> None:
+def make_runner(kind: str) -> Runner:
+    if kind == "local":
+        return LocalRunner(max_threads=16)
+    from hephaestus.runners.oban import ObanRunner
+
+    if kind == "oban":
+        return ObanRunner(
+            stage_interval=0.1,
+            rescue_after=3.0,
+            rescue_interval=0.5,
+            reconcile_interval=5.0,
+            shutdown_timeout=5.0,
+            max_threads=16,
+        )
+    if kind == "oban-client":
+        return ObanRunner(mode="client")
+    raise ValueError(f"unknown runner {kind!r}")
+
+
+async def main(dsn: str, name: str, runner: str = "local") -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     open_recorder(f"{dsn} application_name=rec-{name}")
     app = Hephaestus(
         storage=PostgresStorage(f"{dsn} application_name={name}", max_size=5),
-        runner=LocalRunner(max_threads=16),
+        runner=make_runner(runner),
         workflows=FLOWS.values(),
     )
     await app.open()
@@ -83,4 +108,4 @@ async def main(dsn: str, name: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -12,6 +12,7 @@ import pytest
 
 from hephaestus import Hephaestus
 from hephaestus.runners import LocalRunner, Runner
+from hephaestus.runners.oban import ObanRunner
 from hephaestus.testing import FakeClock
 from tests.integration.conftest import STORAGE_BACKENDS, integration_database, make_storage
 from tests.runners._serial_runner import SerialRunner
@@ -27,22 +28,41 @@ RUNNERS: dict[str, Callable[[], Runner]] = {
     "local": LocalRunner,
     "serial": SerialRunner,
     "serial-polling": lambda: SerialRunner(timers="poll"),
+    "oban": lambda: ObanRunner(mode="inline"),
 }
 """Every runner the contract suite runs: the package's own, and ``SerialRunner`` (written
-outside the package), with its timers on the clock and polled."""
+outside the package), with its timers on the clock and polled. The Oban runner runs inline
+(jobs executed in the test's process, due on the ``FakeClock``): its worker mode is tested
+against real ``oban`` nodes in tests/oban."""
+
+ONLY_ON: dict[str, tuple[str, ...]] = {"oban": ("postgres",)}
+"""Runners that need a particular storage (the Oban runner's jobs live in PostgreSQL)."""
+
+COMBINATIONS = [
+    (runner, backend)
+    for runner in sorted(RUNNERS)
+    for backend in STORAGE_BACKENDS
+    if backend in ONLY_ON.get(runner, STORAGE_BACKENDS)
+]
 
 
-@pytest.fixture(params=sorted(RUNNERS))
-def new_runner(request: pytest.FixtureRequest) -> Callable[[], Runner]:
+@pytest.fixture(params=COMBINATIONS, ids=[f"{r}-{b}" for r, b in COMBINATIONS])
+def combination(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The runner and storage under test."""
+    runner, backend = request.param
+    return runner, backend
+
+
+@pytest.fixture
+def new_runner(combination: tuple[str, str]) -> Callable[[], Runner]:
     """Makes a new runner of the kind under test."""
-    return RUNNERS[request.param]
+    return RUNNERS[combination[0]]
 
 
-@pytest.fixture(params=STORAGE_BACKENDS)
-def storage(request: pytest.FixtureRequest) -> Storage:
+@pytest.fixture
+def storage(combination: tuple[str, str], request: pytest.FixtureRequest) -> Storage:
     """A fresh storage (not opened: the app opens it)."""
-    backend: str = request.param
-    return make_storage(backend, request)
+    return make_storage(combination[1], request)
 
 
 @pytest.fixture

@@ -399,6 +399,9 @@ class _RefusingTransaction:
     def __init__(self, tx: StorageTransaction) -> None:
         self._tx = tx
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)  # what a runner adds of its own (a connection) passes
+
     async def get(self, run_id: str, *, lock: bool = True) -> Instance:
         return await self._tx.get(run_id, lock=lock)
 

@@ -7,6 +7,7 @@ import hephaestus.codec
 import hephaestus.errors
 import hephaestus.graphs
 import hephaestus.runners
+import hephaestus.runners.oban
 import hephaestus.storage
 import hephaestus.storage.postgres
 import hephaestus.telemetry
@@ -53,10 +54,12 @@ EXPECTED = {
     },
     hephaestus.runners: {
         "AbortStep", "Applied", "Begin", "Cancel", "CancelTimer", "Changes", "Command",
-        "Decision", "Driver", "Failure", "FireTimer", "Input", "LocalRunner", "Outcome",
+        "Decision", "Driver", "Failure", "FireTimer", "Input", "JoiningRunner", "LocalRunner",
+        "Outcome",
         "Resume", "RunStep", "Runner", "RuntimeEnv", "ScheduleResume", "StartTimer",
         "StepExecutor", "StepFinished", "TimerHandle", "recover_commands",
     },
+    hephaestus.runners.oban: {"ObanRunner", "StepWorker"},
     hephaestus.testing: {"FakeClock", "IdleAware", "InMemoryStorage", "advance", "run_until_idle"},
     hephaestus.telemetry: {
         "DEFAULT_LOG_LEVELS", "EVENTS", "ContextInjector", "Handler", "attach",

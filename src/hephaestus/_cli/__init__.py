@@ -31,6 +31,11 @@ _LAZY = {
         "db",
         "PostgreSQL schema: install, migrate, print the SQL.",
     ),
+    "worker": (
+        "hephaestus._cli._worker",
+        "worker",
+        "Run a worker node of the Oban runner (steps as jobs).",
+    ),
 }
 """Commands in optional modules: (module, attribute, short help). Imported when invoked."""
 
@@ -67,11 +72,16 @@ class _RootGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+_EXTRAS = {"db": ("PostgreSQL support", "postgres"), "worker": ("the Oban runner", "oban")}
+
+
 def _unavailable(name: str, short_help: str, exc: BaseException) -> click.Command:
+    what, extra = _EXTRAS.get(name, ("an optional extra", "postgres"))
+
     def explain() -> None:
         raise CliError(
-            f"`hephaestus {name}` needs PostgreSQL support: "
-            f"pip install 'hephaestus-workflow[postgres]' ({type(exc).__name__}: {exc})"
+            f"`hephaestus {name}` needs {what}: "
+            f"pip install 'hephaestus-workflow[{extra}]' ({type(exc).__name__}: {exc})"
         )
 
     return click.Command(

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
-    from hephaestus.storage import Storage
+    from hephaestus.storage import Storage, Work
 
 __all__ = [
     "AbortStep",
@@ -69,6 +69,7 @@ __all__ = [
     "Failure",
     "FireTimer",
     "Input",
+    "JoiningRunner",
     "LocalRunner",
     "Outcome",
     "Resume",
@@ -129,3 +130,18 @@ class Runner(Protocol):
         Raises the engine's errors when the input cannot be applied (nothing changes then).
         A ``Cancel`` applies even to a run that no longer fits its definition.
         """
+
+
+@runtime_checkable
+class JoiningRunner(Protocol):
+    """A runner that adds its own writes to a caller's transaction (``conn=``); optional.
+
+    After a run is started, or a resume or cancel queued for a run, in a caller's transaction,
+    the app runs the statements ``joined`` yields on the caller's connection, in the same
+    transaction: they commit or roll back with the caller's work. The Oban runner inserts the
+    job that takes the run there, so no process needs to hear the storage's announcement.
+    """
+
+    def joined(self, run_id: str) -> Work[None]:
+        """Statements (as ``CallerTransaction`` work) to run after the storage's own."""
+        ...

@@ -175,7 +175,7 @@ class Queries:
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
-        self.lock_instance = read("lock_instance")
+        self.lock_instance = query("lock_instance")
         self.register_owner = query("register_owner")
         self.live_owners = query("live_owners")
         self.claim_run = query("claim_run")

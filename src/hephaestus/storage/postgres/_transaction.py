@@ -76,9 +76,11 @@ class PostgresTransaction:
 
     async def get(self, run_id: str, *, lock: bool = True) -> Instance:
         """The run, its row locked until the transaction ends (``lock=False``: a plain read)."""
-        statement = self._queries.lock_instance if lock else self._queries.get_instance
+        params = {"run_id": run_id}
         with wrap_exceptions():
-            cursor = await self.connection.execute(statement, {"run_id": run_id})
+            if lock:  # first the lock, then a read that sees what its last holder wrote
+                await self.connection.execute(self._queries.lock_instance, params)
+            cursor = await self.connection.execute(self._queries.get_instance, params)
             rows = await cursor.fetchall()
         if not rows:
             raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)

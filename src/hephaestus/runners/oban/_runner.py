@@ -1,0 +1,695 @@
+"""``ObanRunner``: steps as jobs of the ``oban`` package, on the runs' own PostgreSQL database.
+
+One job per step activation. A step job runs its step outside any transaction, then applies
+the result in one transaction (``Driver.apply_stored``): the run is loaded locked, the engine
+decides, the run is saved, and the decision's jobs are written in the same transaction
+(``_jobs``): follow-up step jobs and timer jobs inserted, obsolete ones cancelled, the job
+itself completed. A job whose activation is already resolved (re-delivered after a crash)
+does nothing. Start, resume and cancel are applied the same way in the caller's unit of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from hephaestus._core import engine
+from hephaestus._core.instance import Status, StepStatus
+from hephaestus.errors import (
+    AppError,
+    AppNotOpenError,
+    ConcurrentUpdateError,
+    HephaestusError,
+    StorageError,
+)
+from hephaestus.runners._driver import Applied, Driver
+from hephaestus.runners._executor import StepExecutor
+from hephaestus.runners.oban import _worker
+from hephaestus.runners.oban._jobs import (
+    WORKER,
+    JobBatch,
+    Statements,
+    job_meta,
+    job_tags,
+    naive_utc,
+    step_key,
+    timer_key,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from oban import Job, Oban
+
+    from hephaestus._core.definition import WorkflowDefinition
+    from hephaestus._core.instance import Instance
+    from hephaestus.runners import RuntimeEnv
+    from hephaestus.storage import StorageTransaction, Work
+    from hephaestus.storage.postgres import PostgresStorage
+    from hephaestus.storage.postgres._transaction import PostgresTransaction
+
+__all__ = ["ObanRunner"]
+
+log = logging.getLogger("hephaestus.runner.oban")
+
+Mode = Literal["worker", "client", "inline"]
+
+STORAGE_RETRY_SECONDS = 30.0
+"""How long a step's result is retried against a failing database before the job fails (and
+``oban`` retries the job, executing the step again)."""
+
+
+class ObanRunner:
+    """Executes steps as jobs of ``oban`` on the PostgreSQL database of the app's storage.
+
+    ``mode``:
+
+    - ``"worker"`` (default): this process is a worker node; ``oban`` fetches the jobs of
+      ``queues`` (queue name → how many jobs at once on this node) and this runner executes
+      them. Any number of nodes may share the database.
+    - ``"client"``: this process starts, resumes and cancels runs (their jobs are inserted)
+      but executes nothing: a web process beside worker nodes.
+    - ``"inline"``: the jobs are executed in this process without ``oban``'s producers, and
+      "due" is measured on the app's clock: for tests (a ``FakeClock`` skips time) and
+      single-process use. Jobs left executing when it opens are taken again at once.
+
+    ``routes`` sends a workflow's jobs (by class or stored name) to a queue other than
+    ``queue``. ``stage_interval``: how often scheduled jobs (timers, retry delays) are made
+    available, the precision of timers (``oban``'s stager; worker mode). ``rescue_after``:
+    seconds after which a job still executing on a node that stopped answering is executed
+    again (``oban``'s lifeline, checked every ``rescue_interval``); a step running longer than
+    this runs twice, so it must exceed every step's timeout (a warning says when it does not).
+    ``reconcile_interval``: how often the leader node looks for active runs without a live job
+    (a job deleted by hand, discarded, lost in an upgrade) and dispatches them again.
+    ``shutdown_timeout``: how long ``close()`` lets executing steps finish before handing
+    their jobs back to the queue (default 15 s in worker mode, as ``oban``'s grace period;
+    0 inline, as the local runner).
+    """
+
+    name = "oban"
+    """The ``runner`` field of the telemetry events this runner emits."""
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "worker",
+        queue: str = "hephaestus",
+        concurrency: int = 10,
+        queues: Mapping[str, int] | None = None,
+        routes: Mapping[type[Any] | str, str] | None = None,
+        node: str | None = None,
+        stage_interval: float = 1.0,
+        rescue_after: float = 300.0,
+        rescue_interval: float = 60.0,
+        reconcile_interval: float = 60.0,
+        shutdown_timeout: float | None = None,
+        max_threads: int | None = None,
+    ) -> None:
+        if mode not in ("worker", "client", "inline"):
+            raise ValueError(f"mode must be 'worker', 'client' or 'inline', got {mode!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        for what, value in (
+            ("stage_interval", stage_interval),
+            ("rescue_after", rescue_after),
+            ("rescue_interval", rescue_interval),
+            ("reconcile_interval", reconcile_interval),
+        ):
+            if not value > 0:
+                raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
+        if shutdown_timeout is None:
+            shutdown_timeout = 15.0 if mode == "worker" else 0.0
+        if shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
+        self.mode: Mode = mode
+        self.queue = queue
+        self.queues: dict[str, int] = dict(queues) if queues else {queue: concurrency}
+        if any(limit < 1 for limit in self.queues.values()):
+            raise ValueError(f"every queue's concurrency must be >= 1, got {self.queues!r}")
+        self._routes = {
+            (key if isinstance(key, str) else _stored_name(key)): value
+            for key, value in (routes or {}).items()
+        }
+        self.node = node or f"{socket.gethostname()}.{os.getpid()}"
+        self.stage_interval = stage_interval
+        self.rescue_after = rescue_after
+        self.rescue_interval = rescue_interval
+        self.reconcile_interval = reconcile_interval
+        self.shutdown_timeout = shutdown_timeout
+        self._executor = StepExecutor(max_threads=max_threads)
+        self._env: RuntimeEnv | None = None
+        self._driver: Driver | None = None
+        self._storage: PostgresStorage | None = None
+        self._sql: Statements | None = None
+        self._oban: Oban | None = None
+        self._closing = False
+        self._steps: dict[int, asyncio.Task[engine.Outcome]] = {}  # job id -> step executing
+        self._killed: set[int] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._jobs: dict[int, asyncio.Task[None]] = {}  # inline: job id -> its task
+        self._wake = asyncio.Event()
+        self._reconciled: set[tuple[str, int]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self, env: RuntimeEnv) -> None:
+        from hephaestus.storage.postgres import PostgresStorage
+
+        if not isinstance(env.storage, PostgresStorage):
+            raise AppError(
+                f"the Oban runner needs the PostgreSQL storage on the database its jobs live "
+                f"in, got {type(env.storage).__name__}: Hephaestus(storage=PostgresStorage(dsn), "
+                "runner=ObanRunner())"
+            )
+        if self.mode != "inline" and not _is_system_clock(env.clock):
+            raise AppError(
+                "the Oban runner's worker and client modes schedule jobs on the database's clock; "
+                f"with {type(env.clock).__name__} use ObanRunner(mode='inline'), which executes "
+                "jobs in this process on the app's clock"
+            )
+        self._env = env
+        self._storage = env.storage
+        self._sql = Statements(env.storage.schema)
+        self._driver = Driver(env, runner=self.name)
+        self._closing = False
+        self._wake = asyncio.Event()
+        await self._check_installed()
+        self._warn_about_timeouts()
+        if self.mode == "client":
+            return
+        _worker.register(self._sql.schema, self)
+        self._executor.open()
+        try:
+            if self.mode == "worker":
+                await self._start_oban()
+                self._spawn(self._reconcile_loop())
+            else:
+                if env.recover:
+                    await self._rescue_inline()
+                    await self.reconcile(before=None)
+                self._spawn(self._inline_loop())
+        except BaseException:
+            _worker.unregister(self._sql.schema, self)
+            self._executor.close()
+            raise
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._oban is not None:
+            with contextlib.suppress(Exception):
+                await self._oban.stop()  # lets running jobs finish (shutdown_timeout)
+            self._oban = None
+        if self._jobs and self.shutdown_timeout:
+            await asyncio.wait(list(self._jobs.values()), timeout=self.shutdown_timeout)
+        for task in [*self._jobs.values(), *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._jobs.values(), *self._background, return_exceptions=True)
+        self._jobs.clear()
+        self._background.clear()
+        if self._sql is not None:
+            _worker.unregister(self._sql.schema, self)
+        self._executor.close()
+        self._env = None
+        self._driver = None
+
+    async def _check_installed(self) -> None:
+        statements = self._require_sql()
+        try:
+            async with self._require_storage().pool.connection() as conn:
+                cursor = await conn.execute(statements.installed)
+                row = await cursor.fetchone()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"could not check the Oban runner's tables: {exc}") from exc
+        if not row or not row[0]:
+            raise AppError(
+                f"the jobs table of the Oban runner is missing in schema {statements.schema!r}: "
+                f"run `hephaestus db migrate --schema {statements.schema}` (or "
+                "hephaestus.storage.postgres.migrate) first"
+            )
+
+    def _warn_about_timeouts(self) -> None:
+        from hephaestus._core.definition import WorkflowDefinition
+
+        for definition in self._require_driver().env.registry:
+            if not isinstance(definition, WorkflowDefinition):
+                continue
+            for key, node in definition.nodes.items():
+                if node.timeout is not None and node.timeout >= self.rescue_after:
+                    log.warning(
+                        "step %s of %s may run %ss, longer than rescue_after=%ss: a node that "
+                        "stops answering meanwhile gets it executed a second time; raise "
+                        "ObanRunner(rescue_after=...) above the step's timeout",
+                        key,
+                        definition.name,
+                        node.timeout,
+                        self.rescue_after,
+                    )
+
+    async def _start_oban(self) -> None:
+        from oban import Oban
+
+        self._oban = Oban(
+            pool=self._require_storage().pool,
+            # One name for every node of a schema: they elect one leader (lifeline, reconciler).
+            name=f"hephaestus-{self._require_sql().schema}",
+            node=self.node,
+            prefix=self._require_sql().schema,
+            queues=dict(self.queues),
+            stager={"interval": self.stage_interval},
+            lifeline={"interval": self.rescue_interval, "rescue_after": self.rescue_after},
+            shutdown_grace_period=self.shutdown_timeout,
+        )
+        await self._oban.start()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def start(self, definition: WorkflowDefinition, run: Instance) -> None:
+        driver = self._require_driver()
+        decision = engine.begin(definition, run, run.created_at)
+        decision = dataclasses.replace(
+            decision, instance=dataclasses.replace(decision.instance, revision=run.revision)
+        )
+        applied = Applied(definition, run, decision)
+        async with self._require_storage().transaction() as tx:
+            await tx.create(decision.instance)
+            await self._write(tx, applied, own=None)
+        driver.observe(definition, decision)
+
+    async def apply(
+        self, run_id: str, input: engine.Resume | engine.ScheduleResume | engine.Cancel
+    ) -> engine.Decision:
+        applied = await self._require_driver().apply_stored(
+            run_id,
+            input,
+            dispatch=self._dispatch(None),
+            fit=not isinstance(input, engine.Cancel),
+        )
+        return applied.decision
+
+    def joined(self, run_id: str) -> Work[None]:
+        """In a caller's transaction: after a run was started or an input queued there, a job
+        that takes it (``JoiningRunner``); committed, or rolled back, with the caller's work."""
+        statements = self._require_sql()
+        batch = JobBatch(statements.schema, run_id, self.queue, {"run_id": run_id}, [])
+        batch.take()
+        now = self._require_driver().env.clock.now()
+        yield (statements.write, statements.write_params(batch, None, now))
+
+    async def wait_idle(self) -> None:
+        """Return once no job of this runner's queues is executing or due (for tests)."""
+        statements = self._require_sql()
+        while True:
+            if self.mode == "inline":
+                self._wake.set()
+                await asyncio.sleep(0)
+                while self._jobs:
+                    await asyncio.wait(list(self._jobs.values()))
+            params = {
+                "queues": list(self.queues),
+                "worker": WORKER,
+                "now": naive_utc(self._require_driver().env.clock.now()),
+                "workflows": self._workflow_names(),
+            }
+            async with self._require_storage().pool.connection() as conn:
+                cursor = await conn.execute(statements.busy, params)
+                row = await cursor.fetchone()
+            if (not row or not row[0]) and not self._jobs:
+                return
+            await asyncio.sleep(0.005)
+
+    # -- a job ------------------------------------------------------------------------------
+
+    async def perform(self, job_id: int, args: Mapping[str, Any], job: Job | None = None) -> None:
+        """Execute one job (from ``StepWorker``, or the inline loop)."""
+        driver = self._require_driver()
+        run_id = str(args["run"])
+        kind = args.get("kind")
+        if kind == "take":
+            while await driver.apply_next(run_id, dispatch=self._dispatch(None)) is not None:
+                pass
+            return
+        step = str(args["step"])
+        if kind == "timer":
+            at = datetime.fromisoformat(str(args["at"]))
+            timer = args.get("timer")
+            fire = engine.FireTimer(step, at, None if timer is None else str(timer))
+            await self._durably(
+                lambda: driver.apply_stored(run_id, fire, dispatch=self._dispatch(job_id))
+            )
+            return
+        attempt = int(args["attempt"])
+        instance = await driver.env.storage.get(run_id)
+        state = instance.steps.get(step)
+        if (
+            instance.is_terminal
+            or state is None
+            or state.status is not StepStatus.ACTIVE
+            or state.attempt != attempt
+        ):
+            return  # resolved already (a re-delivery): nothing to do
+        definition = driver.definition_of(instance)
+        command = engine.RunStep(step, attempt, state.config)
+        outcome, duration = await self._execute(job_id, definition, instance, command, job)
+        if outcome is None:
+            return  # stopped: the run was cancelled or the step aborted
+        finished = engine.StepFinished(step, attempt, outcome)
+        await self._durably(
+            lambda: driver.apply_stored(
+                run_id, finished, dispatch=self._dispatch(job_id), duration=duration
+            )
+        )
+
+    async def _execute(
+        self,
+        job_id: int,
+        definition: WorkflowDefinition,
+        instance: Instance,
+        command: engine.RunStep,
+        job: Job | None,
+    ) -> tuple[engine.Outcome | None, float | None]:
+        """Run the step in a task of its own, which a cancel of the run stops (here, or on
+        another node through ``oban``'s ``pkill`` signal); ``None``: it was stopped."""
+        driver = self._require_driver()
+        observed = driver.observed
+        began = time.perf_counter()
+        if observed:
+            driver.step_started(definition, instance, command)
+        task = asyncio.get_running_loop().create_task(
+            self._executor.execute(definition, instance, command, stopping=self._is_closing)
+        )
+        self._steps[job_id] = task
+        watcher = self._watch_cancellation(job_id, job)
+        try:
+            outcome = await task
+        except asyncio.CancelledError:
+            if not task.done():  # this job is being stopped (shutdown): stop its step too
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            if job_id in self._killed and not self._closing:
+                return None, None
+            if self._closing:
+                await self._release(job_id)
+            raise
+        finally:
+            self._steps.pop(job_id, None)
+            self._killed.discard(job_id)
+            if watcher is not None:
+                watcher.cancel()
+        return outcome, (time.perf_counter() - began) if observed else None
+
+    def _watch_cancellation(self, job_id: int, job: Job | None) -> asyncio.Task[None] | None:
+        """Stop the step when ``oban`` signals that its job was cancelled (``pkill``)."""
+        event = getattr(job, "_cancellation", None) if job is not None else None
+        if not isinstance(event, asyncio.Event):
+            return None
+
+        async def watch() -> None:
+            await event.wait()
+            self._kill([job_id])
+
+        return asyncio.get_running_loop().create_task(watch())
+
+    def _kill(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            task = self._steps.get(job_id)
+            if task is not None and not task.done():
+                self._killed.add(job_id)
+                task.cancel()
+
+    async def _release(self, job_id: int) -> None:
+        """Hand a job this node stops executing (it is closing) back to the queue now."""
+        statements = self._require_sql()
+        try:
+            async with self._require_storage().pool.connection() as conn:
+                await conn.execute(
+                    statements.release,
+                    {"ids": [job_id], "insert_channel": statements.insert_channel},
+                )
+        except Exception as exc:
+            log.warning("could not hand job %s back (it is rescued later): %s", job_id, exc)
+
+    async def _durably(self, apply: Callable[[], Any]) -> None:
+        """Apply a step's result or a timer, retrying while the database is unreachable: the
+        outcome is kept and recorded again, never re-executed, for ``STORAGE_RETRY_SECONDS``."""
+        delay = 0.05
+        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+        while True:
+            try:
+                await apply()
+                return
+            except ConcurrentUpdateError:
+                raise
+            except StorageError as exc:
+                if time.monotonic() + delay > deadline or self._closing:
+                    raise
+                log.warning("storage failed, retrying in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- the decision's jobs ----------------------------------------------------------------
+
+    def _dispatch(self, own: int | None) -> Callable[[StorageTransaction, Applied], Any]:
+        async def dispatch(tx: StorageTransaction, applied: Applied) -> None:
+            await self._write(tx, applied, own=own)
+
+        return dispatch
+
+    async def _write(self, tx: StorageTransaction, applied: Applied, *, own: int | None) -> None:
+        """The decision's jobs, written in its transaction ``tx``."""
+        decision = applied.decision
+        instance = decision.instance
+        now = self._require_driver().env.clock.now()
+        batch = self._batch(applied.definition, instance)
+        if decision.changed and applied.fits:
+            for command in decision.commands:
+                batch.add(command, now)
+        if decision.changed and instance.is_terminal:
+            batch.cancel_all = True
+        if batch.empty and own is None:
+            return
+        statements = self._require_sql()
+        connection = cast("PostgresTransaction", tx).connection
+        cursor = await connection.execute(
+            statements.write, statements.write_params(batch, own, now)
+        )
+        row = await cursor.fetchone()
+        killed = [int(job_id) for job_id in (row[1] if row else [])]
+        tx.after_commit(lambda: self._written(batch, killed))
+
+    def _written(self, batch: JobBatch, killed: list[int]) -> None:
+        """After a commit: stop the steps it cancelled that run here, wake the inline loop."""
+        if killed:
+            self._kill(killed)
+        if self.mode == "inline" and batch.inserts:
+            self._wake.set()
+            clock = self._require_driver().env.clock
+            for at in batch.due:
+                clock.call_at(at, self._wake.set)
+
+    def _batch(self, definition: WorkflowDefinition | None, instance: Instance) -> JobBatch:
+        return JobBatch(
+            self._require_sql().schema,
+            instance.run_id,
+            self._routes.get(instance.workflow, self._routes.get(instance.family, self.queue)),
+            job_meta(definition, instance),
+            job_tags(definition, instance),
+        )
+
+    # -- reconciling ------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.reconcile_interval)
+            if self._oban is None or not self._oban.is_leader:
+                continue
+            try:
+                before = datetime.now(UTC) - timedelta(seconds=self.reconcile_interval)
+                await self.reconcile(before=before)
+            except Exception as exc:
+                log.warning("reconciling runs without jobs failed (tried again later): %s", exc)
+
+    async def reconcile(self, *, before: datetime | None, limit: int = 500) -> int:
+        """Dispatch again what active runs last changed before ``before`` (``None``: any)
+        need and have no live job for; returns how many runs got jobs."""
+        storage = self._require_storage()
+        statements = self._require_sql()
+        params = {
+            "before": before or datetime.max.replace(tzinfo=UTC),
+            "workflows": self._workflow_names(),
+            "limit": limit,
+        }
+        async with storage.pool.connection() as conn:
+            cursor = await conn.execute(statements.orphans, params)
+            candidates = [(str(run), int(revision)) for run, revision in await cursor.fetchall()]
+        fixed = 0
+        for candidate in candidates:
+            if candidate in self._reconciled:
+                continue
+            try:
+                if await self._reconcile_one(candidate[0]):
+                    fixed += 1
+            except HephaestusError as exc:
+                log.error("cannot dispatch run %s again: %s", candidate[0], exc)
+            self._reconciled.add(candidate)
+        return fixed
+
+    async def _reconcile_one(self, run_id: str) -> bool:
+        driver = self._require_driver()
+        statements = self._require_sql()
+        async with self._require_storage().transaction() as tx:
+            instance = await tx.get(run_id)
+            if instance.is_terminal:
+                return False
+            connection = tx.connection
+            cursor = await connection.execute(statements.live_keys, {"run": run_id})
+            live = {(str(key), attempt) for key, attempt in await cursor.fetchall()}
+            keys = {key for key, _ in live}
+            definition = driver.definition_of(instance, fit=False)
+            batch = self._batch(definition, instance)
+            now = driver.env.clock.now()
+            cursor = await connection.execute(statements.inbox, {"run": run_id})
+            row = await cursor.fetchone()
+            if (instance.status is Status.PENDING or (row and row[0])) and "take" not in keys:
+                batch.take()
+            for command in engine.recover(instance):
+                if isinstance(command, engine.RunStep):
+                    if (step_key(command.step), str(command.attempt)) not in live:
+                        batch.add(command, now)
+                elif (
+                    isinstance(command, engine.StartTimer)
+                    and timer_key(command.step, command.timer) not in keys
+                ):
+                    batch.add(command, now)
+            if not batch.inserts:
+                return False
+            await connection.execute(statements.write, statements.write_params(batch, None, now))
+            tx.after_commit(lambda: self._written(batch, []))
+        log.warning(
+            "run %s (%s) had no job for what it waits on: dispatched again", run_id, instance.id
+        )
+        return True
+
+    # -- inline mode ------------------------------------------------------------------------
+
+    async def _rescue_inline(self) -> None:
+        statements = self._require_sql()
+        params = {
+            "queues": list(self.queues),
+            "worker": WORKER,
+            "workflows": self._workflow_names(),
+        }
+        async with self._require_storage().pool.connection() as conn:
+            await conn.execute(statements.rescue, params)
+            cursor = await conn.execute(statements.due_times, params)
+            times = [row[0] for row in await cursor.fetchall()]
+        clock = self._require_driver().env.clock
+        for at in times:
+            clock.call_at(at.replace(tzinfo=UTC), self._wake.set)
+
+    async def _inline_loop(self) -> None:
+        statements = self._require_sql()
+        limit = sum(self.queues.values())
+        while not self._closing:
+            self._wake.clear()
+            room = limit - len(self._jobs)
+            taken: list[tuple[int, dict[str, Any]]] = []
+            if room > 0:
+                params = {
+                    "queues": list(self.queues),
+                    "worker": WORKER,
+                    "now": naive_utc(self._require_driver().env.clock.now()),
+                    "limit": room,
+                    "by": [self.node, "inline"],
+                    "workflows": self._workflow_names(),
+                }
+                try:
+                    async with self._require_storage().pool.connection() as conn:
+                        cursor = await conn.execute(statements.fetch, params)
+                        taken = [
+                            (int(job_id), dict(args)) for job_id, args, _ in await cursor.fetchall()
+                        ]
+                except Exception as exc:
+                    log.warning("fetching jobs failed (trying again): %s", exc)
+            for job_id, args in taken:
+                task = asyncio.get_running_loop().create_task(self._inline_job(job_id, args))
+                self._jobs[job_id] = task
+            if taken and len(self._jobs) < limit:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.stage_interval)
+
+    async def _inline_job(self, job_id: int, args: dict[str, Any]) -> None:
+        statements = self._require_sql()
+        state, error, delay = "completed", None, 0
+        try:
+            await self.perform(job_id, args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("job %s (%s) failed: %s", job_id, args.get("key"), exc, exc_info=exc)
+            state, error, delay = "retryable", f"{type(exc).__name__}: {exc}", 1
+        finally:
+            self._jobs.pop(job_id, None)
+            self._wake.set()
+        try:
+            async with self._require_storage().pool.connection() as conn:
+                await conn.execute(
+                    statements.finish,
+                    {"id": job_id, "state": state, "error": error, "delay": delay},
+                )
+        except Exception as exc:
+            log.warning("could not record the end of job %s: %s", job_id, exc)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _workflow_names(self) -> list[str]:
+        from hephaestus._core.definition import WorkflowDefinition
+
+        registry = self._require_driver().env.registry
+        return [d.name for d in registry if isinstance(d, WorkflowDefinition)]
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    def _require_driver(self) -> Driver:
+        if self._driver is None:
+            raise AppNotOpenError("the Oban runner is not open")
+        return self._driver
+
+    def _require_storage(self) -> PostgresStorage:
+        if self._storage is None:
+            raise AppNotOpenError("the Oban runner is not open")
+        return self._storage
+
+    def _require_sql(self) -> Statements:
+        if self._sql is None:
+            raise AppNotOpenError("the Oban runner is not open")
+        return self._sql
+
+
+def _stored_name(workflow: type[Any]) -> str:
+    name = getattr(workflow, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"{workflow.__module__}.{workflow.__qualname__}"
+
+
+def _is_system_clock(clock: object) -> bool:
+    from hephaestus._clock import SystemClock
+
+    return isinstance(clock, SystemClock)
