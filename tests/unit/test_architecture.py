@@ -102,7 +102,7 @@ def test_runners_import_no_cli_and_no_concrete_storage(path: Path) -> None:
     """A runner module imports neither the CLI nor a concrete storage adapter such as
     PostgreSQL; the Oban runner, whose jobs commit in the PostgreSQL storage's transactions,
     may import that one storage (and nothing of the CLI)."""
-    forbidden = RUNNER_FORBIDDEN
+    forbidden: tuple[str, ...] = RUNNER_FORBIDDEN
     if "oban" in path.relative_to(SRC / "runners").parts:
         forbidden = ("hephaestus._cli",)
     found = [name for name in _imports(path) if _within(name, forbidden)]
