@@ -364,7 +364,11 @@ class ObanRunner:
         finished = engine.StepFinished(step, attempt, outcome)
         await self._durably(
             lambda: driver.apply_stored(
-                run_id, finished, dispatch=self._dispatch(job_id), duration=duration
+                run_id,
+                finished,
+                dispatch=self._dispatch(job_id),
+                duration=duration,
+                known=instance,
             )
         )
 

@@ -1,0 +1,314 @@
+"""The Oban runner against raw ``oban`` on the same database, measured in one run (issue 12).
+
+Every figure comes from worker node processes (``benchmarks._oban_node``) started fresh for
+it, each with a pool of 10 connections; this process only inserts work and watches the
+database. Scenarios:
+
+* ``throughput``: raw ``oban`` draining N no-op jobs, against 200 runs of a 10-step chain and
+  200 runs of a 20-way fan-out (22 steps each) started at once from a client app (the Oban
+  runner in client mode); queue concurrency 10 and 50, 1 and 2 worker processes. Steps/s
+  divided by the raw jobs/s of the same configuration: the target is >= 0.7, since one step
+  is one job.
+* ``latency``: one job that enqueues the next, 100 hops, against one run of a 100-step chain;
+  mean milliseconds per hop or step. Target: ours <= 1.5x raw.
+* ``scaling``: 2 processes / 1 process, ours next to raw ``oban``'s own.
+* ``fetches``: ``oban`` producer fetches per job (summed over nodes) at 1, 2 and 4 nodes
+  draining 2,000 no-op jobs (raw) and 200 10-step runs (ours): the cost of every insert
+  waking every node.
+
+Run: ``uv run python -m benchmarks.bench_oban [--rounds R] [--quick]``. It creates and drops
+its own database on 127.0.0.1:5432 (``--server``). Prints one JSON line per measurement and a
+summary of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from benchmarks._oban_node import QUEUE, WORKFLOWS, Chain10, Chain100, Fan20
+from hephaestus import Hephaestus
+from hephaestus.runners.oban import ObanRunner
+from hephaestus.storage.postgres import PostgresStorage, install
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = 200
+RAW_JOBS = 2_000
+HOPS = 100
+
+
+def admin(server: str, database: str = "postgres") -> str:
+    return f"{server} dbname={database}"
+
+
+def create_database(server: str) -> str:
+    name = f"hx_bench_oban_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin(server), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    asyncio.run(install(admin(server, name)))
+    return name
+
+
+def drop_database(server: str, name: str) -> None:
+    with psycopg.connect(admin(server), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def reset(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE workflow_instances, oban_jobs, oban_producers, oban_leaders CASCADE")
+
+
+def scalar(dsn: str, query: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    return int(row[0]) if row else 0
+
+
+class Nodes:
+    """``count`` worker node processes of ``kind`` with queue concurrency ``limit``."""
+
+    def __init__(self, kind: str, dsn: str, limit: int, count: int) -> None:
+        self.kind, self.dsn, self.limit, self.count = kind, dsn, limit, count
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.fetches = 0
+
+    async def __aenter__(self) -> Nodes:
+        code = (
+            "import asyncio, sys; from benchmarks._oban_node import main; "
+            "asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))"
+        )
+        for _ in range(self.count):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                code,
+                self.kind,
+                self.dsn,
+                str(self.limit),
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            self.processes.append(process)
+        for process in self.processes:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert line.startswith(b"ready"), line
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in self.processes:
+            assert process.stdout is not None
+            output = (await asyncio.wait_for(process.stdout.read(), 60)).decode().split()
+            if "fetches" in output:
+                self.fetches += int(output[output.index("fetches") + 1])
+            await process.wait()
+
+
+async def until(dsn: str, query: str, target: int, bound: float = 300.0) -> float:
+    """Poll ``query`` (a count) every 10 ms on one connection until it reaches ``target``;
+    the monotonic time it did."""
+    deadline = time.monotonic() + bound
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            cursor = await conn.execute(query.encode())
+            row = await cursor.fetchone()
+            if row is not None and int(row[0]) >= target:
+                return time.monotonic()
+            await asyncio.sleep(0.01)
+    raise TimeoutError(f"{query!r} did not reach {target} in {bound}s")
+
+
+COMPLETED_JOBS = "SELECT count(*) FROM oban_jobs WHERE state = 'completed'"
+COMPLETED_RUNS = "SELECT count(*) FROM workflow_instances WHERE status = 'completed'"
+
+
+async def raw_drain(dsn: str, limit: int, count: int, jobs: int = RAW_JOBS) -> dict[str, float]:
+    reset(dsn)
+    async with Nodes("raw", dsn, limit, count) as nodes:
+        began = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO oban_jobs (worker, queue, args) SELECT %s, %s, '{}'::jsonb"
+                " FROM generate_series(1, %s)",
+                ("benchmarks._oban_node.Noop", QUEUE, jobs),
+            )
+            conn.execute(
+                "SELECT pg_notify('public.oban_insert', %s)", (json.dumps({"queue": QUEUE}),)
+            )
+        ended = await until(dsn, COMPLETED_JOBS, jobs)
+    return {"per_s": jobs / (ended - began), "fetches_per_job": nodes.fetches / jobs}
+
+
+async def client_app(dsn: str) -> Hephaestus:
+    app = Hephaestus(
+        storage=PostgresStorage(dsn, max_size=10),
+        runner=ObanRunner(mode="client"),
+        workflows=WORKFLOWS,
+    )
+    await app.open()
+    return app
+
+
+async def ours_drain(dsn: str, limit: int, count: int, flow: Any, steps: int) -> dict[str, float]:
+    reset(dsn)
+    async with Nodes("hephaestus", dsn, limit, count) as nodes:
+        app = await client_app(dsn)
+        try:
+            began = time.monotonic()
+            await asyncio.gather(*(flow.start(f"r{n}", app=app) for n in range(RUNS)))
+            ended = await until(dsn, COMPLETED_RUNS, RUNS)
+        finally:
+            await app.close()
+    jobs = scalar(dsn, COMPLETED_JOBS)
+    return {
+        "per_s": RUNS * steps / (ended - began),
+        "fetches_per_job": nodes.fetches / max(jobs, 1),
+    }
+
+
+async def raw_hops(dsn: str) -> float:
+    reset(dsn)
+    async with Nodes("raw", dsn, 10, 1):
+        began = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO oban_jobs (worker, queue, args) VALUES (%s, %s, %s::jsonb)",
+                ("benchmarks._oban_node.Hop", QUEUE, json.dumps({"n": HOPS - 1})),
+            )
+            conn.execute(
+                "SELECT pg_notify('public.oban_insert', %s)", (json.dumps({"queue": QUEUE}),)
+            )
+        ended = await until(dsn, COMPLETED_JOBS, HOPS)
+    return (ended - began) / HOPS * 1000
+
+
+async def ours_hops(dsn: str) -> float:
+    reset(dsn)
+    async with Nodes("hephaestus", dsn, 10, 1):
+        app = await client_app(dsn)
+        try:
+            began = time.monotonic()
+            await Chain100.start("long", app=app)
+            ended = await until(dsn, COMPLETED_RUNS, 1)
+        finally:
+            await app.close()
+    return (ended - began) / HOPS * 1000
+
+
+async def one_round(dsn: str, quick: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    limits = (10,) if quick else (10, 50)
+    for limit in limits:
+        for count in (1, 2):
+            raw = await raw_drain(dsn, limit, count)
+            chain = await ours_drain(dsn, limit, count, Chain10, 10)
+            fan = await ours_drain(dsn, limit, count, Fan20, 22)
+            row = {
+                "scenario": "throughput",
+                "limit": limit,
+                "processes": count,
+                "raw_jobs_per_s": round(raw["per_s"]),
+                "chain_steps_per_s": round(chain["per_s"]),
+                "fan_steps_per_s": round(fan["per_s"]),
+                "chain_ratio": round(chain["per_s"] / raw["per_s"], 3),
+                "fan_ratio": round(fan["per_s"] / raw["per_s"], 3),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    raw_ms, ours_ms = await raw_hops(dsn), await ours_hops(dsn)
+    row = {
+        "scenario": "latency",
+        "raw_ms_per_hop": round(raw_ms, 2),
+        "ours_ms_per_step": round(ours_ms, 2),
+        "ratio": round(ours_ms / raw_ms, 3),
+    }
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    for count in (1, 2, 4):
+        raw = await raw_drain(dsn, 10, count)
+        ours = await ours_drain(dsn, 10, count, Chain10, 10)
+        row = {
+            "scenario": "fetches",
+            "nodes": count,
+            "raw_fetches_per_job": round(raw["fetches_per_job"], 2),
+            "ours_fetches_per_job": round(ours["fetches_per_job"], 2),
+            "raw_jobs_per_s": round(raw["per_s"]),
+            "ours_steps_per_s": round(ours["per_s"]),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summary(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    out: dict[str, Any] = {}
+    flat = [row for rows in rounds for row in rows]
+    for row in flat:
+        if row["scenario"] == "throughput":
+            key = f"limit{row['limit']}_p{row['processes']}"
+            for field in (
+                "raw_jobs_per_s",
+                "chain_steps_per_s",
+                "fan_steps_per_s",
+                "chain_ratio",
+                "fan_ratio",
+            ):
+                out.setdefault(key, {}).setdefault(field, []).append(row[field])
+        elif row["scenario"] == "latency":
+            for field in ("raw_ms_per_hop", "ours_ms_per_step", "ratio"):
+                out.setdefault("latency", {}).setdefault(field, []).append(row[field])
+        else:
+            key = f"fetches_n{row['nodes']}"
+            for field in ("raw_fetches_per_job", "ours_fetches_per_job"):
+                out.setdefault(key, {}).setdefault(field, []).append(row[field])
+    result = {key: {f: med(v) for f, v in fields.items()} for key, fields in out.items()}
+    for limit in (10, 50):
+        one, two = result.get(f"limit{limit}_p1"), result.get(f"limit{limit}_p2")
+        if one and two:
+            result[f"scaling_limit{limit}"] = {
+                "raw": round(two["raw_jobs_per_s"] / one["raw_jobs_per_s"], 3),
+                "chain": round(two["chain_steps_per_s"] / one["chain_steps_per_s"], 3),
+                "fan": round(two["fan_steps_per_s"] / one["fan_steps_per_s"], 3),
+            }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="queue concurrency 10 only")
+    parser.add_argument("--server", default="host=127.0.0.1 port=5432 user=postgres")
+    options = parser.parse_args()
+    name = create_database(options.server)
+    try:
+        dsn = admin(options.server, name)
+        rounds = [asyncio.run(one_round(dsn, options.quick)) for _ in range(options.rounds)]
+    finally:
+        drop_database(options.server, name)
+    print(json.dumps({"summary": summary(rounds)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
