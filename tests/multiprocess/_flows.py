@@ -250,6 +250,24 @@ class Hold(Workflow):
     }
 
 
+BRANCHES: list[type[Step]] = [
+    type(f"Branch{n}", (_Recorded,), {"seconds": 0.01}) for n in range(20)
+]
+"""Twenty recorded branch steps (a step class appears once in a graph: one subclass each)."""
+
+
+class Wide(Workflow):
+    """A 20-way fan-out and its fan-in."""
+
+    unique = Unique(key="wide")
+    start_step = Split
+    transitions: ClassVar = {
+        (Split, "next"): [*BRANCHES],
+        **{(branch, "next"): Join for branch in BRANCHES},
+        (Join, "next"): Done,
+    }
+
+
 class Blocking(Workflow):
     """Blocks in its first step until cancelled; ``Finish`` must never run."""
 
@@ -259,6 +277,6 @@ class Blocking(Workflow):
 
 
 FLOWS: dict[str, type[Workflow]] = {
-    flow.__name__: flow for flow in (Chain, FanOut, Timed, Approval, Hold, Blocking)
+    flow.__name__: flow for flow in (Chain, FanOut, Timed, Approval, Hold, Blocking, Wide)
 }
 """The workflows by class name, as the workers' commands name them."""

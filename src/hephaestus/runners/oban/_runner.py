@@ -44,7 +44,7 @@ from hephaestus.runners.oban._jobs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from oban import Job, Oban
 
@@ -156,6 +156,7 @@ class ObanRunner:
         self._jobs: dict[int, asyncio.Task[None]] = {}  # inline: job id -> its task
         self._wake = asyncio.Event()
         self._reconciled: set[tuple[str, int]] = set()
+        self._run_locks: dict[str, list[Any]] = {}  # run id -> [asyncio.Lock, users]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -343,7 +344,7 @@ class ObanRunner:
             timer = args.get("timer")
             fire = engine.FireTimer(step, at, None if timer is None else str(timer))
             await self._durably(
-                lambda: driver.apply_stored(run_id, fire, dispatch=self._dispatch(job_id))
+                run_id, lambda: driver.apply_stored(run_id, fire, dispatch=self._dispatch(job_id))
             )
             return
         attempt = int(args["attempt"])
@@ -363,13 +364,14 @@ class ObanRunner:
             return  # stopped: the run was cancelled or the step aborted
         finished = engine.StepFinished(step, attempt, outcome)
         await self._durably(
+            run_id,
             lambda: driver.apply_stored(
                 run_id,
                 finished,
                 dispatch=self._dispatch(job_id),
                 duration=duration,
                 known=instance,
-            )
+            ),
         )
 
     async def _execute(
@@ -442,14 +444,21 @@ class ObanRunner:
         except Exception as exc:
             log.warning("could not hand job %s back (it is rescued later): %s", job_id, exc)
 
-    async def _durably(self, apply: Callable[[], Any]) -> None:
+    async def _durably(self, run_id: str, apply: Callable[[], Any]) -> None:
         """Apply a step's result or a timer, retrying while the database is unreachable: the
-        outcome is kept and recorded again, never re-executed, for ``STORAGE_RETRY_SECONDS``."""
+        outcome is kept and recorded again, never re-executed, for ``STORAGE_RETRY_SECONDS``.
+
+        The results of one run that finish together on this node (the branches of a fan-out)
+        are applied one at a time: they would wait for one another's lock on the run anyway,
+        and waiting here holds no database connection (waiting in the database would hold
+        one each, and a wide fan-out would starve the pool).
+        """
         delay = 0.05
         deadline = time.monotonic() + STORAGE_RETRY_SECONDS
         while True:
             try:
-                await apply()
+                async with self._applying(run_id):
+                    await apply()
                 return
             except ConcurrentUpdateError:
                 raise
@@ -459,6 +468,21 @@ class ObanRunner:
                 log.warning("storage failed, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    @contextlib.asynccontextmanager
+    async def _applying(self, run_id: str) -> AsyncIterator[None]:
+        entry = self._run_locks.get(run_id)
+        if entry is None:
+            entry = self._run_locks[run_id] = [asyncio.Lock(), 0]
+        lock, _ = entry
+        entry[1] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._run_locks[run_id]
 
     # -- the decision's jobs ----------------------------------------------------------------
 
