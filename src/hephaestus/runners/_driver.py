@@ -8,12 +8,15 @@ adds its own writes to) and emitting telemetry once it is durable.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hephaestus import telemetry
 from hephaestus._core import engine
+from hephaestus._core.commands import Changes
 from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import Status
 from hephaestus._core.results import unstorable_result
@@ -26,7 +29,7 @@ from hephaestus.errors import (
 from hephaestus.runners._events import emit_decision, emit_step_start
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
@@ -194,6 +197,61 @@ class Driver:
             await self._save(tx, applied, dispatch, duration)
         return applied
 
+    async def apply_all(
+        self,
+        run_id: str,
+        inputs: Sequence[tuple[engine.Input, float | None]],
+        *,
+        dispatch: Dispatch | None = None,
+        known: Instance | None = None,
+    ) -> Applied:
+        """Apply several inputs to one stored run, in order, in one unit of work: the run is
+        loaded once (or ``known`` is used, as in ``apply_stored``), decided on input after
+        input, and saved once with every change; ``dispatch`` sees one ``Applied`` whose
+        decision combines them (the last state, every command in order). Each pair is an
+        input and the duration of the attempt it reports (telemetry), and each decision's
+        events follow the commit. For step results that finish together (the branches of a
+        fan-out): one transaction instead of one each, waiting on one another's lock.
+
+        A refused result (``UnencodableValueError``) is raised as is: apply the inputs one
+        by one then (``apply_stored`` turns it into a failed attempt).
+        """
+        if known is not None and known.run_id == run_id:
+            try:
+                return await self._apply_all(run_id, inputs, dispatch, known)
+            except ConcurrentUpdateError:
+                pass  # written meanwhile: decide again on the run as it is now, locked
+        return await self._apply_all(run_id, inputs, dispatch, None)
+
+    async def _apply_all(
+        self,
+        run_id: str,
+        inputs: Sequence[tuple[engine.Input, float | None]],
+        dispatch: Dispatch | None,
+        known: Instance | None,
+    ) -> Applied:
+        async with self._env.storage.transaction() as tx:
+            before = known if known is not None else await tx.get(run_id)
+            definition = self.definition_of(before)
+            current = before
+            decided: list[tuple[engine.Decision, float | None]] = []
+            for input, duration in inputs:
+                decision = self.decide(definition, current, input)
+                if decision.changed:
+                    decided.append((decision, duration))
+                    current = decision.instance
+            if len(decided) > 1:  # saved as one write: one revision after the run's
+                current = dataclasses.replace(current, revision=before.revision + 1)
+            combined = _combine(current, [decision for decision, _ in decided])
+            applied = Applied(definition, before, combined)
+            if combined.changed:
+                await tx.put(combined.instance, before, combined.changes)
+                for decision, duration in decided:
+                    tx.after_commit(functools.partial(self.observe, definition, decision, duration))
+            if dispatch is not None:
+                await dispatch(tx, applied)
+        return applied
+
     async def apply_next(self, run_id: str, *, dispatch: Dispatch | None = None) -> Applied | None:
         """Take what a run has waiting, in one unit of work: ``Begin`` if it is ``pending``
         (started in a caller's transaction), else its oldest inbox entry (a resume or cancel
@@ -277,6 +335,23 @@ class Driver:
         """Emit ``step.start``: a runner begins attempt ``command.attempt``."""
         if self.observed:
             emit_step_start(definition, instance, command.step, command.attempt, runner=self.runner)
+
+
+def _combine(instance: Instance, decisions: Sequence[engine.Decision]) -> engine.Decision:
+    """One decision doing what ``decisions`` did in order (``instance``: the last state)."""
+    if not decisions:
+        return engine.Decision(instance, (), changed=False)
+    if len(decisions) == 1:
+        return decisions[0]
+    changes = Changes(
+        history=tuple(entry for d in decisions for entry in d.changes.history),
+        steps=[key for d in decisions for key in d.changes.steps],
+        results=[key for d in decisions for key in d.changes.results],
+        joins=[key for d in decisions for key in d.changes.joins],
+        activated=[key for d in decisions for key in d.changes.activated],
+    )
+    commands = tuple(command for d in decisions for command in d.commands)
+    return engine.Decision(instance, commands, changed=True, changes=changes)
 
 
 def _refused(input: engine.Input, exc: UnencodableValueError) -> engine.StepFinished | None:

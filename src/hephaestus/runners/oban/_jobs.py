@@ -143,13 +143,13 @@ WITH given AS (
 ), completed AS (
     UPDATE {schema}.oban_jobs
     SET state = 'completed', completed_at = timezone('UTC', now())
-    WHERE id = %(own)s AND state = 'executing'
+    WHERE id = ANY(%(own)s::bigint[]) AND state = 'executing'
     RETURNING id
 ), doomed AS (
     SELECT id, state FROM {schema}.oban_jobs
     WHERE args ->> 'run' = %(run)s
       AND state IN ('available', 'scheduled', 'executing', 'retryable')
-      AND id IS DISTINCT FROM %(own)s
+      AND NOT (id = ANY(%(own)s::bigint[]))
       AND (%(every)s OR args ->> 'key' = ANY(%(keys)s::text[]))
     FOR UPDATE
 ), cancelled AS (
@@ -171,7 +171,7 @@ SELECT (SELECT count(*) FROM woken), (SELECT coalesce(array_agg(id), '{{}}') FRO
        (SELECT count(*) FROM completed)
 """
 """A decision's job writes in one statement: insert its jobs (waking the queues of those
-available at once), complete the job that made the decision, cancel the run's live jobs the
+available at once), complete the jobs that made the decision, cancel the run's live jobs the
 decision made obsolete (by key, or all of them when the run ended) and signal those that are
 executing to stop (``oban``'s own ``pkill`` signal)."""
 
@@ -313,7 +313,7 @@ class Statements:
         self.inbox = render(_INBOX)
         self.installed = render(_INSTALLED, table=sql.Literal(f'"{schema}".oban_jobs'))
 
-    def write_params(self, batch: JobBatch, own: int | None, now: datetime) -> dict[str, Any]:
+    def write_params(self, batch: JobBatch, own: list[int], now: datetime) -> dict[str, Any]:
         return {
             "jobs": json.dumps(batch.inserts),
             "now": naive_utc(now),

@@ -28,6 +28,7 @@ from hephaestus.errors import (
     ConcurrentUpdateError,
     HephaestusError,
     StorageError,
+    UnencodableValueError,
 )
 from hephaestus.runners._driver import Applied, Driver
 from hephaestus.runners._executor import StepExecutor
@@ -44,7 +45,7 @@ from hephaestus.runners.oban._jobs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from oban import Job, Oban
 
@@ -156,7 +157,8 @@ class ObanRunner:
         self._jobs: dict[int, asyncio.Task[None]] = {}  # inline: job id -> its task
         self._wake = asyncio.Event()
         self._reconciled: set[tuple[str, int]] = set()
-        self._run_locks: dict[str, list[Any]] = {}  # run id -> [asyncio.Lock, users]
+        self._queued: dict[str, list[_Queued]] = {}  # run id -> results waiting to apply
+        self._flushers: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -212,6 +214,8 @@ class ObanRunner:
         for task in [*self._jobs.values(), *self._background]:
             task.cancel()
         await asyncio.gather(*self._jobs.values(), *self._background, return_exceptions=True)
+        if self._flushers:  # results already taken are applied (or fail) before the pool goes
+            await asyncio.wait(list(self._flushers), timeout=STORAGE_RETRY_SECONDS)
         self._jobs.clear()
         self._background.clear()
         if self._sql is not None:
@@ -282,7 +286,7 @@ class ObanRunner:
         applied = Applied(definition, run, decision)
         async with self._require_storage().transaction() as tx:
             await tx.create(decision.instance)
-            await self._write(tx, applied, own=None)
+            await self._write(tx, applied, own=[])
         driver.observe(definition, decision)
 
     async def apply(
@@ -291,7 +295,7 @@ class ObanRunner:
         applied = await self._require_driver().apply_stored(
             run_id,
             input,
-            dispatch=self._dispatch(None),
+            dispatch=self._dispatch([]),
             fit=not isinstance(input, engine.Cancel),
         )
         return applied.decision
@@ -303,7 +307,7 @@ class ObanRunner:
         batch = JobBatch(statements.schema, run_id, self.queue, {"run_id": run_id}, [])
         batch.take()
         now = self._require_driver().env.clock.now()
-        yield (statements.write, statements.write_params(batch, None, now))
+        yield (statements.write, statements.write_params(batch, [], now))
 
     async def wait_idle(self) -> None:
         """Return once no job of this runner's queues is executing or due (for tests)."""
@@ -335,7 +339,7 @@ class ObanRunner:
         run_id = str(args["run"])
         kind = args.get("kind")
         if kind == "take":
-            while await driver.apply_next(run_id, dispatch=self._dispatch(None)) is not None:
+            while await driver.apply_next(run_id, dispatch=self._dispatch([])) is not None:
                 pass
             return
         step = str(args["step"])
@@ -343,9 +347,7 @@ class ObanRunner:
             at = datetime.fromisoformat(str(args["at"]))
             timer = args.get("timer")
             fire = engine.FireTimer(step, at, None if timer is None else str(timer))
-            await self._durably(
-                run_id, lambda: driver.apply_stored(run_id, fire, dispatch=self._dispatch(job_id))
-            )
+            await self._apply_result(run_id, fire, None, job_id, None)
             return
         attempt = int(args["attempt"])
         instance = await driver.env.storage.get(run_id)
@@ -363,16 +365,7 @@ class ObanRunner:
         if outcome is None:
             return  # stopped: the run was cancelled or the step aborted
         finished = engine.StepFinished(step, attempt, outcome)
-        await self._durably(
-            run_id,
-            lambda: driver.apply_stored(
-                run_id,
-                finished,
-                dispatch=self._dispatch(job_id),
-                duration=duration,
-                known=instance,
-            ),
-        )
+        await self._apply_result(run_id, finished, duration, job_id, instance)
 
     async def _execute(
         self,
@@ -444,21 +437,94 @@ class ObanRunner:
         except Exception as exc:
             log.warning("could not hand job %s back (it is rescued later): %s", job_id, exc)
 
-    async def _durably(self, run_id: str, apply: Callable[[], Any]) -> None:
-        """Apply a step's result or a timer, retrying while the database is unreachable: the
-        outcome is kept and recorded again, never re-executed, for ``STORAGE_RETRY_SECONDS``.
+    async def _apply_result(
+        self,
+        run_id: str,
+        input: engine.Input,
+        duration: float | None,
+        job_id: int,
+        known: Instance | None,
+    ) -> None:
+        """Apply a step's result or a timer (and complete its job) with the others of the
+        same run that arrive meanwhile on this node, in one unit of work (group commit).
 
-        The results of one run that finish together on this node (the branches of a fan-out)
-        are applied one at a time: they would wait for one another's lock on the run anyway,
-        and waiting here holds no database connection (waiting in the database would hold
-        one each, and a wide fan-out would starve the pool).
+        The results of one run that finish together (the branches of a fan-out) would wait
+        for one another's lock on the run, one transaction each, holding a connection each
+        while they wait; gathered here they are applied together, and the waiting holds no
+        connection. Returns once this input is applied (its error, if it failed).
         """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        item = _Queued(input, duration, job_id, known, done)
+        queue = self._queued.get(run_id)
+        if queue is None:
+            self._queued[run_id] = [item]
+            flusher = loop.create_task(self._flush(run_id))
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        else:
+            queue.append(item)
+        await asyncio.shield(done)  # a job stopped meanwhile still gets its result applied
+
+    async def _flush(self, run_id: str) -> None:
+        while batch := self._queued.get(run_id):
+            self._queued[run_id] = []  # what arrives now goes with the next batch
+            try:
+                await self._durably(lambda: self._apply_batch(run_id, batch))
+            except BaseException as exc:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(None)
+        self._queued.pop(run_id, None)
+
+    async def _apply_batch(self, run_id: str, batch: list[_Queued]) -> None:
+        driver = self._require_driver()
+        known = max(
+            (item.known for item in batch if item.known is not None),
+            key=lambda instance: instance.revision,
+            default=None,
+        )
+        own = [item.job_id for item in batch]
+        if len(batch) == 1:
+            [item] = batch
+            await driver.apply_stored(
+                run_id,
+                item.input,
+                dispatch=self._dispatch(own),
+                duration=item.duration,
+                known=known,
+            )
+            return
+        try:
+            await driver.apply_all(
+                run_id,
+                [(item.input, item.duration) for item in batch],
+                dispatch=self._dispatch(own),
+                known=known,
+            )
+        except UnencodableValueError:
+            for item in batch:  # one refused result: each alone (it fails that attempt)
+                await driver.apply_stored(
+                    run_id,
+                    item.input,
+                    dispatch=self._dispatch([item.job_id]),
+                    duration=item.duration,
+                )
+
+    async def _durably(self, apply: Callable[[], Awaitable[None]]) -> None:
+        """``apply``, retried while the database is unreachable: a step's outcome is kept and
+        recorded again, never re-executed, for ``STORAGE_RETRY_SECONDS``."""
         delay = 0.05
         deadline = time.monotonic() + STORAGE_RETRY_SECONDS
         while True:
             try:
-                async with self._applying(run_id):
-                    await apply()
+                await apply()
                 return
             except ConcurrentUpdateError:
                 raise
@@ -469,30 +535,15 @@ class ObanRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    @contextlib.asynccontextmanager
-    async def _applying(self, run_id: str) -> AsyncIterator[None]:
-        entry = self._run_locks.get(run_id)
-        if entry is None:
-            entry = self._run_locks[run_id] = [asyncio.Lock(), 0]
-        lock, _ = entry
-        entry[1] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._run_locks[run_id]
-
     # -- the decision's jobs ----------------------------------------------------------------
 
-    def _dispatch(self, own: int | None) -> Callable[[StorageTransaction, Applied], Any]:
+    def _dispatch(self, own: list[int]) -> Callable[[StorageTransaction, Applied], Any]:
         async def dispatch(tx: StorageTransaction, applied: Applied) -> None:
             await self._write(tx, applied, own=own)
 
         return dispatch
 
-    async def _write(self, tx: StorageTransaction, applied: Applied, *, own: int | None) -> None:
+    async def _write(self, tx: StorageTransaction, applied: Applied, *, own: list[int]) -> None:
         """The decision's jobs, written in its transaction ``tx``."""
         decision = applied.decision
         instance = decision.instance
@@ -503,7 +554,7 @@ class ObanRunner:
                 batch.add(command, now)
         if decision.changed and instance.is_terminal:
             batch.cancel_all = True
-        if batch.empty and own is None:
+        if batch.empty and not own:
             return
         statements = self._require_sql()
         connection = cast("PostgresTransaction", tx).connection
@@ -600,7 +651,7 @@ class ObanRunner:
                     batch.add(command, now)
             if not batch.inserts:
                 return False
-            await connection.execute(statements.write, statements.write_params(batch, None, now))
+            await connection.execute(statements.write, statements.write_params(batch, [], now))
             tx.after_commit(lambda: self._written(batch, []))
         log.warning(
             "run %s (%s) had no job for what it waits on: dispatched again", run_id, instance.id
@@ -708,6 +759,17 @@ class ObanRunner:
         if self._sql is None:
             raise AppNotOpenError("the Oban runner is not open")
         return self._sql
+
+
+@dataclasses.dataclass(slots=True)
+class _Queued:
+    """A step result or timer waiting to be applied with the others of its run."""
+
+    input: engine.Input
+    duration: float | None
+    job_id: int
+    known: Instance | None
+    done: asyncio.Future[None]
 
 
 def _stored_name(workflow: type[Any]) -> str:
