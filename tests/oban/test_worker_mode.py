@@ -8,7 +8,7 @@ delays staged by its stager, and the errors a misconfigured node gets.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -57,9 +57,9 @@ def _fresh_effects() -> None:
     EXECUTING.clear()
 
 
-def node(**options: float) -> ObanRunner:
+def node(**options: Any) -> ObanRunner:
     """A worker node tuned for tests: timers staged every 50 ms."""
-    return ObanRunner(stage_interval=0.05, **options)  # type: ignore[arg-type]
+    return ObanRunner(stage_interval=0.05, **options)
 
 
 @pytest.fixture
@@ -254,3 +254,24 @@ async def test_a_misconfigured_node_is_refused_when_the_app_opens(database: str)
             pass
     with pytest.raises(ValueError, match="mode"):
         ObanRunner(mode="elsewhere")  # type: ignore[arg-type]
+
+
+async def test_a_routed_workflow_runs_on_its_own_queue(database: str) -> None:
+    """``routes`` sends a workflow's jobs to its queue; each job carries the run in its meta."""
+    with psycopg.connect(dsn(database), autocommit=True) as conn:
+        conn.execute("TRUNCATE workflow_instances, oban_jobs RESTART IDENTITY CASCADE")
+    runner = node(queues={"hephaestus": 5, "fast": 2}, routes={Linear: "fast"})
+    async with Hephaestus(storage=PostgresStorage(dsn(database)), runner=runner):
+        await Linear.start("routed")
+        await Event.start("default")
+        run = await ended(Linear, "routed")
+    with psycopg.connect(dsn(database), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT queue, meta ->> 'workflow', meta ->> 'instance_id', meta ->> 'step', tags"
+            " FROM oban_jobs ORDER BY id"
+        ).fetchall()
+    assert run.status is Status.COMPLETED
+    assert {queue for queue, workflow, *_ in rows if workflow == Linear.name} == {"fast"}
+    assert {queue for queue, workflow, *_ in rows if workflow == Event.name} == {"hephaestus"}
+    first = next(row for row in rows if row[1] == Linear.name)
+    assert first[2:] == (run.id, "first", ["linear"])
