@@ -275,11 +275,14 @@ async def test_an_async_resume_run_emits_async_then_resume(
         ("workflow.transition", "ask"),
         ("step.start", "wait_for_event"),
         ("step.async", "wait_for_event"),
+        ("workflow.suspend", None),
         ("step.resume", "wait_for_event"),
         ("workflow.transition", "wait_for_event"),
         ("workflow.stop", None),
     ]
-    waiting, resumed, onwards = captured[5], captured[6], captured[7]
+    waiting, asleep, resumed, onwards = captured[5], captured[6], captured[7], captured[8]
+    assert asleep.metadata["status"] == "waiting"
+    assert asleep.metadata["waiting_steps"] == ("wait_for_event",)
     assert waiting.metadata["timeout"] == 30.0
     assert waiting.metadata["attempt"] == 1
     assert (resumed.metadata["event"], resumed.metadata["source"]) == ("received", "external")
@@ -403,13 +406,14 @@ async def test_a_cancelled_run_emits_workflow_cancel_and_no_step_stop(
 async def test_a_cancelled_waiting_run_emits_async_then_cancel(
     app: Hephaestus, captured: list[Captured]
 ) -> None:
-    """Cancelling a waiting run emits workflow.cancel right after the step's step.async."""
+    """Cancelling a waiting run emits workflow.cancel right after it went to sleep."""
     await Approval.start("one")
     await run_until_idle(app)
     await Approval.cancel("one", reason="customer changed their mind")
     await advance(app, 60)
-    assert [c.short for c in captured][-2:] == [
+    assert [c.short for c in captured][-3:] == [
         ("step.async", "wait_for_event"),
+        ("workflow.suspend", None),
         ("workflow.cancel", None),
     ]
     assert captured[-1].metadata["reason"] == "customer changed their mind"

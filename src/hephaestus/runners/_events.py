@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
-from hephaestus._core.instance import HistoryKind, Instance, StepStatus
+from hephaestus._core.instance import HistoryKind, Instance, Status, StepStatus
 
 if TYPE_CHECKING:
     from hephaestus._core.commands import Decision
@@ -93,7 +93,10 @@ def emit_decision(
 
     ``step_duration`` is how long the step attempt whose result this decision applied ran.
     ``Done`` is completed inline by the engine (no runner executes it), so it emits no step
-    events: ``workflow.stop`` stands for it.
+    events: ``workflow.stop`` stands for it. A decision that leaves the run waiting, whatever
+    led there (a step's ``Async``, the last running branch of a fan-out ending, a resume whose
+    join still waits), ends with ``workflow.suspend``: the one place handlers learn the run
+    sleeps.
     """
     after = decision.instance
     changes = decision.changes
@@ -207,3 +210,12 @@ def emit_decision(
                 {"duration": _run_duration(after, entry)},
                 {**base, "status": "cancelled", "reason": reason},
             )
+    if entries and after.status is Status.WAITING:
+        waiting = tuple(
+            key for key, state in after.steps.items() if state.status is StepStatus.WAITING
+        )
+        emit(
+            "hephaestus.workflow.suspend",
+            {"system_time": time.time()},
+            {**base, "status": "waiting", "waiting_steps": waiting},
+        )

@@ -33,6 +33,7 @@ EVENTS = (
     "hephaestus.workflow.exception",
     "hephaestus.workflow.cancel",
     "hephaestus.workflow.transition",
+    "hephaestus.workflow.suspend",
     "hephaestus.step.start",
     "hephaestus.step.stop",
     "hephaestus.step.exception",

@@ -25,6 +25,7 @@ DEFAULT_LOG_LEVELS: Mapping[str, int] = {
     "hephaestus.workflow.exception": logging.ERROR,
     "hephaestus.workflow.cancel": logging.WARNING,
     "hephaestus.workflow.transition": logging.DEBUG,
+    "hephaestus.workflow.suspend": logging.DEBUG,
     "hephaestus.step.start": logging.DEBUG,
     "hephaestus.step.stop": logging.INFO,
     "hephaestus.step.exception": logging.WARNING,
@@ -59,6 +60,9 @@ def _message(event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> str
         case "workflow.transition":
             targets = ", ".join(repr(t) for t in meta.get("targets", ())) or "nothing"
             return f"Transition: {meta.get('from_step')!r} --{meta.get('event')}--> {targets}"
+        case "workflow.suspend":
+            waiting = ", ".join(repr(s) for s in meta.get("waiting_steps", ()))
+            return f"Workflow {meta.get('workflow')} waiting on {waiting}"
         case "step.start":
             return f"Step {step!r} started (attempt {meta.get('attempt')})"
         case "step.stop":
