@@ -148,9 +148,9 @@ def test_count_as_json_takes_the_filters_of_list(
     assert data == {"groups": expected, "total": sum(group["count"] for group in expected)}
 
 
-def test_a_value_prefix_needs_the_workflow_definition(capsys: pytest.CaptureFixture[str]) -> None:
-    """``--value-prefix`` of a workflow not defined here is a usage error naming the way out."""
+def test_an_unknown_workflow_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--workflow`` neither defined here nor stored fails naming the way out (not [])."""
     assert main(["instances", "list", *APP, "--workflow", "Nope", "--value-prefix", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--value-prefix: no workflow named 'Nope' here" in err
-    assert "--id-prefix KEY::VALUE" in err
+    assert "--workflow Nope: no workflow of that name is defined here" in err
+    assert "pass --import MODULE" in err

@@ -82,6 +82,8 @@ def _run[T](config: Config, action: Callable[[Hephaestus], Awaitable[T]]) -> T:
             try:
                 return await action(app)
             except UnknownWorkflowError as exc:
+                if "(python script.py, module __main__)" in str(exc):
+                    raise CliError(str(exc)) from exc  # --import cannot help: say why
                 raise CliError(f"{exc} (pass --import MODULE)") from exc
             except StorageError as exc:
                 message = str(exc).strip().splitlines()[0]
@@ -95,8 +97,8 @@ def _run[T](config: Config, action: Callable[[Hephaestus], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
-    """Stored names matching ``name``: a full name, a class name, or an umbrella's versions."""
+def _registered_names(app: Hephaestus, name: str) -> frozenset[str]:
+    """Names ``name`` gives among defined workflows: full, class name, or an umbrella's versions."""
     from hephaestus._core.definition import VersionedDefinition
 
     found: set[str] = set()
@@ -110,7 +112,32 @@ def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
                 found.update(version.name for version in definition.versions.values())
             else:
                 found.add(definition.name)
-    return frozenset(found) or frozenset({name})
+    return frozenset(found)
+
+
+async def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
+    """Stored names matching ``name``: through the defined workflows, else the stored names.
+
+    Without ``--import`` nothing is defined here, so a class name (``OrderFlow``) is matched
+    against the names runs carry (``shop.OrderFlow``); a name matching neither is an error
+    naming ``--import``, never a silent empty answer.
+    """
+    from hephaestus.storage import InstanceQuery
+
+    found = _registered_names(app, name)
+    if found:
+        return found
+    counts = await app.storage.count(InstanceQuery(), by=("workflow",))
+    stored = sorted({key[0] for key in counts})
+    matches = frozenset(s for s in stored if s == name or s.endswith(f".{name}"))
+    if matches:
+        return matches
+    shown = ", ".join(stored[:10]) + (", ..." if len(stored) > 10 else "")
+    raise CliUsageError(
+        f"--workflow {name}: no workflow of that name is defined here and no stored run has it "
+        f"(stored workflows: {shown or 'none'}); pass --import MODULE (the module that "
+        "defines it) or a full stored name"
+    )
 
 
 @click.group()
@@ -199,12 +226,12 @@ class _Filters:
             **times,
         )
 
-    def query(self, app: Hephaestus, **paging: Any) -> InstanceQuery:
+    async def query(self, app: Hephaestus, **paging: Any) -> InstanceQuery:
         """The storage query these filters make, names and tags resolved through ``app``."""
         from hephaestus._core.instance import Status
         from hephaestus.storage import InstanceQuery
 
-        names = None if self.workflow is None else _workflow_names(app, self.workflow)
+        names = None if self.workflow is None else await _workflow_names(app, self.workflow)
         id_prefix = self.id_prefix
         if self.value_prefix is not None and self.workflow is not None:
             key_prefix = f"{_unique_key(app, self.workflow)}::{self.value_prefix}"
@@ -228,7 +255,7 @@ class _Filters:
 
 def _unique_key(app: Hephaestus, name: str) -> str:
     """The unique key (``order`` in ``order::1001``) of the workflow ``name`` names."""
-    names = _workflow_names(app, name)
+    names = _registered_names(app, name)
     keys = set()
     for definition in app.registry:
         if _definition_names(definition) & names:
@@ -359,7 +386,7 @@ def list_instances(
             "after": after,
             "newest_first": not oldest_first,
         }
-        return await opened.storage.page(filters.query(opened, **paging))
+        return await opened.storage.page(await filters.query(opened, **paging))
 
     page = _run(config, query)
     if as_json:
@@ -437,7 +464,7 @@ def count_instances(
     keys = cast("tuple[CountKey, ...]", tuple(dict.fromkeys(by)) or ("status", "workflow"))
 
     async def count(opened: Hephaestus) -> dict[tuple[str, ...], int]:
-        return await opened.storage.count(filters.query(opened), by=keys)
+        return await opened.storage.count(await filters.query(opened), by=keys)
 
     counts = sorted(_run(config, count).items())
     if as_json:
@@ -536,6 +563,7 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
 
     from hephaestus._cli._graph import rich_graph
     from hephaestus._core.definition import WorkflowDefinition
+    from hephaestus._core.registry import script_name_hint
     from hephaestus.graphs import ascii_lines
 
     header = Table.grid(padding=(0, 2))
@@ -595,8 +623,11 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
     if isinstance(definition, WorkflowDefinition):
         out.print(rich_graph(ascii_lines(definition, instance)))
     else:
+        why = script_name_hint(instance.workflow)
         out.print(
-            f"  (not available: --import the module that defines {escape(instance.workflow)})"
+            f"  (not available: {escape(why)})"
+            if why
+            else f"  (not available: --import the module that defines {escape(instance.workflow)})"
         )
 
 
