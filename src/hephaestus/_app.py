@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import threading
+import time
 import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -283,6 +285,17 @@ class Hephaestus:
             await self.storage.close()
             raise
         _opened.append(self)
+        if self.telemetry and _telemetry.handlers_attached():
+            _telemetry.emit(
+                "hephaestus.runner.init",
+                {"system_time": time.time()},
+                {
+                    "runner": getattr(self.runner, "name", type(self.runner).__name__),
+                    "storage": type(self.storage).__name__,
+                    "pid": os.getpid(),
+                    "recover": env.recover,
+                },
+            )
 
     async def close(self) -> None:
         """Stop executing (active runs stay stored and are recovered next time) and close."""

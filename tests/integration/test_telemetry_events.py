@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +238,10 @@ async def test_a_fan_out_run_emits_a_pair_per_branch_between_fork_and_join(
         assert start < stop < branches.index(("workflow.transition", step))
     joins = [c.metadata["targets"] for c in captured[4:-4] if c.event.endswith("transition")]
     assert joins == [(), ("merge",)], "the first branch to finish activates nothing yet"
+    starts = [c for c in captured if c.event == "hephaestus.step.start"]
+    alone = [(c.metadata["concurrent"], c.metadata["active_steps_count"]) for c in starts]
+    assert alone[0] == alone[-1] == (False, 1), "split and merge run alone"
+    assert alone[1] == (True, 2), "the first branch starts while the other is active too"
 
 
 # -- waiting and resuming ---------------------------------------------------------------------
@@ -473,13 +478,23 @@ async def test_a_recovered_run_emits_no_second_workflow_start(
         await run_until_idle(app)
         assert (await Resumable.get("one")).status is Status.COMPLETED
     assert [c.short for c in captured] == [
+        ("runner.init", None),
         ("workflow.start", None),
         ("step.start", "interrupted"),
+        ("runner.init", None),
         ("step.start", "interrupted"),
         ("step.stop", "interrupted"),
         ("workflow.transition", "interrupted"),
         ("workflow.stop", None),
     ]
+    opened = captured[3]
+    assert opened.metadata == {
+        "runner": "local",
+        "storage": type(storage).__name__,
+        "pid": os.getpid(),
+        "recover": True,
+    }
+    assert "instance_id" not in opened.metadata
 
 
 # -- switches ---------------------------------------------------------------------------------

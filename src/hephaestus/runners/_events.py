@@ -59,7 +59,14 @@ def _step_fields(definition: WorkflowDefinition, key: str) -> dict[str, Any]:
 def emit_step_start(
     definition: WorkflowDefinition, instance: Instance, step: str, attempt: int, *, runner: str
 ) -> None:
-    """``step.start``: a runner is about to execute attempt ``attempt`` of ``step``."""
+    """``step.start``: a runner is about to execute attempt ``attempt`` of ``step``.
+
+    ``active_steps_count`` is how many steps of the run are dispatched and not finished (this
+    one included; steps waiting for an event are not counted), ``concurrent`` whether others
+    are: as the seed's event reports them.
+    """
+    active = sum(1 for state in instance.steps.values() if state.status is StepStatus.ACTIVE)
+    active = max(active, 1)  # this attempt runs, whatever state the runner's copy shows
     telemetry.emit(
         "hephaestus.step.start",
         {"system_time": time.time()},
@@ -67,6 +74,8 @@ def emit_step_start(
             **base_metadata(definition, instance, runner),
             **_step_fields(definition, step),
             "attempt": attempt,
+            "concurrent": active > 1,
+            "active_steps_count": active,
         },
     )
 

@@ -39,8 +39,9 @@ EVENTS = (
     "hephaestus.step.exception",
     "hephaestus.step.async",
     "hephaestus.step.resume",
+    "hephaestus.runner.init",
 )
-"""Every event the engine's runners emit, in lifecycle order."""
+"""Every event the engine's runners emit, in lifecycle order (``runner.init``: an app opened)."""
 
 _PREFIX = "hephaestus."
 _KNOWN = frozenset(EVENTS)

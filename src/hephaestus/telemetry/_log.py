@@ -31,6 +31,7 @@ DEFAULT_LOG_LEVELS: Mapping[str, int] = {
     "hephaestus.step.exception": logging.WARNING,
     "hephaestus.step.async": logging.INFO,
     "hephaestus.step.resume": logging.INFO,
+    "hephaestus.runner.init": logging.INFO,
 }
 """The level each event is logged at unless ``attach_log_handler(levels=...)`` overrides it."""
 
@@ -79,6 +80,11 @@ def _message(event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> str
         case "step.resume":
             how = f"{meta.get('source')}, waited {_ms(m.get('wait_duration'))}"
             return f"Step {step!r} resumed with {meta.get('event')!r} ({how})"
+        case "runner.init":
+            return (
+                f"Hephaestus runner {meta.get('runner')!r} started on {meta.get('storage')} "
+                f"(pid {meta.get('pid')}, recover={meta.get('recover')})"
+            )
     return event
 
 
