@@ -478,23 +478,32 @@ async def test_a_recovered_run_emits_no_second_workflow_start(
         await run_until_idle(app)
         assert (await Resumable.get("one")).status is Status.COMPLETED
     assert [c.short for c in captured] == [
-        ("runner.init", None),
         ("workflow.start", None),
         ("step.start", "interrupted"),
-        ("runner.init", None),
         ("step.start", "interrupted"),
         ("step.stop", "interrupted"),
         ("workflow.transition", "interrupted"),
         ("workflow.stop", None),
     ]
-    opened = captured[3]
-    assert opened.metadata == {
-        "runner": "local",
-        "storage": type(storage).__name__,
-        "pid": os.getpid(),
-        "recover": True,
-    }
-    assert "instance_id" not in opened.metadata
+
+
+async def test_an_opened_app_emits_runner_init_to_handlers_that_ask_for_it(
+    storage: Storage, clock: FakeClock, captured: list[Captured]
+) -> None:
+    """``runner.init`` reports the runner, storage, pid and recovery; not sent for EVENTS."""
+    opened: list[Mapping[str, Any]] = []
+    telemetry.attach(
+        "runner-init", ["hephaestus.runner.init"], lambda e, m, meta: opened.append(meta)
+    )
+    try:
+        async with Hephaestus(storage=storage, clock=clock, recover=False):
+            pass
+    finally:
+        telemetry.detach("runner-init")
+    assert opened == [
+        {"runner": "local", "storage": type(storage).__name__, "pid": os.getpid(), "recover": False}
+    ]
+    assert captured == [], "handlers of run events never see it: it has no instance_id"
 
 
 # -- switches ---------------------------------------------------------------------------------

@@ -131,16 +131,18 @@ def attach_log_handler(
     *,
     logger: logging.Logger | str = "hephaestus.events",
     levels: Mapping[str, int] | None = None,
-    events: Iterable[str] = _bus.EVENTS,
+    events: Iterable[str] = (*_bus.EVENTS, *_bus.PROCESS_EVENTS),
     handler_id: str = LOG_HANDLER_ID,
 ) -> str:
     """Log one line per event to ``logger``; returns the handler id (for ``detach_log_handler``).
+
+    By default every run event and ``hephaestus.runner.init``.
 
     ``levels`` overrides ``DEFAULT_LOG_LEVELS`` per event. Lines below the logger's effective
     level cost one ``isEnabledFor`` check.
     """
     target = logging.getLogger(logger) if isinstance(logger, str) else logger
-    unknown = set(levels or {}) - set(_bus.EVENTS)
+    unknown = set(levels or {}) - {*_bus.EVENTS, *_bus.PROCESS_EVENTS}
     if unknown:
         raise ValueError(f"levels given for unknown events {sorted(unknown)}")
     _bus.attach(handler_id, events, _LogHandler(target, {**DEFAULT_LOG_LEVELS, **(levels or {})}))

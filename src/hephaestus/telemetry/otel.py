@@ -189,8 +189,6 @@ class OpenTelemetryTracing:
     # -- the handler ------------------------------------------------------------------------
 
     def __call__(self, event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> None:
-        if "run_id" not in meta:
-            return  # not about a run (runner.init): no span
         run_id = str(meta.get("run_id"))
         with self._lock:
             run = self._runs.get(run_id)
