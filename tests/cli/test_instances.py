@@ -381,7 +381,6 @@ def _ids(*args: str, dsn: str) -> set[str]:
         (["--workflow", "FanOutFlow", "--value-prefix", "100", *IMPORT], BY_PREFIX),
         (["--tag", "shipping", *IMPORT], {"order::1001", "order::1002", "order::1003"}),
         (["--tag", "shop", "--status", "completed", *IMPORT], {"order::1002", "vorder::5"}),
-        (["--tag", "shop"], set()),  # tags live on definitions: nothing imported, nothing tagged
         (["--metadata", "tenant=acme"], {"order::1001", "order::1003"}),
         (["--metadata", 'tenant="globex"', "--status", "completed"], {"order::1002"}),
         (["--workflow", "OrderFlow", "--version", "1", *IMPORT], {"vorder::5"}),
@@ -484,6 +483,11 @@ def test_workflow_filter_without_import_matches_the_stored_names(shared: str) ->
     assert "--workflow OrderFlow: no workflow of that name is defined here" in missing.stderr
     assert "pass --import MODULE" in missing.stderr
     assert full in missing.stderr, "the stored names are listed"
+    # Tags live on definitions: without the module, a tag would silently match nothing.
+    untagged = hephaestus("instances", "list", "--dsn", shared, "--tag", "shop")
+    assert untagged.returncode == 2
+    assert "--tag shop: no workflow defined here is tagged 'shop'" in untagged.stderr
+    assert "pass --import MODULE" in untagged.stderr
 
 
 SCRIPT = """

@@ -271,6 +271,7 @@ class _Filters:
         from hephaestus.storage import InstanceQuery
 
         names = None if self.workflow is None else await _workflow_names(app, self.workflow)
+        _check_tags(app, self.tags)
         id_prefix = self.id_prefix
         if self.value_prefix is not None and self.workflow is not None:
             key_prefix = f"{_unique_key(app, self.workflow)}::{self.value_prefix}"
@@ -290,6 +291,21 @@ class _Filters:
             updated_before=self.updated_before,
             **paging,
         ).resolve_tags(app.registry)
+
+
+def _check_tags(app: Hephaestus, tags: tuple[str, ...]) -> None:
+    """Refuse a tag no defined workflow has: tags live on definitions, so it would match none.
+
+    Without ``--import`` no workflow is defined here and every tag would silently list nothing.
+    """
+    from hephaestus.storage._query import tagged_workflows
+
+    for tag in tags:
+        if not tagged_workflows(app.registry, (tag,)):
+            raise CliUsageError(
+                f"--tag {tag}: no workflow defined here is tagged {tag!r}; tags live on "
+                "workflow definitions, so pass --import MODULE (the module that defines them)"
+            )
 
 
 def _unique_key(app: Hephaestus, name: str) -> str:
