@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import secrets
 import threading
+import time
 import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from hephaestus._core import engine
 from hephaestus._core.compat import check_instance
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance, ScheduledResume, Status
-from hephaestus._core.registry import WorkflowRegistry, default_registry
+from hephaestus._core.registry import WorkflowRegistry, default_registry, script_name_hint
 from hephaestus._core.steps import MAX_TIMEOUT_SECONDS, valid_seconds
 from hephaestus._core.unique import build_id, parse_value, unique_key_for
 from hephaestus._core.values import check_mapping
@@ -58,6 +61,8 @@ T = TypeVar("T")
 
 _current: ContextVar[Hephaestus | None] = ContextVar("hephaestus_current_app", default=None)
 """The app of this task or thread: the innermost one opened here, or the one running the step."""
+
+_log = logging.getLogger("hephaestus")
 
 _opened: list[Hephaestus] = []
 """Every open app of the process: where a context with no current app looks (see resolve_app)."""
@@ -244,6 +249,7 @@ class Hephaestus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: Token[Hephaestus | None] | None = None
+        self._warned_script_names: set[str] = set()
 
     def has(self, workflow: type[Workflow]) -> bool:
         """Whether this app runs ``workflow`` (given in ``workflows=``, or defined at all)."""
@@ -287,6 +293,17 @@ class Hephaestus:
             await self.storage.close()
             raise
         _opened.append(self)
+        if self.telemetry and _telemetry.handlers_attached():
+            _telemetry.emit(
+                "hephaestus.runner.init",
+                {"system_time": time.time()},
+                {
+                    "runner": getattr(self.runner, "name", type(self.runner).__name__),
+                    "storage": type(self.storage).__name__,
+                    "pid": os.getpid(),
+                    "recover": env.recover,
+                },
+            )
 
     async def close(self) -> None:
         """Stop executing (active runs stay stored and are recovered next time) and close."""
@@ -462,6 +479,7 @@ class Hephaestus:
         initial = _check_mapping(context, "context")
         meta = _check_mapping(metadata, "metadata")
         definition = self._pick_version(workflow, top, value, initial, version)
+        self._warn_script_name(definition.name)
         suffix = secrets.token_hex(4) if top.unique.scope == "none" else None
         instance_id = build_id(top.unique, value, suffix)
         run = engine.pending(
@@ -916,6 +934,25 @@ class Hephaestus:
                 "from async Django code, call the sync API through sync_to_async"
             )
         return tx
+
+    def _warn_script_name(self, name: str) -> None:
+        """Warn once per name: a durable run of a ``__main__`` workflow outlives what can read it.
+
+        Only the script that defined it can continue or read such a run; in memory, runs end
+        with the process anyway.
+        """
+        hint = script_name_hint(name)
+        if not hint or isinstance(self.storage, InMemoryStorage):
+            return
+        if name in self._warned_script_names:
+            return
+        self._warned_script_names.add(name)
+        _log.warning(
+            "starting a run of %r in durable storage: %s. Other processes (a worker, "
+            "`hephaestus instances ... --import`) cannot continue or show it.",
+            name,
+            hint,
+        )
 
     def _start_work(
         self,

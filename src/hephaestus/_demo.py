@@ -209,6 +209,8 @@ def describe(
             return f"workflow failed: {meta['error'].message}", "fail"
         case "workflow.cancel":
             return "workflow cancelled", "fail"
+        case "workflow.suspend":
+            return f"run asleep until {', '.join(meta['waiting_steps'])} is resumed", "wait"
         case "step.start" if meta["attempt"] > 1:
             return f"started (attempt {meta['attempt']})", ""
         case "step.start":

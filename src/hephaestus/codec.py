@@ -47,6 +47,7 @@ from hephaestus._core.instance import (
     StepState,
     StepStatus,
 )
+from hephaestus._core.registry import script_name_hint
 from hephaestus._core.steps import Step
 from hephaestus._core.values import (
     MAX_DEPTH,
@@ -670,8 +671,11 @@ def decode_instance(
         workflow = _str(fields["workflow"])
         if strict and (registry is None or registry.get(workflow) is None):
             raise UnknownWorkflowError(
-                f"no workflow named {workflow!r} is defined in this process; import the module "
-                "that defines it before reading its instances"
+                f"no workflow named {workflow!r} is defined in this process; "
+                + (
+                    script_name_hint(workflow)
+                    or "import the module that defines it before reading its instances"
+                )
             )
         context = _obj(fields["context"])
         steps = _obj(fields.get("steps") or {})

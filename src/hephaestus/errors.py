@@ -23,10 +23,13 @@ HephaestusError
 │   └── CorruptInstanceError       a stored run cannot be decoded; carries ``run_id``
 │       └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
 ├── TransactionNotSupportedError   conn= given, but the storage cannot join a caller's transaction
-└── AppError                       the ``Hephaestus`` app object is missing or misused
-    ├── NoAppRunningError
-    ├── AmbiguousAppError
-    └── AppNotOpenError
+├── AppError                       the ``Hephaestus`` app object is missing or misused
+│   ├── NoAppRunningError
+│   ├── AmbiguousAppError
+│   └── AppNotOpenError
+└── ConnectorError                 a connector refused an action (``hephaestus.connectors``)
+    ├── UnsupportedActionError     an action the connector does not support (also LookupError)
+    └── ConnectorDefinitionError   a connector class lacks a method (also TypeError)
 ```
 
 Errors carry structured fields (``instance_id``, ``step``, ``issues``) so callers never parse
@@ -45,6 +48,8 @@ __all__ = [
     "AppError",
     "AppNotOpenError",
     "ConcurrentUpdateError",
+    "ConnectorDefinitionError",
+    "ConnectorError",
     "CorruptInstanceError",
     "HephaestusError",
     "IncompatibleInstanceError",
@@ -64,6 +69,7 @@ __all__ = [
     "UnencodableValueError",
     "UnknownVersionError",
     "UnknownWorkflowError",
+    "UnsupportedActionError",
     "ValueLimitError",
     "ValueRejectedError",
     "WorkflowDefinitionError",
@@ -308,3 +314,19 @@ class AmbiguousAppError(AppError):
 
 class AppNotOpenError(AppError):
     """This ``Hephaestus`` app is not open (or already closed)."""
+
+
+class ConnectorError(HephaestusError):
+    """A connector could not carry out an action (the seed's ``("error", reason)``).
+
+    Connectors raise it (or a subclass) to refuse an action; raised from a step, it fails the
+    attempt like any exception, and the step's retry policy applies.
+    """
+
+
+class UnsupportedActionError(ConnectorError, LookupError):
+    """The connector does not support that action; nothing ran. Check ``supported_actions()``."""
+
+
+class ConnectorDefinitionError(ConnectorError, TypeError):
+    """A ``Connector`` subclass lacks ``supported_actions`` or ``execute`` (raised when defined)."""

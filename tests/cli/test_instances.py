@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -30,8 +34,8 @@ from tests.cli.example_workflows import FanOutFlow, LinearFlow, OrderFlow
 from tests.cli.fixtures.apps import DSN_VARIABLE
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterator
+    from pathlib import Path
 
 IMPORT = ("--import", "tests.cli.example_workflows")
 UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=nothing connect_timeout=2"
@@ -377,7 +381,6 @@ def _ids(*args: str, dsn: str) -> set[str]:
         (["--workflow", "FanOutFlow", "--value-prefix", "100", *IMPORT], BY_PREFIX),
         (["--tag", "shipping", *IMPORT], {"order::1001", "order::1002", "order::1003"}),
         (["--tag", "shop", "--status", "completed", *IMPORT], {"order::1002", "vorder::5"}),
-        (["--tag", "shop"], set()),  # tags live on definitions: nothing imported, nothing tagged
         (["--metadata", "tenant=acme"], {"order::1001", "order::1003"}),
         (["--metadata", 'tenant="globex"', "--status", "completed"], {"order::1002"}),
         (["--workflow", "OrderFlow", "--version", "1", *IMPORT], {"vorder::5"}),
@@ -457,3 +460,265 @@ async def test_resume_of_a_run_another_process_owns_reports_what_the_owner_did(o
             ).fetchone()
         assert row is not None
         assert row[0] is None or row[0] == owner  # executed by the app (or released at its close)
+
+
+def test_workflow_filter_without_import_matches_the_stored_names(shared: str) -> None:
+    """Without ``--import`` a class name matches stored names; a name matching none fails."""
+    runs = _runs(
+        hephaestus("instances", "list", "--dsn", shared, "--workflow", "FanOutFlow", "--json")
+    )
+    assert [row["id"] for row in runs] == ["order::1003", "order::1002", "order::1001"]
+    counted = _json(
+        hephaestus(
+            "instances", "count", "--dsn", shared, "--workflow", "LinearFlow", "--json",
+        )
+    )  # fmt: skip
+    assert counted["total"] == 1
+    full = "tests.cli.example_workflows.OrderFlowV1"
+    runs = _runs(hephaestus("instances", "list", "--dsn", shared, "--workflow", full, "--json"))
+    assert [row["id"] for row in runs] == ["vorder::5"]
+    # The umbrella is known only from its definition: without it, say so rather than print [].
+    missing = hephaestus("instances", "list", "--dsn", shared, "--workflow", "OrderFlow")
+    assert missing.returncode == 2
+    assert "--workflow OrderFlow: no workflow of that name is defined here" in missing.stderr
+    assert "pass --import MODULE" in missing.stderr
+    assert full in missing.stderr, "the stored names are listed"
+    # Tags live on definitions: without the module, a tag would silently match nothing.
+    untagged = hephaestus("instances", "list", "--dsn", shared, "--tag", "shop")
+    assert untagged.returncode == 2
+    assert "--tag shop: no workflow defined here is tagged 'shop'" in untagged.stderr
+    assert "pass --import MODULE" in untagged.stderr
+
+
+SCRIPT = """
+import asyncio, sys
+from hephaestus import Done, Hephaestus, Unique, WaitForEvent, Workflow
+from hephaestus.storage.postgres import PostgresStorage
+
+
+class ScriptFlow(Workflow):
+    unique = Unique(key="script")
+    start_step = WaitForEvent
+    transitions = {(WaitForEvent, "received"): Done}
+
+
+async def main() -> None:
+    async with Hephaestus() as app:  # in memory: runs end with the script anyway, no warning
+        await ScriptFlow.start("0")
+    async with Hephaestus(storage=PostgresStorage(sys.argv[1])) as app:
+        await ScriptFlow.start("1")
+        await ScriptFlow.start("2")
+        await app.run_until_idle()
+
+
+asyncio.run(main())
+"""
+
+
+def test_runs_of_a_script_workflow_are_warned_about_and_explained(own: str, tmp_path: Path) -> None:
+    """A ``__main__`` workflow started in durable storage warns once; the CLI names the cause."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    made = subprocess.run(
+        [sys.executable, str(script), own],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    warnings = [line for line in made.stderr.splitlines() if "starting a run of" in line]
+    assert len(warnings) == 1, made.stderr
+    assert "'__main__.ScriptFlow' in durable storage" in warnings[0]
+    assert "cannot continue or show it" in warnings[0]
+
+    listed = _runs(
+        hephaestus("instances", "list", "--dsn", own, "--workflow", "ScriptFlow", "--json")
+    )
+    assert [row["id"] for row in listed] == ["script::2", "script::1"]
+    prefix = hephaestus(
+        "instances", "list", "--dsn", own, "--workflow", "ScriptFlow", "--value-prefix", "1"
+    )
+    assert prefix.returncode == 2
+    assert "--value-prefix: no workflow named 'ScriptFlow' here" in prefix.stderr
+    assert "--id-prefix KEY::VALUE" in prefix.stderr
+    resumed = hephaestus("instances", "resume", "script::1", "received", "--dsn", own, *IMPORT)
+    assert resumed.returncode == 1
+    assert "'__main__.ScriptFlow' was defined in a script run directly" in resumed.stderr
+    assert "Move the workflow into a module" in resumed.stderr
+    assert "(pass --import MODULE)" not in resumed.stderr
+    shown = _ok(hephaestus("instances", "show", "script::1", "--dsn", own))
+    assert "defined in a script run directly" in shown
+
+
+# -- operators: errors, re-runs, bulk cancel, history, time zones, watching ------------------
+
+PAYMENTS = ("--import", "tests.cli.failing_flows")
+
+
+async def _failed_payments(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pay::1 and pay::2 fail (card declined), with metadata; the CLI runs without DECLINE."""
+    from tests.cli.failing_flows import DECLINE, PaymentFlow
+
+    monkeypatch.setenv(DECLINE, "1")
+    try:
+        async with Hephaestus(storage=PostgresStorage(url), workflows=[PaymentFlow]) as app:
+            await app.start(PaymentFlow, "1", {"amount": 40}, metadata={"tenant": "acme"})
+            await app.start(PaymentFlow, "2", {"amount": 15})
+            await app.run_until_idle()
+    finally:
+        monkeypatch.delenv(DECLINE)
+
+
+async def test_failed_runs_show_their_error_and_are_re_run(
+    own: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``list`` has an error column for failed runs; ``rerun`` starts one again, same input."""
+    await _failed_payments(own, monkeypatch)
+    wide = clean_env(COLUMNS="200")
+    table = _ok(await asyncio.to_thread(hephaestus, "instances", "list", "--dsn", own, env=wide))
+    assert "┃ error" in table.splitlines()[1]
+    row = next(line for line in table.splitlines() if "pay::1" in line)
+    assert "exception at charge_card: card declined for 40" in row
+    fine = next(line for line in table.splitlines() if "order::1001" in line)
+    assert fine.split("│")[-2].strip() == "", "a run that did not fail has no error"
+    listed = _runs(
+        await asyncio.to_thread(
+            hephaestus, "instances", "list", "--dsn", own, "--status", "failed", "--json"
+        )
+    )
+    assert [(r["id"], r["error"]["message"]) for r in listed] == [
+        ("pay::2", "card declined for 15"),
+        ("pay::1", "card declined for 40"),
+    ]
+
+    rerun = await asyncio.to_thread(
+        hephaestus, "instances", "rerun", "pay::1", "--dsn", own, *PAYMENTS
+    )
+    out = _ok(rerun)
+    assert out.startswith("pay::1: re-run of failed run ")
+    assert out.rstrip().endswith("; completed")
+    again = _json(
+        await asyncio.to_thread(hephaestus, "instances", "show", "pay::1", "--dsn", own, "--json")
+    )
+    assert (again["status"], again["context"]["initial"], again["metadata"]) == (
+        "completed",
+        {"amount": 40},
+        {"tenant": "acme"},
+    )
+    assert again["run_id"] != listed[1]["run_id"]
+    refused = await asyncio.to_thread(
+        hephaestus, "instances", "rerun", "pay::1", "--dsn", own, *PAYMENTS
+    )
+    assert refused.returncode == 1
+    assert "pay::1 is completed: only a failed run is re-run" in refused.stderr
+    unimported = await asyncio.to_thread(hephaestus, "instances", "rerun", "pay::2", "--dsn", own)
+    assert unimported.returncode == 1
+    assert "(pass --import MODULE)" in unimported.stderr
+
+
+def test_cancel_all_lists_asks_and_cancels_the_matching_active_runs(own: str) -> None:
+    """``cancel-all``: a dry run changes nothing, "no" cancels nothing, "yes" cancels them."""
+    acme = ("instances", "cancel-all", "--dsn", own, "--metadata", "tenant=acme", *IMPORT)
+    dry = _ok(hephaestus(*acme, "--dry-run"))
+    assert [line.split("│")[1].strip() for line in dry.splitlines() if "::" in line] == [
+        "order::1001",
+        "order::1003",
+    ]
+    assert "dry run: 2 runs would be cancelled" in dry
+    declined = subprocess.run(
+        [sys.executable, "-m", "hephaestus", *acme],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert declined.returncode == 1
+    assert "Cancel 2 runs? [y/N]" in declined.stdout
+    assert "nothing cancelled" in declined.stderr
+    counted = _json(hephaestus("instances", "count", "--dsn", own, "--by", "status", "--json"))
+    assert {"status": "waiting", "count": 2} in counted["groups"]
+    confirmed = subprocess.run(
+        [sys.executable, "-m", "hephaestus", *acme, "--reason", "tenant closed"],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "cancelled 2 runs" in confirmed.stdout
+    counted = _json(hephaestus("instances", "count", "--dsn", own, "--by", "status", "--json"))
+    assert {"status": "cancelled", "count": 2} in counted["groups"]
+    history = _json(hephaestus("instances", "show", "order::1003", "--dsn", own, "--json"))
+    assert history["history"][-1]["data"] == {"reason": "tenant closed"}
+    nothing = _ok(hephaestus(*acme, "--yes"))
+    assert "no active run matches: nothing to cancel" in nothing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "cancel-all needs at least one filter"),
+        (["--status", "completed"], "--status completed: only active runs"),
+    ],
+)
+def test_cancel_all_refuses_no_filter_and_final_statuses(
+    shared: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cancelling everything by accident takes a filter; final runs cannot be cancelled."""
+    assert main(["instances", "cancel-all", "--dsn", shared, *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_show_limits_history_and_shows_times_in_a_zone(shared: str) -> None:
+    """``--history N`` keeps the last N entries; ``--tz`` converts and names the zone."""
+    data = _json(hephaestus("instances", "show", "order::1001", "--dsn", shared, "--json"))
+    total = len(data["history"])
+    assert total > 2
+    out = _ok(
+        hephaestus(
+            "instances", "show", "order::1001", "--dsn", shared, "--history", "2",
+            "--tz", "Asia/Tokyo",
+        )
+    )  # fmt: skip
+    assert f"History (Asia/Tokyo), the last 2 of {total} entries" in out
+    assert f"{total - 2} earlier" in out
+    created = datetime.fromisoformat(data["created_at"]).astimezone(ZoneInfo("Asia/Tokyo"))
+    assert f"created   {created:%Y-%m-%d %H:%M:%S} Asia/Tokyo" in out
+    listed = _ok(hephaestus("instances", "list", "--dsn", shared, "--tz", "Asia/Tokyo"))
+    assert "created (Asia/Tokyo)" in listed
+    assert f"{created:%Y-%m-%d %H:%M:%S}" in listed
+    wrong = hephaestus("instances", "list", "--dsn", shared, "--tz", "Mars/Olympus")
+    assert wrong.returncode == 2
+    assert "--tz 'Mars/Olympus' is not a time zone" in wrong.stderr
+
+
+def test_watch_follows_a_run_until_it_ends(own: str) -> None:
+    """``show --watch`` prints new history entries as another process resumes the run."""
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "hephaestus", "instances", "show", "order::1001", "--dsn", own,
+         "--watch", "--interval", "0.1", "--history", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:  # ends if the watcher exits early: the asserts below fail
+            if line.startswith("Watching order::1001"):
+                break
+        _ok(hephaestus("instances", "resume", "order::1001", "delivered", "--dsn", own, *IMPORT))
+        rest, errors = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, errors
+    lines = rest.splitlines()
+    assert any("step_resumed" in line and "delivered" in line for line in lines), rest
+    assert lines[-1] == "order::1001: completed"

@@ -46,7 +46,6 @@ def _ids(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
         (["--workflow", f"{MODULE}.OrderFlow", "--value-prefix", "6"], ["vorder::6"]),
         (["--tag", "shop"], EVERY[:2] + EVERY[3:]),
         (["--tag", "shop", "--tag", "shipping", "--status", "waiting"], ["order::2001"]),
-        (["--tag", "unknown"], []),
         (["--metadata", "tenant=acme"], ["vorder::6", "order::2001", "order::1001"]),
         (["--metadata", "tenant=acme", "--metadata", "priority=1"], ["order::1001"]),
         (["--metadata", 'labels=["rush"]'], ["order::2001"]),
@@ -148,9 +147,20 @@ def test_count_as_json_takes_the_filters_of_list(
     assert data == {"groups": expected, "total": sum(group["count"] for group in expected)}
 
 
-def test_a_value_prefix_needs_the_workflow_definition(capsys: pytest.CaptureFixture[str]) -> None:
-    """``--value-prefix`` of a workflow not defined here is a usage error naming the way out."""
+def test_an_unknown_workflow_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--workflow`` neither defined here nor stored fails naming the way out (not [])."""
     assert main(["instances", "list", *APP, "--workflow", "Nope", "--value-prefix", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--value-prefix: no workflow named 'Nope' here" in err
-    assert "--id-prefix KEY::VALUE" in err
+    assert "--workflow Nope: no workflow of that name is defined here" in err
+    assert "pass --import MODULE" in err
+
+
+@pytest.mark.parametrize("command", ["list", "count"])
+def test_a_tag_no_defined_workflow_has_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A ``--tag`` no defined workflow carries would match nothing: it fails naming --import."""
+    assert main(["instances", command, *APP, "--tag", "shop", "--tag", "unknown"]) == 2
+    err = capsys.readouterr().err
+    assert "--tag unknown: no workflow defined here is tagged 'unknown'" in err
+    assert "pass --import MODULE" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +238,10 @@ async def test_a_fan_out_run_emits_a_pair_per_branch_between_fork_and_join(
         assert start < stop < branches.index(("workflow.transition", step))
     joins = [c.metadata["targets"] for c in captured[4:-4] if c.event.endswith("transition")]
     assert joins == [(), ("merge",)], "the first branch to finish activates nothing yet"
+    starts = [c for c in captured if c.event == "hephaestus.step.start"]
+    alone = [(c.metadata["concurrent"], c.metadata["active_steps_count"]) for c in starts]
+    assert alone[0] == alone[-1] == (False, 1), "split and merge run alone"
+    assert alone[1] == (True, 2), "the first branch starts while the other is active too"
 
 
 # -- waiting and resuming ---------------------------------------------------------------------
@@ -275,11 +280,14 @@ async def test_an_async_resume_run_emits_async_then_resume(
         ("workflow.transition", "ask"),
         ("step.start", "wait_for_event"),
         ("step.async", "wait_for_event"),
+        ("workflow.suspend", None),
         ("step.resume", "wait_for_event"),
         ("workflow.transition", "wait_for_event"),
         ("workflow.stop", None),
     ]
-    waiting, resumed, onwards = captured[5], captured[6], captured[7]
+    waiting, asleep, resumed, onwards = captured[5], captured[6], captured[7], captured[8]
+    assert asleep.metadata["status"] == "waiting"
+    assert asleep.metadata["waiting_steps"] == ("wait_for_event",)
     assert waiting.metadata["timeout"] == 30.0
     assert waiting.metadata["attempt"] == 1
     assert (resumed.metadata["event"], resumed.metadata["source"]) == ("received", "external")
@@ -403,13 +411,14 @@ async def test_a_cancelled_run_emits_workflow_cancel_and_no_step_stop(
 async def test_a_cancelled_waiting_run_emits_async_then_cancel(
     app: Hephaestus, captured: list[Captured]
 ) -> None:
-    """Cancelling a waiting run emits workflow.cancel right after the step's step.async."""
+    """Cancelling a waiting run emits workflow.cancel right after it went to sleep."""
     await Approval.start("one")
     await run_until_idle(app)
     await Approval.cancel("one", reason="customer changed their mind")
     await advance(app, 60)
-    assert [c.short for c in captured][-2:] == [
+    assert [c.short for c in captured][-3:] == [
         ("step.async", "wait_for_event"),
+        ("workflow.suspend", None),
         ("workflow.cancel", None),
     ]
     assert captured[-1].metadata["reason"] == "customer changed their mind"
@@ -476,6 +485,25 @@ async def test_a_recovered_run_emits_no_second_workflow_start(
         ("workflow.transition", "interrupted"),
         ("workflow.stop", None),
     ]
+
+
+async def test_an_opened_app_emits_runner_init_to_handlers_that_ask_for_it(
+    storage: Storage, clock: FakeClock, captured: list[Captured]
+) -> None:
+    """``runner.init`` reports the runner, storage, pid and recovery; not sent for EVENTS."""
+    opened: list[Mapping[str, Any]] = []
+    telemetry.attach(
+        "runner-init", ["hephaestus.runner.init"], lambda e, m, meta: opened.append(meta)
+    )
+    try:
+        async with Hephaestus(storage=storage, clock=clock, recover=False):
+            pass
+    finally:
+        telemetry.detach("runner-init")
+    assert opened == [
+        {"runner": "local", "storage": type(storage).__name__, "pid": os.getpid(), "recover": False}
+    ]
+    assert captured == [], "handlers of run events never see it: it has no instance_id"
 
 
 # -- switches ---------------------------------------------------------------------------------

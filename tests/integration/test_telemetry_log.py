@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,6 +19,7 @@ from hephaestus import (
     StepResult,
     StepRun,
     Unique,
+    WaitForEvent,
     Workflow,
     telemetry,
 )
@@ -25,6 +27,9 @@ from hephaestus.testing import run_until_idle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from hephaestus.storage import Storage
+    from hephaestus.testing import FakeClock
 
 LOGGER = "tests.hephaestus.events"
 
@@ -156,3 +161,33 @@ def test_levels_for_unknown_events_are_rejected() -> None:
     """A level given for an event that does not exist raises instead of being ignored."""
     with pytest.raises(ValueError, match=r"hephaestus\.step\.finish"):
         telemetry.attach_log_handler(levels={"hephaestus.step.finish": logging.INFO})
+
+
+class AwaitPickup(WaitForEvent):
+    pass
+
+
+class Pickup(Workflow):
+    unique = Unique(key="pickup")
+    start_step = AwaitPickup
+    transitions = {(AwaitPickup, "received"): Done}
+
+
+async def test_an_app_opening_and_a_run_going_to_sleep_are_logged(
+    storage: Storage, clock: FakeClock, log_handler: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``runner.init`` (INFO, no instance prefix) and ``workflow.suspend`` (DEBUG) have lines."""
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        async with Hephaestus(storage=storage, clock=clock) as app:
+            await Pickup.start("k1")
+            await run_until_idle(app)
+    records = {getattr(r, "telemetry_event", ""): r for r in caplog.records if r.name == LOGGER}
+    opened = records["hephaestus.runner.init"]
+    assert opened.levelno == logging.INFO
+    assert opened.getMessage() == (
+        f"Hephaestus runner 'local' started on {type(storage).__name__} "
+        f"(pid {os.getpid()}, recover=True)"
+    )
+    asleep = records["hephaestus.workflow.suspend"]
+    assert asleep.levelno == logging.DEBUG
+    assert asleep.getMessage() == f"[pickup::k1] Workflow {Pickup.name} waiting on 'await_pickup'"

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from hephaestus import (
+    Async,
     Config,
     Done,
     Hephaestus,
@@ -23,14 +24,17 @@ from hephaestus import (
     StepResult,
     StepRun,
     Unique,
+    Wait,
     WaitForEvent,
     Workflow,
+    telemetry,
 )
 from hephaestus.telemetry.otel import OpenTelemetryTracing
-from hephaestus.testing import run_until_idle
+from hephaestus.testing import advance, run_until_idle
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+    from typing import Any
 
     from hephaestus.storage import Storage
     from hephaestus.testing import FakeClock
@@ -292,3 +296,152 @@ async def test_cancelling_mid_step_ends_the_attempt_span_as_aborted(
     (workflow,) = named(spans, "hephaestus.workflow")
     assert dict(step.attributes or {})["hephaestus.aborted"] is True
     assert dict(workflow.attributes or {})["hephaestus.status"] == "cancelled"
+
+
+# -- every path to "waiting" ends the workflow span -------------------------------------------
+
+
+class Fork(Step):
+    events = ("forked",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return "forked"
+
+
+class AwaitLeft(Step):
+    events = ("arrived",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return Async()
+
+
+class AwaitRight(Step):
+    events = ("arrived",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return Async()
+
+
+class Straggler(Step):
+    """Finishes only once the other branch has been reported waiting (see ``waiting_signal``)."""
+
+    events = ("arrived",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        async with asyncio.timeout(5):
+            await signal("left.waiting").wait()
+        return "arrived"
+
+
+class Join(Step):
+    events = ("joined",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return "joined"
+
+
+class SleepAfterFanOut(Workflow):
+    """The last running branch (``straggler``) finishes while ``await_left`` waits."""
+
+    unique = Unique(key="sleepfan")
+    start_step = Fork
+    transitions = {
+        (Fork, "forked"): [AwaitLeft, Straggler],
+        (AwaitLeft, "arrived"): Join,
+        (Straggler, "arrived"): Join,
+        (Join, "joined"): Done,
+    }
+
+
+class BothWait(Workflow):
+    """Both branches wait; resuming one leaves the join waiting for the other."""
+
+    unique = Unique(key="bothwait")
+    start_step = Fork
+    transitions = {
+        (Fork, "forked"): [AwaitLeft, AwaitRight],
+        (AwaitLeft, "arrived"): Join,
+        (AwaitRight, "arrived"): Join,
+        (Join, "joined"): Done,
+    }
+
+
+class TimerThenEvent(Workflow):
+    """A timer fires, and the run goes back to sleep on an event."""
+
+    unique = Unique(key="timerthen")
+    start_step = (Wait, {"duration": 10, "unit": "second"})
+    transitions = {(Wait, "timeout"): WaitForEvent, (WaitForEvent, "received"): Done}
+
+
+@pytest.fixture
+def waiting_signal() -> Iterator[None]:
+    """Sets ``left.waiting`` once ``await_left`` is reported waiting (after it is persisted)."""
+    signals.clear()
+
+    def handler(event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> None:
+        if meta.get("step") == "await_left":
+            signal("left.waiting").set()
+
+    telemetry.attach("left-waiting", ["hephaestus.step.async"], handler)
+    yield
+    telemetry.detach("left-waiting")
+
+
+def workflow_spans(exporter: InMemorySpanExporter) -> list[dict[str, Any]]:
+    return [
+        dict(s.attributes or {})
+        for s in named(exporter.get_finished_spans(), "hephaestus.workflow")
+    ]
+
+
+async def test_a_run_asleep_after_its_last_running_branch_ends_ends_its_span(
+    app: Hephaestus,
+    exporter: InMemorySpanExporter,
+    tracing: OpenTelemetryTracing,
+    waiting_signal: None,
+) -> None:
+    """Fan-out: one branch waits, the other finishes last; the span ends suspended then."""
+    await SleepAfterFanOut.start("f1")
+    await run_until_idle(app)
+    assert (await SleepAfterFanOut.get("f1")).status.value == "waiting"
+    (span,) = workflow_spans(exporter)
+    assert span["hephaestus.suspended"] is True
+    assert span["hephaestus.waiting_steps"] == ("await_left",)
+    await SleepAfterFanOut.resume("f1", "arrived")
+    await run_until_idle(app)
+    _, second = workflow_spans(exporter)
+    assert (second["hephaestus.resumed"], second["hephaestus.status"]) == (True, "completed")
+
+
+async def test_a_resume_whose_join_still_waits_ends_its_span_suspended(
+    app: Hephaestus, exporter: InMemorySpanExporter, tracing: OpenTelemetryTracing
+) -> None:
+    """Both branches wait; each resume but the last opens a span that ends suspended."""
+    await BothWait.start("b1")
+    await run_until_idle(app)
+    (asleep,) = workflow_spans(exporter)
+    assert asleep["hephaestus.suspended"] is True
+    await BothWait.resume("b1", "arrived", step="await_left")
+    await run_until_idle(app)
+    _, resumed = workflow_spans(exporter)
+    assert (resumed["hephaestus.resumed"], resumed["hephaestus.suspended"]) == (True, True)
+    assert resumed["hephaestus.waiting_steps"] == ("await_right",)
+    await BothWait.resume("b1", "arrived", step="await_right")
+    await run_until_idle(app)
+    *_, last = workflow_spans(exporter)
+    assert last["hephaestus.status"] == "completed"
+    assert "hephaestus.suspended" not in last
+
+
+async def test_a_timer_resume_that_leads_to_another_wait_ends_its_span_suspended(
+    app: Hephaestus, exporter: InMemorySpanExporter, tracing: OpenTelemetryTracing
+) -> None:
+    """A timer fires; the run carries on and sleeps again on an event: a second suspended span."""
+    await TimerThenEvent.start("t1")
+    await run_until_idle(app)
+    await advance(app, 10)
+    first, second = workflow_spans(exporter)
+    assert first["hephaestus.suspended"] is True
+    assert (second["hephaestus.resumed"], second["hephaestus.suspended"]) == (True, True)
+    assert second["hephaestus.waiting_steps"] == ("wait_for_event",)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from hephaestus import (
     Config,
     Done,
+    Error,
     Hephaestus,
     Ok,
     RetryPolicy,
@@ -56,6 +57,19 @@ class Gate(Workflow):
         (WaitForEvent, "received"): Done,
         (WaitForEvent, "timeout"): Done,
     }
+
+
+class Refuse(Step):
+    events = ("ok",)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        return Error("card declined", retryable=False)
+
+
+class Refused(Workflow):
+    unique = Unique(key="refused")
+    start_step = Refuse
+    transitions = {(Refuse, "ok"): Done}
 
 
 class Broken(Workflow):
@@ -133,6 +147,21 @@ async def test_steps_are_counted_by_outcome_and_waits_are_timed(
     assert value(registry, "hephaestus_step_wait_seconds_sum", **waited) == 60.0
     timed = {"step": "check", "outcome": "completed", **gate}
     assert value(registry, "hephaestus_step_duration_seconds_count", **timed) == 1
+
+
+async def test_step_failures_are_counted_by_kind(
+    app: Hephaestus, registry: CollectorRegistry, metrics: PrometheusMetrics
+) -> None:
+    """Every failed attempt, retried or not, counts under its failure kind."""
+    await Broken.start("c")
+    await Refused.start("r")
+    await advance(app, 5)
+    failures = "hephaestus_step_failures_total"
+    broken = {"workflow": Broken.name, "step": "flaky", "tags": "", "tier": ""}
+    refused = {"workflow": Refused.name, "step": "refuse", "tags": "", "tier": ""}
+    assert value(registry, failures, kind="exception", **broken) == 2
+    assert value(registry, failures, kind="error", **refused) == 1
+    assert value(registry, failures, kind="exception", **refused) == 0
 
 
 async def test_a_run_carried_on_by_a_fresh_recorder_never_drives_gauges_negative(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hephaestus
 import hephaestus.codec
+import hephaestus.connectors
 import hephaestus.errors
 import hephaestus.graphs
 import hephaestus.runners
@@ -47,6 +48,7 @@ EXPECTED = {
         "encode_scheduled_resume", "encode_step_state", "from_json",
         "to_json",
     },
+    hephaestus.connectors: {"Connector", "call"},
     hephaestus.graphs: {
         "FORMATS", "STATE_MARKERS", "WIDTH", "Format", "GraphSource", "Line", "Segment",
         "ascii_lines", "definitions", "display_name", "docstring_block", "inject", "layers",

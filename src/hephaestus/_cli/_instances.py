@@ -7,7 +7,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,6 +20,7 @@ from hephaestus._cli._common import (
     connection_options,
     console,
 )
+from hephaestus._core.registry import script_name_hint
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from hephaestus._app import Hephaestus
     from hephaestus._config import Config
-    from hephaestus._core.instance import Instance
+    from hephaestus._core.instance import HistoryEntry, Instance
     from hephaestus.storage import CountKey, InstanceQuery, Page
 
 __all__ = ["instances", "to_json"]
@@ -63,8 +64,46 @@ def to_json(value: object) -> Any:
     return value
 
 
-def _time(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+def _time(value: datetime | None, zone: tzinfo = UTC) -> str:
+    """A stored time in ``zone``, to the second (the zone is named where times are shown)."""
+    return "" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _zone(name: str) -> tzinfo:
+    """``--tz``: ``UTC``, ``local`` (this machine's zone) or an IANA name (``Europe/Paris``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return UTC
+    if name == "local":
+        local = datetime.now().astimezone().tzinfo
+        return UTC if local is None else local
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise CliUsageError(
+            f"--tz {name!r} is not a time zone: UTC, local, or an IANA name (Europe/Paris)"
+        ) from exc
+
+
+def _zone_name(zone: tzinfo) -> str:
+    """How a zone is named next to the times it applies to: ``UTC``, ``Europe/Paris``, ``CET``."""
+    key = getattr(zone, "key", None)
+    if isinstance(key, str):
+        return key
+    return zone.tzname(datetime.now(zone)) or str(zone)
+
+
+def tz_option[F: Callable[..., Any]](command: F) -> F:
+    """``--tz``: the zone times are shown in (stored times are UTC)."""
+    return click.option(
+        "--tz",
+        "tz",
+        default="UTC",
+        show_default=True,
+        metavar="ZONE",
+        help="Show times in ZONE: UTC, local, or an IANA name such as Europe/Paris.",
+    )(command)
 
 
 def _status(status: str) -> str:
@@ -82,6 +121,8 @@ def _run[T](config: Config, action: Callable[[Hephaestus], Awaitable[T]]) -> T:
             try:
                 return await action(app)
             except UnknownWorkflowError as exc:
+                if "(python script.py, module __main__)" in str(exc):
+                    raise CliError(str(exc)) from exc  # --import cannot help: say why
                 raise CliError(f"{exc} (pass --import MODULE)") from exc
             except StorageError as exc:
                 message = str(exc).strip().splitlines()[0]
@@ -95,8 +136,8 @@ def _run[T](config: Config, action: Callable[[Hephaestus], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
-    """Stored names matching ``name``: a full name, a class name, or an umbrella's versions."""
+def _registered_names(app: Hephaestus, name: str) -> frozenset[str]:
+    """Names ``name`` gives among defined workflows: full, class name, or an umbrella's versions."""
     from hephaestus._core.definition import VersionedDefinition
 
     found: set[str] = set()
@@ -110,7 +151,32 @@ def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
                 found.update(version.name for version in definition.versions.values())
             else:
                 found.add(definition.name)
-    return frozenset(found) or frozenset({name})
+    return frozenset(found)
+
+
+async def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
+    """Stored names matching ``name``: through the defined workflows, else the stored names.
+
+    Without ``--import`` nothing is defined here, so a class name (``OrderFlow``) is matched
+    against the names runs carry (``shop.OrderFlow``); a name matching neither is an error
+    naming ``--import``, never a silent empty answer.
+    """
+    from hephaestus.storage import InstanceQuery
+
+    found = _registered_names(app, name)
+    if found:
+        return found
+    counts = await app.storage.count(InstanceQuery(), by=("workflow",))
+    stored = sorted({key[0] for key in counts})
+    matches = frozenset(s for s in stored if s == name or s.endswith(f".{name}"))
+    if matches:
+        return matches
+    shown = ", ".join(stored[:10]) + (", ..." if len(stored) > 10 else "")
+    raise CliUsageError(
+        f"--workflow {name}: no workflow of that name is defined here and no stored run has it "
+        f"(stored workflows: {shown or 'none'}); pass --import MODULE (the module that "
+        "defines it) or a full stored name"
+    )
 
 
 @click.group()
@@ -199,12 +265,13 @@ class _Filters:
             **times,
         )
 
-    def query(self, app: Hephaestus, **paging: Any) -> InstanceQuery:
+    async def query(self, app: Hephaestus, **paging: Any) -> InstanceQuery:
         """The storage query these filters make, names and tags resolved through ``app``."""
         from hephaestus._core.instance import Status
         from hephaestus.storage import InstanceQuery
 
-        names = None if self.workflow is None else _workflow_names(app, self.workflow)
+        names = None if self.workflow is None else await _workflow_names(app, self.workflow)
+        _check_tags(app, self.tags)
         id_prefix = self.id_prefix
         if self.value_prefix is not None and self.workflow is not None:
             key_prefix = f"{_unique_key(app, self.workflow)}::{self.value_prefix}"
@@ -226,9 +293,24 @@ class _Filters:
         ).resolve_tags(app.registry)
 
 
+def _check_tags(app: Hephaestus, tags: tuple[str, ...]) -> None:
+    """Refuse a tag no defined workflow has: tags live on definitions, so it would match none.
+
+    Without ``--import`` no workflow is defined here and every tag would silently list nothing.
+    """
+    from hephaestus.storage._query import tagged_workflows
+
+    for tag in tags:
+        if not tagged_workflows(app.registry, (tag,)):
+            raise CliUsageError(
+                f"--tag {tag}: no workflow defined here is tagged {tag!r}; tags live on "
+                "workflow definitions, so pass --import MODULE (the module that defines them)"
+            )
+
+
 def _unique_key(app: Hephaestus, name: str) -> str:
     """The unique key (``order`` in ``order::1001``) of the workflow ``name`` names."""
-    names = _workflow_names(app, name)
+    names = _registered_names(app, name)
     keys = set()
     for definition in app.registry:
         if _definition_names(definition) & names:
@@ -319,6 +401,7 @@ def filter_options[F: Callable[..., Any]](command: F) -> F:
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@tz_option
 @connection_options
 def list_instances(
     *,
@@ -327,13 +410,14 @@ def list_instances(
     offset: int,
     oldest_first: bool,
     as_json: bool,
+    tz: str,
     app: str | None,
     dsn: str | None,
     schema: str | None,
     imports: tuple[str, ...],
     **options: Any,
 ) -> int:
-    """List runs as a table: id, workflow, version, status, waiting steps, times.
+    """List runs as a table: id, workflow, version, status, waiting steps, times, errors.
 
     Pages go by cursor: the last line gives the --after CURSOR of the next page (same filters).
 
@@ -345,6 +429,7 @@ def list_instances(
     from hephaestus.storage._query import decode_cursor
 
     filters = _Filters.parse(options)
+    zone = _zone(tz)
     if after is not None:
         try:
             decode_cursor(after)
@@ -359,15 +444,25 @@ def list_instances(
             "after": after,
             "newest_first": not oldest_first,
         }
-        return await opened.storage.page(filters.query(opened, **paging))
+        return await opened.storage.page(await filters.query(opened, **paging))
 
     page = _run(config, query)
     if as_json:
         runs = [_summary(row) for row in page.runs]
         click.echo(json.dumps({"runs": runs, "next_cursor": page.next_cursor}, indent=2))
         return 0
-    _print_table(console(), page)
+    _print_table(console(), page, zone)
     return 0
+
+
+def _error_text(row: Instance, width: int = 60) -> str:
+    """Why a failed run failed, in one line of at most ``width`` characters."""
+    error = row.error
+    if error is None:
+        return ""
+    where = f" at {error.step}" if error.step else ""
+    text = " ".join(f"{error.kind}{where}: {error.message}".split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _summary(row: Instance) -> dict[str, Any]:
@@ -380,24 +475,35 @@ def _summary(row: Instance) -> dict[str, Any]:
         "waiting_steps": list(row.waiting_steps),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
+        "error": None if row.error is None else to_json(row.error),
     }
 
 
-def _print_table(out: Console, page: Page) -> None:
+def _print_table(out: Console, page: Page, zone: tzinfo = UTC) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("id", "workflow", "version", "status", "waiting", "created", "updated")
+    named = _zone_name(zone)
+    columns = ["id", "workflow", "version", "status", "waiting", f"created ({named})"]
+    columns.append(f"updated ({named})")
+    errors = any(row.error is not None for row in page.runs)
+    if errors:
+        columns.append("error")  # only when a run of the page failed: no empty column
+    table = Table(*columns)
     table.columns[2].justify = "right"
     for row in page.runs:
-        table.add_row(
-            row.id,
+        cells = [
+            escape(row.id),
             row.workflow.rsplit(".", 1)[-1],  # the class name; `show` and --json give it all
             str(row.workflow_version),
             _status(row.status),
             ", ".join(row.waiting_steps),
-            _time(row.created_at),
-            _time(row.updated_at),
-        )
+            _time(row.created_at, zone),
+            _time(row.updated_at, zone),
+        ]
+        if errors:
+            cells.append(f"[red]{escape(_error_text(row))}[/]" if row.error else "")
+        table.add_row(*cells)
     out.print(table)
     shown = f"{len(page.runs)} run{'s' if len(page.runs) != 1 else ''}"
     if page.next_cursor is not None:
@@ -437,7 +543,7 @@ def count_instances(
     keys = cast("tuple[CountKey, ...]", tuple(dict.fromkeys(by)) or ("status", "workflow"))
 
     async def count(opened: Hephaestus) -> dict[tuple[str, ...], int]:
-        return await opened.storage.count(filters.query(opened), by=keys)
+        return await opened.storage.count(await filters.query(opened), by=keys)
 
     counts = sorted(_run(config, count).items())
     if as_json:
@@ -460,11 +566,37 @@ def count_instances(
 @instances.command("show")
 @click.argument("instance_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole run as JSON.")
+@click.option(
+    "--history",
+    "history_limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show only the last N history entries (default: all).",
+)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Then follow the run live: print each new history entry until the run ends.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch: how often to read the run.",
+)
+@tz_option
 @connection_options
 def show(
     *,
     instance_id: str,
     as_json: bool,
+    history_limit: int | None,
+    watch: bool,
+    interval: float,
+    tz: str,
     app: str | None,
     dsn: str | None,
     schema: str | None,
@@ -472,27 +604,88 @@ def show(
 ) -> int:
     """Show a run: its steps, waiting steps, context, history and graph (newest run of ID).
 
+    With --watch, then print each new history entry as the run goes on, and exit when it
+    ends (0) or on Ctrl-C.
+
     \b
-    Example:
+    Examples:
       hephaestus instances show order::1001 --dsn postgresql:///app --import myapp.flows
+      hephaestus instances show order::1001 --history 20 --tz Europe/Paris
+      hephaestus instances show order::1001 --watch
     """
+    if as_json and watch:
+        raise CliUsageError("--watch prints lines as the run goes on: use it without --json")
+    zone = _zone(tz)
     config = connection_config(app, dsn, schema, imports)
 
     async def fetch(opened: Hephaestus) -> tuple[Instance, object]:
         instance = await opened.get_instance(instance_id)
         return instance, opened.registry.get(instance.workflow)
 
-    instance, definition = _run(config, fetch)
-    if as_json:
-        click.echo(json.dumps(to_json(instance), indent=2))
+    if not watch:
+        instance, definition = _run(config, fetch)
+        if as_json:
+            click.echo(json.dumps(to_json(instance), indent=2))
+            return 0
+        out = console()
+        _print_problems(out, instance, definition)
+        _print_instance(out, instance, definition, zone, history_limit)
         return 0
-    out = console()
-    _print_problems(out, instance, definition)
-    _print_instance(out, instance, definition)
-    return 0
+
+    async def follow(opened: Hephaestus) -> Instance:
+        instance, definition = await fetch(opened)
+        out = console()
+        _print_problems(out, instance, definition)
+        _print_instance(out, instance, definition, zone, history_limit)
+        return await _follow(out, opened, instance, zone, interval)
+
+    final = _run(config, follow)
+    return 0 if final.status.value == "completed" else 1
 
 
-def _print_waiting(out: Console, instance: Instance, definition: object) -> None:
+async def _follow(
+    out: Console, opened: Hephaestus, instance: Instance, zone: tzinfo, interval: float
+) -> Instance:
+    """Print the run's new history entries as they are stored, until it ends; returns it."""
+    from rich.markup import escape
+
+    from hephaestus._core.instance import TERMINAL_STATUSES
+
+    out.print(f"[bold]Watching[/] {escape(instance.id)} (Ctrl-C to stop; times {_zone_name(zone)})")
+    seen = len(instance.history)
+    while instance.status not in TERMINAL_STATUSES:
+        await asyncio.sleep(interval)
+        instance = await opened.storage.get(instance.run_id)
+        for entry in instance.history[seen:]:
+            out.print("  ".join(cell for cell in _entry_cells(entry, zone) if cell), soft_wrap=True)
+        seen = len(instance.history)
+    line = f"{escape(instance.id)}: {_status(instance.status)}"
+    if instance.error is not None:
+        line += f" ([red]{escape(_error_text(instance, 200))}[/])"
+    out.print(line)
+    return instance
+
+
+def _entry_cells(entry: HistoryEntry, zone: tzinfo) -> list[str]:
+    """A history entry as cells: at, kind, step, event, attempt, detail (markup escaped)."""
+    from rich.markup import escape
+
+    detail = entry.source or ""
+    if entry.error is not None:
+        detail = f"{entry.error.kind}: {entry.error.message}"
+    return [
+        _time(entry.at, zone),
+        str(entry.kind),
+        escape(entry.step or ""),
+        escape(entry.event or ""),
+        "" if entry.attempt is None else str(entry.attempt),
+        escape(detail),
+    ]
+
+
+def _print_waiting(
+    out: Console, instance: Instance, definition: object, zone: tzinfo = UTC
+) -> None:
     """What the run waits for: each waiting step's routable events, and scheduled resumes."""
     from rich.markup import escape
 
@@ -506,12 +699,14 @@ def _print_waiting(out: Console, instance: Instance, definition: object) -> None
             if isinstance(definition, WorkflowDefinition) and key in definition.nodes:
                 line += f": resume with {', '.join(sorted(definition.nodes[key].routed_events))}"
             if state.timer_at is not None:
-                line += f" (timer {_time(state.timer_at)} -> {state.timer_event or 'timeout'})"
+                timer = _time(state.timer_at, zone)
+                line += f" (timer {timer} -> {state.timer_event or 'timeout'})"
             out.print(escape(line))
     if instance.scheduled:
         out.print("[bold]Scheduled[/]")
         for item in instance.scheduled:
-            out.print(escape(f"  {item.step}: {item.event} at {_time(item.at)} (id {item.id})"))
+            at = _time(item.at, zone)
+            out.print(escape(f"  {item.step}: {item.event} at {at} (id {item.id})"))
 
 
 def _print_problems(out: Console, instance: Instance, definition: object) -> None:
@@ -530,7 +725,13 @@ def _print_problems(out: Console, instance: Instance, definition: object) -> Non
             out.print(f"  {escape(problem)}")
 
 
-def _print_instance(out: Console, instance: Instance, definition: object) -> None:
+def _print_instance(
+    out: Console,
+    instance: Instance,
+    definition: object,
+    zone: tzinfo = UTC,
+    history_limit: int | None = None,
+) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -543,8 +744,9 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
     header.add_row("run", instance.run_id)
     header.add_row("workflow", f"{escape(instance.workflow)} (version {instance.workflow_version})")
     header.add_row("status", _status(instance.status))
-    header.add_row("created", _time(instance.created_at))
-    header.add_row("updated", _time(instance.updated_at))
+    named = _zone_name(zone)
+    header.add_row("created", f"{_time(instance.created_at, zone)} {named}")
+    header.add_row("updated", f"{_time(instance.updated_at, zone)} {named}")
     if instance.error is not None:
         header.add_row(
             "error", f"[red]{escape(instance.error.kind)}: {escape(instance.error.message)}[/]"
@@ -561,42 +763,43 @@ def _print_instance(out: Console, instance: Instance, definition: object) -> Non
         if state.error is not None:
             detail = f"{state.error.kind}: {state.error.message}"
         elif state.timer_at is not None:
-            detail = f"timer {_time(state.timer_at)} -> {state.timer_event or 'timeout'}"
+            detail = f"timer {_time(state.timer_at, zone)} -> {state.timer_event or 'timeout'}"
         elif state.run_after is not None:
-            detail = f"runs after {_time(state.run_after)}"
+            detail = f"runs after {_time(state.run_after, zone)}"
         steps.add_row(
             key, _status(state.status), str(state.attempt), state.event or "", escape(detail)
         )
     out.print(steps)
 
-    _print_waiting(out, instance, definition)
+    _print_waiting(out, instance, definition, zone)
     out.print("[bold]Context[/]")
     context = {"initial": instance.context.initial, "steps": instance.context.steps}
     out.print(escape(json.dumps(to_json(context), indent=2)), soft_wrap=True)
 
+    entries = instance.history
+    hidden = 0 if history_limit is None else max(0, len(entries) - history_limit)
+    title = f"History ({named})"
+    if hidden:
+        entries = entries[hidden:]
+        title += f", the last {len(entries)} of {len(instance.history)} entries"
     history = Table(
-        "at", "kind", "step", "event", "attempt", "detail", title="History", title_justify="left"
+        "at", "kind", "step", "event", "attempt", "detail", title=title, title_justify="left"
     )
-    for entry in instance.history:
-        detail = entry.source or ""
-        if entry.error is not None:
-            detail = f"{entry.error.kind}: {entry.error.message}"
-        history.add_row(
-            _time(entry.at),
-            str(entry.kind),
-            entry.step or "",
-            entry.event or "",
-            "" if entry.attempt is None else str(entry.attempt),
-            escape(detail),
-        )
+    if hidden:
+        history.add_row("...", f"{hidden} earlier", "", "", "", "")
+    for entry in entries:
+        history.add_row(*_entry_cells(entry, zone))
     out.print(history)
 
     out.print("[bold]Graph[/]")
     if isinstance(definition, WorkflowDefinition):
         out.print(rich_graph(ascii_lines(definition, instance)))
     else:
+        why = script_name_hint(instance.workflow)
         out.print(
-            f"  (not available: --import the module that defines {escape(instance.workflow)})"
+            f"  (not available: {escape(why)})"
+            if why
+            else f"  (not available: --import the module that defines {escape(instance.workflow)})"
         )
 
 
@@ -700,4 +903,189 @@ def cancel(
     with console(stderr=True).status(f"cancelling {instance_id}"):
         before, after = _run(config, stop)
     _report("cancelled", before, after)
+    return 0
+
+
+_ACTIVE = ("pending", "running", "waiting")
+
+
+def _active_filters(options: dict[str, Any]) -> _Filters:
+    """``cancel-all``'s filters: at least one given, statuses among the active ones."""
+    if not any(value not in (None, ()) for value in options.values()):
+        raise CliUsageError(
+            "cancel-all needs at least one filter (--status, --workflow, --tag, --metadata, "
+            "--created-before...); to cancel every active run, pass --created-before 0s"
+        )
+    terminal = [s for s in options["statuses"] if s not in _ACTIVE]
+    if terminal:
+        raise CliUsageError(
+            f"--status {terminal[0]}: only active runs ({', '.join(_ACTIVE)}) can be cancelled"
+        )
+    options["statuses"] = options["statuses"] or _ACTIVE
+    return _Filters.parse(options)
+
+
+async def _every_match(opened: Hephaestus, filters: _Filters) -> list[Instance]:
+    """Every run the filters match, oldest first, page by page."""
+    runs: list[Instance] = []
+    cursor: str | None = None
+    while True:
+        query = await filters.query(opened, limit=500, after=cursor, newest_first=False)
+        page = await opened.storage.page(query)
+        runs.extend(page.runs)
+        cursor = page.next_cursor
+        if cursor is None:
+            return runs
+
+
+async def _cancel_each(
+    opened: Hephaestus, runs: list[Instance], reason: str | None
+) -> tuple[int, list[str], list[str]]:
+    """Cancel the runs still active: (how many were cancelled, ids that ended, failures)."""
+    from hephaestus._core.instance import ACTIVE_STATUSES
+    from hephaestus.errors import HephaestusError, InstanceNotActiveError
+
+    cancelled, ended, failed = 0, [], []
+    for run in runs:
+        current = await opened.storage.get(run.run_id)
+        if current.status not in ACTIVE_STATUSES:
+            ended.append(run.id)
+            continue
+        try:
+            await opened.cancel_instance(run.id, reason=reason)
+        except InstanceNotActiveError:
+            ended.append(run.id)
+        except HephaestusError as exc:
+            failed.append(f"{run.id}: {exc}")
+        else:
+            cancelled += 1
+    await opened.run_until_idle()
+    return cancelled, ended, failed
+
+
+@instances.command("cancel-all")
+@filter_options
+@click.option("--reason", default=None, help="Recorded in each run's history.")
+@click.option("--dry-run", is_flag=True, help="Only list the runs that would be cancelled.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@tz_option
+@connection_options
+def cancel_all(
+    *,
+    reason: str | None,
+    dry_run: bool,
+    assume_yes: bool,
+    tz: str,
+    app: str | None,
+    dsn: str | None,
+    schema: str | None,
+    imports: tuple[str, ...],
+    **options: Any,
+) -> int:
+    """Cancel every active run matching the filters of list, after a confirmation.
+
+    The runs are listed first; --dry-run stops there, --yes skips the question. Runs that end
+    meanwhile are skipped. At least one filter is required (all active runs: --created-before
+    0s).
+
+    \b
+    Examples:
+      hephaestus instances cancel-all --workflow OrderFlow --updated-before 7d --dry-run
+      hephaestus instances cancel-all --metadata tenant=acme --reason "tenant closed" --yes
+    """
+    from hephaestus.storage import Page
+
+    filters = _active_filters(options)
+    zone = _zone(tz)
+    config = connection_config(app, dsn, schema, imports)
+    out = console()
+
+    async def cancel_matching(opened: Hephaestus) -> tuple[int, list[str], list[str]] | None:
+        runs = await _every_match(opened, filters)
+        if not runs:
+            out.print("no active run matches: nothing to cancel")
+            return None
+        _print_table(out, Page(runs, None), zone)
+        if dry_run:
+            out.print(f"dry run: {_plural(len(runs))} would be cancelled")
+            return None
+        question = f"Cancel {_plural(len(runs))}?"
+        if not assume_yes and not await asyncio.to_thread(click.confirm, question, default=False):
+            raise CliError("nothing cancelled")
+        with console(stderr=True).status(f"cancelling {_plural(len(runs))}"):
+            return await _cancel_each(opened, runs, reason)
+
+    outcome = _run(config, cancel_matching)
+    if outcome is None:
+        return 0
+    cancelled, ended, failed = outcome
+    summary = f"cancelled {_plural(cancelled)}"
+    if ended:
+        summary += f"; {len(ended)} had ended meanwhile ({', '.join(ended)})"
+    out.print(summary, soft_wrap=True)
+    for line in failed:
+        click.echo(f"not cancelled: {line}", err=True)
+    if failed:
+        raise CliError(
+            f"{len(failed)} of {cancelled + len(ended) + len(failed)} runs could not be cancelled"
+        )
+    return 0
+
+
+def _plural(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+@instances.command()
+@click.argument("instance_id", metavar="ID")
+@connection_options
+def rerun(
+    *,
+    instance_id: str,
+    app: str | None,
+    dsn: str | None,
+    schema: str | None,
+    imports: tuple[str, ...],
+) -> int:
+    """Start a failed run again: a new run of ID, same workflow version, input and metadata.
+
+    The new run executes in the command's process until it waits or ends; its status is
+    printed. The failed run stays as it was (``show`` gives the newest run of ID).
+
+    \b
+    Example:
+      hephaestus instances rerun order::1001 --dsn postgresql:///app --import myapp.flows
+    """
+    config = connection_config(app, dsn, schema, imports)
+
+    async def again(opened: Hephaestus) -> tuple[Instance, Instance]:
+        from hephaestus._core.definition import WorkflowDefinition
+        from hephaestus.errors import UnknownWorkflowError
+
+        failed = await opened.get_instance(instance_id)
+        if failed.status.value != "failed":
+            raise CliError(
+                f"{failed.id} is {failed.status.value}: only a failed run is re-run "
+                "(resume a waiting run; start a new one from your code otherwise)"
+            )
+        definition = opened.registry.get(failed.workflow)
+        owner = None if definition is None else definition.owner
+        if not isinstance(definition, WorkflowDefinition) or not isinstance(owner, type):
+            why = script_name_hint(failed.workflow)
+            raise UnknownWorkflowError(
+                f"no workflow named {failed.workflow!r} is defined in this process; "
+                + (why or "import the module that defines it")
+            )
+        value = failed.id.split("::")[1]
+        new_id = await opened.start(owner, value, failed.context.initial, metadata=failed.metadata)
+        await opened.run_until_idle()
+        return failed, await opened.get_instance(new_id)
+
+    with console(stderr=True).status(f"re-running {instance_id}: running until it waits or ends"):
+        failed, after = _run(config, again)
+    waiting = f"; waiting: {', '.join(after.waiting_steps)}" if after.waiting_steps else ""
+    console().print(
+        f"{after.id}: re-run of failed run {failed.run_id} as run {after.run_id}; "
+        f"{_status(after.status)}{waiting}"
+    )
     return 0

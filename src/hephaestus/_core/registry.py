@@ -14,7 +14,26 @@ from hephaestus.errors import UnknownWorkflowError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-__all__ = ["WorkflowRegistry", "default_registry"]
+__all__ = ["WorkflowRegistry", "default_registry", "script_name_hint"]
+
+SCRIPT_MODULE = "__main__"
+
+
+def script_name_hint(name: str) -> str:
+    """Why a stored name like ``__main__.OrderFlow`` resolves nowhere else, or ``""``.
+
+    A workflow defined in a script run as ``python script.py`` lives in module ``__main__``;
+    its runs carry that name, which no importable module defines.
+    """
+    if not name.startswith(f"{SCRIPT_MODULE}."):
+        return ""
+    qualname = name.removeprefix(f"{SCRIPT_MODULE}.")
+    return (
+        f"{name!r} was defined in a script run directly (python script.py, module __main__): "
+        "no importable module defines that name. Move the workflow into a module the script "
+        f'imports, or give the class a fixed name (name = "myapp.{qualname}") in its '
+        "script and in that module"
+    )
 
 
 class WorkflowRegistry:
@@ -62,9 +81,10 @@ class WorkflowRegistry:
                 "Hephaestus(workflows=[...])"
             )
         if not isinstance(definition, WorkflowDefinition):
+            hint = script_name_hint(name)
             raise UnknownWorkflowError(
-                f"no workflow named {name!r} is defined in this process; import the module that "
-                "defines it before opening the app"
+                f"no workflow named {name!r} is defined in this process; "
+                + (hint or "import the module that defines it before opening the app")
             )
         return definition
 

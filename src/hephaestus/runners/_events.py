@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hephaestus import telemetry
-from hephaestus._core.instance import HistoryKind, Instance, StepStatus
+from hephaestus._core.instance import HistoryKind, Instance, Status, StepStatus
 
 if TYPE_CHECKING:
     from hephaestus._core.commands import Decision
@@ -59,7 +59,14 @@ def _step_fields(definition: WorkflowDefinition, key: str) -> dict[str, Any]:
 def emit_step_start(
     definition: WorkflowDefinition, instance: Instance, step: str, attempt: int, *, runner: str
 ) -> None:
-    """``step.start``: a runner is about to execute attempt ``attempt`` of ``step``."""
+    """``step.start``: a runner is about to execute attempt ``attempt`` of ``step``.
+
+    ``active_steps_count`` is how many steps of the run are dispatched and not finished (this
+    one included; steps waiting for an event are not counted), ``concurrent`` whether others
+    are: as the seed's event reports them.
+    """
+    active = sum(1 for state in instance.steps.values() if state.status is StepStatus.ACTIVE)
+    active = max(active, 1)  # this attempt runs, whatever state the runner's copy shows
     telemetry.emit(
         "hephaestus.step.start",
         {"system_time": time.time()},
@@ -67,6 +74,8 @@ def emit_step_start(
             **base_metadata(definition, instance, runner),
             **_step_fields(definition, step),
             "attempt": attempt,
+            "concurrent": active > 1,
+            "active_steps_count": active,
         },
     )
 
@@ -93,7 +102,10 @@ def emit_decision(
 
     ``step_duration`` is how long the step attempt whose result this decision applied ran.
     ``Done`` is completed inline by the engine (no runner executes it), so it emits no step
-    events: ``workflow.stop`` stands for it.
+    events: ``workflow.stop`` stands for it. A decision that leaves the run waiting, whatever
+    led there (a step's ``Async``, the last running branch of a fan-out ending, a resume whose
+    join still waits), ends with ``workflow.suspend``: the one place handlers learn the run
+    sleeps.
     """
     after = decision.instance
     changes = decision.changes
@@ -207,3 +219,12 @@ def emit_decision(
                 {"duration": _run_duration(after, entry)},
                 {**base, "status": "cancelled", "reason": reason},
             )
+    if entries and after.status is Status.WAITING:
+        waiting = tuple(
+            key for key, state in after.steps.items() if state.status is StepStatus.WAITING
+        )
+        emit(
+            "hephaestus.workflow.suspend",
+            {"system_time": time.time()},
+            {**base, "status": "waiting", "waiting_steps": waiting},
+        )

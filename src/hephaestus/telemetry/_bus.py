@@ -33,16 +33,20 @@ EVENTS = (
     "hephaestus.workflow.exception",
     "hephaestus.workflow.cancel",
     "hephaestus.workflow.transition",
+    "hephaestus.workflow.suspend",
     "hephaestus.step.start",
     "hephaestus.step.stop",
     "hephaestus.step.exception",
     "hephaestus.step.async",
     "hephaestus.step.resume",
 )
-"""Every event the engine's runners emit, in lifecycle order."""
+"""Every event about a run, in lifecycle order (each carries the run's common fields)."""
+
+PROCESS_EVENTS = ("hephaestus.runner.init",)
+"""Events about the process, not a run (no ``instance_id``): attached to by name, not in EVENTS."""
 
 _PREFIX = "hephaestus."
-_KNOWN = frozenset(EVENTS)
+_KNOWN = frozenset(EVENTS + PROCESS_EVENTS)
 
 _log = logging.getLogger("hephaestus.telemetry")
 _handlers: dict[str, tuple[frozenset[str], Handler]] = {}
@@ -62,13 +66,14 @@ def _reindex() -> None:
 def attach(handler_id: str, events: Iterable[str], handler: Handler) -> None:
     """Call ``handler`` for each of ``events``; ``handler_id`` must not be attached already.
 
-    Names under ``hephaestus.`` must be in ``EVENTS`` (a typo raises ``ValueError``); other
-    names are your own, emitted with ``emit`` or ``span``.
+    Names under ``hephaestus.`` must be in ``EVENTS`` or be ``hephaestus.runner.init`` (a typo
+    raises ``ValueError``); other names are your own, emitted with ``emit`` or ``span``.
     """
     wanted = frozenset(events)
     unknown = {e for e in wanted if e.startswith(_PREFIX) and e not in _KNOWN}
     if unknown:
-        raise ValueError(f"unknown telemetry events {sorted(unknown)}; known: {list(EVENTS)}")
+        known = [*EVENTS, *PROCESS_EVENTS]
+        raise ValueError(f"unknown telemetry events {sorted(unknown)}; known: {known}")
     if handler_id in _handlers:
         raise ValueError(f"a telemetry handler {handler_id!r} is already attached")
     _handlers[handler_id] = (wanted, handler)

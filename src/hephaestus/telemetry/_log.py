@@ -25,11 +25,13 @@ DEFAULT_LOG_LEVELS: Mapping[str, int] = {
     "hephaestus.workflow.exception": logging.ERROR,
     "hephaestus.workflow.cancel": logging.WARNING,
     "hephaestus.workflow.transition": logging.DEBUG,
+    "hephaestus.workflow.suspend": logging.DEBUG,
     "hephaestus.step.start": logging.DEBUG,
     "hephaestus.step.stop": logging.INFO,
     "hephaestus.step.exception": logging.WARNING,
     "hephaestus.step.async": logging.INFO,
     "hephaestus.step.resume": logging.INFO,
+    "hephaestus.runner.init": logging.INFO,
 }
 """The level each event is logged at unless ``attach_log_handler(levels=...)`` overrides it."""
 
@@ -59,6 +61,9 @@ def _message(event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> str
         case "workflow.transition":
             targets = ", ".join(repr(t) for t in meta.get("targets", ())) or "nothing"
             return f"Transition: {meta.get('from_step')!r} --{meta.get('event')}--> {targets}"
+        case "workflow.suspend":
+            waiting = ", ".join(repr(s) for s in meta.get("waiting_steps", ()))
+            return f"Workflow {meta.get('workflow')} waiting on {waiting}"
         case "step.start":
             return f"Step {step!r} started (attempt {meta.get('attempt')})"
         case "step.stop":
@@ -75,6 +80,11 @@ def _message(event: str, m: Mapping[str, float], meta: Mapping[str, Any]) -> str
         case "step.resume":
             how = f"{meta.get('source')}, waited {_ms(m.get('wait_duration'))}"
             return f"Step {step!r} resumed with {meta.get('event')!r} ({how})"
+        case "runner.init":
+            return (
+                f"Hephaestus runner {meta.get('runner')!r} started on {meta.get('storage')} "
+                f"(pid {meta.get('pid')}, recover={meta.get('recover')})"
+            )
     return event
 
 
@@ -121,16 +131,18 @@ def attach_log_handler(
     *,
     logger: logging.Logger | str = "hephaestus.events",
     levels: Mapping[str, int] | None = None,
-    events: Iterable[str] = _bus.EVENTS,
+    events: Iterable[str] = (*_bus.EVENTS, *_bus.PROCESS_EVENTS),
     handler_id: str = LOG_HANDLER_ID,
 ) -> str:
     """Log one line per event to ``logger``; returns the handler id (for ``detach_log_handler``).
+
+    By default every run event and ``hephaestus.runner.init``.
 
     ``levels`` overrides ``DEFAULT_LOG_LEVELS`` per event. Lines below the logger's effective
     level cost one ``isEnabledFor`` check.
     """
     target = logging.getLogger(logger) if isinstance(logger, str) else logger
-    unknown = set(levels or {}) - set(_bus.EVENTS)
+    unknown = set(levels or {}) - {*_bus.EVENTS, *_bus.PROCESS_EVENTS}
     if unknown:
         raise ValueError(f"levels given for unknown events {sorted(unknown)}")
     _bus.attach(handler_id, events, _LogHandler(target, {**DEFAULT_LOG_LEVELS, **(levels or {})}))

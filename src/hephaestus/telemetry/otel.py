@@ -13,10 +13,11 @@ Spans, all in one trace per run:
   child of the caller's current span (or a new root). Its context is stored with the run
   (``Instance.trace_context``), so every process that later carries the run on finds it.
 * ``hephaestus.workflow <workflow>``: a child of the start span covering the run while a
-  process executes it. It ends when the run ends, or when the run goes to sleep waiting for an
-  event (``hephaestus.suspended``); the process that resumes or recovers the run opens a new
-  one under the same start span (``hephaestus.resumed``). A run that waits for a day is thus
-  two spans of a few milliseconds each, not one span a day long that no exporter has seen.
+  process executes it. It ends when the run ends, or when a decision leaves the run waiting
+  for an event or timer (``workflow.suspend``; ``hephaestus.suspended``); the process that
+  resumes or recovers the run opens a new one under the same start span
+  (``hephaestus.resumed``). A run that waits for a day is thus two spans of a few
+  milliseconds each, not one span a day long that no exporter has seen.
 * ``hephaestus.step <step>``: a child of the workflow span per step attempt. It is the
   current span while the step runs, so spans the step's code opens (HTTP clients...) nest in it.
 
@@ -49,6 +50,7 @@ __all__ = ["OpenTelemetryTracing"]
 
 _PLAIN = (str, bool, int, float)
 _SKIPPED = frozenset({"error", "trace_context", "targets"})
+_SUSPEND = "hephaestus.workflow.suspend"
 _WORKFLOW_END = {
     "hephaestus.workflow.stop": "completed",
     "hephaestus.workflow.exception": "failed",
@@ -190,6 +192,8 @@ class OpenTelemetryTracing:
         run_id = str(meta.get("run_id"))
         with self._lock:
             run = self._runs.get(run_id)
+            if run is None and event == _SUSPEND:
+                return  # nothing of this run ran here since it last slept: no span to end
             if run is None:
                 resumed = event != "hephaestus.workflow.start"
                 span = self._tracer.start_span(
@@ -198,7 +202,7 @@ class OpenTelemetryTracing:
                     attributes=_attributes(meta) | {"hephaestus.resumed": resumed},
                 )
                 run = self._runs[run_id] = _Run(span)
-            if event in _WORKFLOW_END:
+            if event in _WORKFLOW_END or event == _SUSPEND:
                 del self._runs[run_id]
         self._handle(run, event, m, meta)
 
@@ -227,12 +231,15 @@ class OpenTelemetryTracing:
                 if event == "hephaestus.step.exception":
                     _record_error(attempt.span, meta.get("error"))
                 attempt.end()
-                if meta.get("instance_status") == "waiting":
-                    workflow.set_attribute("hephaestus.suspended", True)
-                    workflow.end()
-                    with self._lock:
-                        if self._runs.get(str(meta.get("run_id"))) is run:
-                            del self._runs[str(meta.get("run_id"))]
+            case "hephaestus.workflow.suspend":
+                for attempt in run.steps.values():  # none in practice: the run waits
+                    attempt.end()
+                run.steps.clear()
+                workflow.set_attribute("hephaestus.suspended", True)
+                workflow.set_attribute(
+                    "hephaestus.waiting_steps", [str(s) for s in meta.get("waiting_steps", ())]
+                )
+                workflow.end()
             case "hephaestus.workflow.transition":
                 workflow.add_event(
                     "hephaestus.transition",

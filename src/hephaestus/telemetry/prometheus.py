@@ -58,7 +58,7 @@ _FINISHED = {
     "hephaestus.workflow.exception": "failed",
     "hephaestus.workflow.cancel": "cancelled",
 }
-_BUILT_IN_LABELS = frozenset({"workflow", "step", "outcome", "source", "tags"})
+_BUILT_IN_LABELS = frozenset({"workflow", "step", "outcome", "source", "kind", "tags"})
 
 
 class PrometheusMetrics:
@@ -73,6 +73,7 @@ class PrometheusMetrics:
     ``{ns}_runs_finished_total{workflow,outcome}``, ``{ns}_run_duration_seconds{workflow,outcome}``,
     ``{ns}_runs_active{workflow}``. Step scope: ``{ns}_steps_total{workflow,step,outcome}``
     (completed, retrying, failed, waiting), ``{ns}_step_duration_seconds{workflow,step,outcome}``,
+    ``{ns}_step_failures_total{workflow,step,kind}`` (exception, error, timeout...),
     ``{ns}_steps_waiting{workflow,step}``, ``{ns}_step_wait_seconds{workflow,step,source}``.
     """
 
@@ -142,6 +143,13 @@ class PrometheusMetrics:
                 "Execution time of a step attempt, by outcome.",
                 ("workflow", "step", "outcome", *extra),
                 buckets=b,
+                registry=reg,
+            )
+            self.step_failures = Counter(
+                f"{namespace}_step_failures_total",
+                "Failed step attempts (retried or not), by failure kind (exception, error, "
+                "timeout, invalid_result...).",
+                ("workflow", "step", "kind", *extra),
                 registry=reg,
             )
             self.steps_waiting = Gauge(
@@ -253,6 +261,8 @@ class PrometheusMetrics:
                 self.steps_waiting.labels(*labels).inc()
         elif event == "hephaestus.step.exception":
             outcome = "retrying" if meta.get("will_retry") else "failed"
+            kind = str(meta.get("kind") or "exception")
+            self.step_failures.labels(workflow, step, kind, *extra).inc()
         else:
             return
         self.steps.labels(workflow, step, outcome, *extra).inc()
