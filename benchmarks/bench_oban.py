@@ -4,11 +4,12 @@ Every figure comes from worker node processes (``benchmarks._oban_node``) starte
 it, each with a pool of 10 connections; this process only inserts work and watches the
 database. Scenarios:
 
-* ``throughput``: raw ``oban`` draining N no-op jobs, against 200 runs of a 10-step chain and
-  200 runs of a 20-way fan-out (22 steps each) started at once from a client app (the Oban
-  runner in client mode); queue concurrency 10 and 50, 1 and 2 worker processes. Steps/s
-  divided by the raw jobs/s of the same configuration: the target is >= 0.7, since one step
-  is one job.
+* ``throughput``: raw ``oban`` draining 2,000 no-op jobs inserted beforehand, and raw
+  ``oban`` running 200 chains of 10 no-op jobs each enqueuing the next (one job per step, as
+  ours), against 200 runs of a 10-step chain and 200 runs of a 20-way fan-out (22 steps each)
+  started at once from a client app (the Oban runner in client mode); queue concurrency 10
+  and 50, 1 and 2 worker processes. Steps/s divided by the raw jobs/s of the same
+  configuration (the target is >= 0.7, since one step is one job).
 * ``latency``: one job that enqueues the next, 100 hops, against one run of a 100-step chain;
   mean milliseconds per hop or step. Target: ours <= 1.5x raw.
 * ``scaling``: 2 processes / 1 process, ours next to raw ``oban``'s own.
@@ -158,6 +159,25 @@ async def raw_drain(dsn: str, limit: int, count: int, jobs: int = RAW_JOBS) -> d
     return {"per_s": jobs / (ended - began), "fetches_per_job": nodes.fetches / jobs}
 
 
+async def raw_chains(dsn: str, limit: int, count: int) -> dict[str, float]:
+    """200 chains of 10 hops: each job enqueues the next (its own insert, as a step's)."""
+    reset(dsn)
+    jobs = RUNS * 10
+    async with Nodes("raw", dsn, limit, count) as nodes:
+        began = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO oban_jobs (worker, queue, args) SELECT %s, %s, %s::jsonb"
+                " FROM generate_series(1, %s)",
+                ("benchmarks._oban_node.Hop", QUEUE, json.dumps({"n": 9}), RUNS),
+            )
+            conn.execute(
+                "SELECT pg_notify('public.oban_insert', %s)", (json.dumps({"queue": QUEUE}),)
+            )
+        ended = await until(dsn, COMPLETED_JOBS, jobs)
+    return {"per_s": jobs / (ended - began), "fetches_per_job": nodes.fetches / jobs}
+
+
 async def client_app(dsn: str) -> Hephaestus:
     app = Hephaestus(
         storage=PostgresStorage(dsn, max_size=10),
@@ -220,6 +240,7 @@ async def one_round(dsn: str, quick: bool) -> list[dict[str, Any]]:
     for limit in limits:
         for count in (1, 2):
             raw = await raw_drain(dsn, limit, count)
+            hops = await raw_chains(dsn, limit, count)
             chain = await ours_drain(dsn, limit, count, Chain10, 10)
             fan = await ours_drain(dsn, limit, count, Fan20, 22)
             row = {
@@ -227,10 +248,12 @@ async def one_round(dsn: str, quick: bool) -> list[dict[str, Any]]:
                 "limit": limit,
                 "processes": count,
                 "raw_jobs_per_s": round(raw["per_s"]),
+                "raw_chain_jobs_per_s": round(hops["per_s"]),
                 "chain_steps_per_s": round(chain["per_s"]),
                 "fan_steps_per_s": round(fan["per_s"]),
                 "chain_ratio": round(chain["per_s"] / raw["per_s"], 3),
                 "fan_ratio": round(fan["per_s"] / raw["per_s"], 3),
+                "chain_ratio_to_raw_chains": round(chain["per_s"] / hops["per_s"], 3),
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -270,10 +293,12 @@ def summary(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
             key = f"limit{row['limit']}_p{row['processes']}"
             for field in (
                 "raw_jobs_per_s",
+                "raw_chain_jobs_per_s",
                 "chain_steps_per_s",
                 "fan_steps_per_s",
                 "chain_ratio",
                 "fan_ratio",
+                "chain_ratio_to_raw_chains",
             ):
                 out.setdefault(key, {}).setdefault(field, []).append(row[field])
         elif row["scenario"] == "latency":
@@ -289,6 +314,7 @@ def summary(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
         if one and two:
             result[f"scaling_limit{limit}"] = {
                 "raw": round(two["raw_jobs_per_s"] / one["raw_jobs_per_s"], 3),
+                "raw_chains": round(two["raw_chain_jobs_per_s"] / one["raw_chain_jobs_per_s"], 3),
                 "chain": round(two["chain_steps_per_s"] / one["chain_steps_per_s"], 3),
                 "fan": round(two["fan_steps_per_s"] / one["fan_steps_per_s"], 3),
             }

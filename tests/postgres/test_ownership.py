@@ -73,7 +73,8 @@ def end_session_of(database_url: str, owner: int | None) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         ended = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s::oid",
+            "WHERE locktype = 'advisory' AND objsubid = 2 AND objid = %s::oid"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (owner,),
         ).fetchall()
     assert ended, f"no session holds owner {owner}"
