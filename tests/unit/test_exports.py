@@ -24,6 +24,17 @@ EXPECTED = {
         "VersionedDefinition", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition",
         "WorkflowDefinitionError", "WorkflowRegistry", "context_key", "default_registry", "route",
     },
+    hephaestus.errors: {
+        "AmbiguousAppError", "AmbiguousInstanceError", "AmbiguousResumeError", "AppError",
+        "AppNotOpenError", "ConcurrentUpdateError", "ConflictError", "CorruptInstanceError",
+        "HephaestusError", "IncompatibleInstanceError", "InputError",
+        "InstanceAlreadyRunningError", "InstanceError", "InstanceNotActiveError",
+        "InstanceNotFoundError", "InvalidArgumentError", "InvalidEventError",
+        "InvalidInstanceIdError", "Issue", "IssueCode", "NoAppRunningError", "ResumeError",
+        "StepNotWaitingError", "StorageError", "TransactionNotSupportedError", "UnavailableError",
+        "UnencodableValueError", "UnknownVersionError", "UnknownWorkflowError", "ValueLimitError",
+        "ValueRejectedError", "WorkflowDefinitionError",
+    },
     hephaestus.storage: {
         "CallerTransaction", "CountKey", "InMemoryStorage", "InboxEntry", "InboxTransaction",
         "InstanceQuery", "JoinableStorage", "MemoryTransaction", "OwningStorage", "Page", "Storage",
