@@ -29,6 +29,7 @@ from hephaestus.errors import (
     AppNotOpenError,
     InstanceNotActiveError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     NoAppRunningError,
     TransactionNotSupportedError,
     UnknownVersionError,
@@ -87,18 +88,32 @@ def resolve_app(
     return candidates[0]
 
 
+def definition_of(
+    workflow: object, what: str = "workflow"
+) -> WorkflowDefinition | VersionedDefinition:
+    """The definition of the workflow class ``workflow``; ``InvalidArgumentError`` for anything
+    else (an object, a step class, an abstract workflow), naming ``what`` was passed."""
+    from hephaestus._workflow import Workflow
+
+    if not isinstance(workflow, type) or not issubclass(workflow, Workflow):
+        kind = "class" if isinstance(workflow, type) else type(workflow).__name__
+        raise InvalidArgumentError(
+            f"{what} must be a Workflow subclass (class OrderFlow(Workflow): ...), got "
+            f"{workflow!r} (a {kind})"
+        )
+    return workflow.definition()
+
+
 def _registry_of(workflows: Iterable[type[Workflow]] | WorkflowRegistry) -> WorkflowRegistry:
     """The registry of exactly ``workflows`` (an umbrella brings its versions)."""
     if isinstance(workflows, WorkflowRegistry):
         return workflows
     registry = WorkflowRegistry()
     for workflow in workflows:
-        if not isinstance(workflow, type) or not callable(getattr(workflow, "definition", None)):
-            raise TypeError(f"workflows= takes Workflow classes, got {workflow!r}")
-        definition = workflow.definition()
+        definition = definition_of(workflow, "each of workflows=")
         umbrella = default_registry.umbrella_of(definition.name)
         if isinstance(definition, WorkflowDefinition) and umbrella is not None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{workflow.__qualname__} is version {definition.version} of {umbrella.name}; "
                 "list the versioned workflow (it brings all its versions)"
             )
@@ -124,14 +139,14 @@ class _Target:
     def scope(self) -> WorkflowDefinition | VersionedDefinition:
         """The definition that owns the ids (operations that name a workflow)."""
         if self.top is None:
-            raise TypeError("this operation needs a workflow")
+            raise InvalidArgumentError("this operation needs a workflow class")
         return self.top
 
     @property
     def id(self) -> str:
         """The instance id (operations on one run)."""
         if self.instance_id is None:
-            raise TypeError("this operation needs a business value or an instance id")
+            raise InvalidArgumentError("this operation needs a business value or an instance id")
         return self.instance_id
 
 
@@ -143,7 +158,7 @@ def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]
 def _delay_seconds(delay: float | timedelta) -> float:
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if not valid_seconds(seconds):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"delay must be a number of seconds (or a timedelta) between 0 and "
             f"{MAX_TIMEOUT_SECONDS:.0f}, got {delay!r}"
         )
@@ -152,18 +167,28 @@ def _delay_seconds(delay: float | timedelta) -> float:
 
 def _check_event(event: object) -> None:
     if not isinstance(event, str) or not event:
-        raise TypeError(f"event must be a non-empty string, got {event!r}")
+        raise InvalidArgumentError(f"event must be a non-empty string, got {event!r}")
 
 
-def _one_active(instance_id: str, active: list[Instance], latest: list[Instance]) -> Instance:
+def _one_active(
+    instance_id: str, active: list[Instance], latest: list[Instance], *, by_id: bool
+) -> Instance:
     """The one active run of ``instance_id`` among ``active``; else the error saying why
-    (``latest``: its newest run, read when none is active)."""
+    (``latest``: its newest run, read when none is active; ``by_id``: the call named no
+    workflow, so it has no ``version=`` to suggest)."""
     if len(active) == 1:
         return active[0]
     if len(active) > 1:
         runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
+        versions = sorted(row.workflow_version for row in active)
+        fix = (
+            "the calls by id cannot choose one: call the workflow's own operation with "
+            f"version= instead (such as OrderFlow.resume(value, event, version={versions[0]}))"
+            if by_id
+            else f"pass version= (one of {versions}) to choose one"
+        )
         raise AmbiguousInstanceError(
-            f"{instance_id} has {len(active)} active runs ({runs}); pass version=",
+            f"{instance_id} has {len(active)} active runs ({runs}); {fix}",
             instance_id=instance_id,
         )
     if latest:
@@ -178,7 +203,7 @@ def _one_active(instance_id: str, active: list[Instance], latest: list[Instance]
 def _check_names(**names: object) -> None:
     for what, name in names.items():
         if not isinstance(name, str) or not name:
-            raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+            raise InvalidArgumentError(f"{what} must be a non-empty string, got {name!r}")
 
 
 class RunFilters(TypedDict, total=False):
@@ -239,7 +264,7 @@ class Hephaestus:
 
     def has(self, workflow: type[Workflow]) -> bool:
         """Whether this app runs ``workflow`` (given in ``workflows=``, or defined at all)."""
-        return workflow.definition().name in self.registry
+        return definition_of(workflow).name in self.registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -637,7 +662,10 @@ class Hephaestus:
         """The storage query of ``list``, ``page`` and ``count`` (tags resolved here)."""
         unknown = set(filters) - set(RunFilters.__annotations__)
         if unknown:
-            raise TypeError(f"unknown filter(s) {sorted(unknown)}; see RunFilters")
+            raise InvalidArgumentError(
+                f"unknown filter(s) {sorted(unknown)}; the filters are "
+                f"{sorted(RunFilters.__annotations__)} (see RunFilters)"
+            )
         version = filters.get("version")
         names = None
         if workflow is not None:
@@ -786,7 +814,7 @@ class Hephaestus:
                 f"Hephaestus(workflows=[..., {workflow.__qualname__}]), or pass app= for the "
                 "app that has it"
             )
-        top = workflow.definition()
+        top = definition_of(workflow)
         umbrella = self.registry.umbrella_of(top.name)
         if isinstance(top, WorkflowDefinition) and umbrella is not None:
             if version is not None and version != top.version:
@@ -869,7 +897,7 @@ class Hephaestus:
         if len(active) == 1:
             return self._ours(active[0])
         latest = [] if active else await self._on_loop(lambda: query(limit=1))
-        return _one_active(instance_id, active, latest)
+        return _one_active(instance_id, active, latest, by_id=target.workflow is None)
 
     def _ours(self, run: Instance) -> Instance:
         """``run``, if its workflow is this app's (else ``UnknownWorkflowError``)."""
@@ -895,13 +923,13 @@ class Hephaestus:
             )
         tx = storage.join(conn)  # TypeError for what it cannot use
         if tx.is_async and not is_async:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "conn= is an async connection, given to the sync API: await the async API "
                 "(await OrderFlow.start(..., conn=conn), await app.start(...)), or pass a sync "
                 "connection"
             )
         if is_async and not tx.is_async:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "conn= is a sync connection, given to the async API: call the sync API "
                 "(OrderFlow.sync.start(..., conn=conn), app.sync.start(...)), or pass an async "
                 "connection (psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession); "
@@ -989,7 +1017,7 @@ class Hephaestus:
 
         active = yield from tx.query(query(status_in=ACTIVE_STATUSES))
         latest = [] if active else (yield from tx.query(query(limit=1)))
-        run = self._ours(_one_active(instance_id, active, latest))
+        run = self._ours(_one_active(instance_id, active, latest, by_id=target.workflow is None))
         definition = self.registry.resolve(run.workflow)
         if not isinstance(input, Cancel):  # a cancel applies even to a run that no longer fits
             check_instance(definition, run)
@@ -1040,7 +1068,10 @@ class _Twin[**P, R]:
             tx = app._join(conn, is_async=False)
             work = getattr(app, f"_{name}_work", None)
             if work is None:
-                raise TypeError(f"{name} takes no conn=")
+                raise InvalidArgumentError(
+                    f"{name} takes no conn=: only start, resume, cancel, resume_instance and "
+                    "cancel_instance run inside the caller's transaction"
+                )
             return tx.run(work(tx, *args, **kwargs))  # type: ignore[no-any-return]
 
         call.__name__ = name

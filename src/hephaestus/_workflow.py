@@ -8,7 +8,7 @@ from hephaestus._app import resolve_app
 from hephaestus._core.definition import Route, TargetSpec, VersionedDefinition, WorkflowDefinition
 from hephaestus._core.registry import default_registry
 from hephaestus._core.validation import MISSING, WorkflowSpec, compile_workflow
-from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
+from hephaestus.errors import InvalidArgumentError, Issue, IssueCode, WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -129,7 +129,10 @@ class Workflow:
         """The validated definition (a ``VersionedDefinition`` for an umbrella)."""
         definition = cls.__dict__.get("__hephaestus__")
         if definition is None:
-            raise TypeError(f"{cls.__qualname__} is abstract; it defines no runnable workflow")
+            raise InvalidArgumentError(
+                f"{cls.__qualname__} is abstract (declared with abstract=True): it defines no "
+                "runnable workflow; pass one of its concrete subclasses"
+            )
         return definition  # type: ignore[no-any-return]
 
     @classmethod
