@@ -177,7 +177,8 @@ class WorkflowDefinitionError(HephaestusError, TypeError):
 
 
 class InvalidInstanceIdError(InputError, ValueError):
-    """A business-key value must be ``[a-z0-9]+`` or a lowercase UUID; ids are ``key::value``."""
+    """A business-key value must be letters, digits, ``-``, ``_`` and ``.``, starting with a
+    letter or digit (case-sensitive); ids are ``key::value``."""
 
 
 class UnknownVersionError(InputError, ValueError):
