@@ -16,7 +16,8 @@ import hephaestus.testing
 
 EXPECTED = {
     hephaestus: {
-        "DEFAULT_RETRY", "Async", "Clock", "Config", "Context", "Debug", "Done", "Error",
+        "DEFAULT_NEVER_RETRY", "DEFAULT_RETRY", "Async", "Clock", "Config", "Context", "Debug",
+        "Done", "Error",
         "ErrorInfo", "Hephaestus", "HephaestusError", "HistoryEntry", "HistoryKind", "Instance",
         "InstanceAlreadyRunningError", "InstanceNotActiveError", "InstanceNotFoundError", "Ok",
         "RetryPolicy", "Route", "RunFilters", "ScheduledResume", "Scope", "Status", "Step",

@@ -72,7 +72,7 @@ class StepExecutor:
         try:
             return engine.interpret(node, node.step().execute(run, config, context))
         except Exception as exc:
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
 
     async def execute(
         self,
@@ -95,15 +95,15 @@ class StepExecutor:
             if node.timeout is not None and deadline.expired():
                 message = f"step {node.key!r} timed out after {node.timeout}s"
                 return engine.Failure(ErrorInfo(kind="timeout", message=message))
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         except asyncio.CancelledError as exc:
             if stopping() or _being_cancelled():
                 raise  # the run is being cancelled, or the runner is stopping: stop here
             # The step raised it itself (a cancelled inner task, a timeout helper that
             # re-raises): an ordinary failed attempt, retried per policy.
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         except Exception as exc:
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         return engine.interpret(node, raw)
 
     async def _invoke(
