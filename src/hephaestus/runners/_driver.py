@@ -18,7 +18,7 @@ from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import Status
 from hephaestus._core.results import unstorable_result
 from hephaestus.errors import IncompatibleInstanceError, InstanceError, UnencodableValueError
-from hephaestus.runners._events import emit_decision, emit_step_start
+from hephaestus.runners._events import emit_decision, emit_step_start, log_failures
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -236,8 +236,12 @@ class Driver:
         decision: engine.Decision,
         duration: float | None = None,
     ) -> None:
-        """Emit the telemetry events of a durable decision."""
-        if decision.changed and self.observed:
+        """Emit the telemetry events of a durable decision, and log what failed in it (even
+        with no telemetry handler: a failed run is never silent)."""
+        if not decision.changed:
+            return
+        log_failures(decision)
+        if self.observed:
             emit_decision(definition, decision, duration, runner=self.runner)
 
     def step_started(
