@@ -27,6 +27,7 @@ from hephaestus.errors import (
     AmbiguousInstanceError,
     AppError,
     AppNotOpenError,
+    InstanceAlreadyRunningError,
     InstanceNotActiveError,
     InstanceNotFoundError,
     InvalidArgumentError,
@@ -165,6 +166,33 @@ def _delay_seconds(delay: float | timedelta) -> float:
     return float(seconds)
 
 
+def _window_seconds(idempotent: float | timedelta | None) -> float | None:
+    """``start``'s ``idempotent=`` window in seconds (``None``: not idempotent)."""
+    if idempotent is None:
+        return None
+    seconds = idempotent.total_seconds() if isinstance(idempotent, timedelta) else idempotent
+    if not valid_seconds(seconds):
+        raise InvalidArgumentError(
+            f"idempotent= must be a window in seconds (or a timedelta) between 0 and "
+            f"{MAX_TIMEOUT_SECONDS:.0f}: how long after its end a run is still returned; "
+            f"got {idempotent!r}"
+        )
+    return float(seconds)
+
+
+def _same_start(
+    rows: Iterable[Instance], initial: Mapping[str, Any], now: datetime, window: float
+) -> Instance | None:
+    """The run an idempotent start returns instead of starting one: the newest of ``rows``
+    started with the same initial context that is active, or ended less than ``window``
+    seconds before ``now`` (``0``: active runs only)."""
+    oldest_end = now - timedelta(seconds=window)
+    for row in rows:
+        if row.context.initial == initial and (not row.is_terminal or row.updated_at > oldest_end):
+            return row
+    return None
+
+
 def _check_event(event: object) -> None:
     if not isinstance(event, str) or not event:
         raise InvalidArgumentError(f"event must be a non-empty string, got {event!r}")
@@ -198,6 +226,16 @@ def _one_active(
             status=latest[0].status,
         )
     raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+
+
+def _other_input(exc: InstanceAlreadyRunningError) -> InstanceAlreadyRunningError:
+    """``exc``, for an idempotent start: the active run was started with other input."""
+    return InstanceAlreadyRunningError(
+        f"{exc}; it was started with a different initial context, so an idempotent start "
+        "does not return it: use another business value, or wait for it to end",
+        instance_id=exc.instance_id,
+        unique_key=exc.unique_key,
+    )
 
 
 def _check_names(**names: object) -> None:
@@ -444,6 +482,7 @@ class Hephaestus:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
         conn: object | None = None,
     ) -> str:
         """Start a run of ``workflow`` for business value ``value``; returns the instance id.
@@ -452,6 +491,11 @@ class Hephaestus:
         ``UnencodableValueError`` if ``context`` or ``metadata`` cannot be stored (both are
         copied: changing them afterwards changes nothing stored).
 
+        ``idempotent``: a window (seconds or a ``timedelta``; ``0``: active runs only). A run of
+        this id started with the same ``context`` that is active, or ended within the window,
+        is returned instead of starting another, so a client may retry a start whose response
+        it lost. A different ``context`` is still ``InstanceAlreadyRunningError``.
+
         ``conn``: the caller's open connection (see "Inside your transaction" in
         docs/postgres.md). The run is then created if and only if the caller's transaction
         commits, and nothing executes before it does.
@@ -459,11 +503,56 @@ class Hephaestus:
         if conn is not None:
             tx = self._join(conn, is_async=True)
             return await tx.run_async(
-                self._start_work(tx, workflow, value, context, version=version, metadata=metadata)
+                self._start_work(
+                    tx,
+                    workflow,
+                    value,
+                    context,
+                    version=version,
+                    metadata=metadata,
+                    idempotent=idempotent,
+                )
             )
-        definition, run = self._new_run(workflow, value, context, version, metadata)
-        await self._on_loop(lambda: self.runner.start(definition, run))
+        window = _window_seconds(idempotent)
+        definition, run, names = self._new_run(workflow, value, context, version, metadata)
+        if window is None:
+            await self._on_loop(lambda: self.runner.start(definition, run))
+            return run.id
+        self._check_idempotent(workflow)
+        existing = await self._on_loop(lambda: self.storage.query(self._runs_of(run, names)))
+        same = _same_start(existing, run.context.initial, self.clock.now(), window)
+        if same is not None:
+            return same.id
+        try:
+            await self._on_loop(lambda: self.runner.start(definition, run))
+        except InstanceAlreadyRunningError as exc:  # started meanwhile, or other input
+            active = await self._on_loop(
+                lambda: self.storage.query(self._runs_of(run, names, active=True))
+            )
+            same = _same_start(active, run.context.initial, self.clock.now(), window)
+            if same is None:
+                raise _other_input(exc) from exc
+            return same.id
         return run.id
+
+    @staticmethod
+    def _runs_of(run: Instance, names: frozenset[str], *, active: bool = False) -> InstanceQuery:
+        """The runs an idempotent start of ``run`` may return (newest first)."""
+        return InstanceQuery(
+            id=run.id,
+            workflow=names,
+            status_in=ACTIVE_STATUSES if active else None,
+            newest_first=True,
+            limit=20,
+        )
+
+    def _check_idempotent(self, workflow: type[Workflow]) -> None:
+        if self._target(workflow).scope.unique.scope == "none":
+            raise InvalidArgumentError(
+                f"idempotent= needs a business id, but {workflow.__qualname__} has unique scope "
+                "'none' (every start is a new run): give it a unique scope, or start without "
+                "idempotent="
+            )
 
     def _new_run(
         self,
@@ -472,8 +561,9 @@ class Hephaestus:
         context: Mapping[str, Any] | None,
         version: int | None,
         metadata: Mapping[str, Any] | None,
-    ) -> tuple[WorkflowDefinition, Instance]:
-        """A new ``pending`` run (not stored yet) and the definition it runs on."""
+    ) -> tuple[WorkflowDefinition, Instance, frozenset[str]]:
+        """A new ``pending`` run (not stored yet), the definition it runs on, and the stored
+        workflow names its id is unique among."""
         target = self._target(workflow, version=version)
         top, version = target.scope, target.version
         initial = _check_mapping(context, "context")
@@ -496,7 +586,7 @@ class Hephaestus:
                 else None
             ),
         )
-        return definition, run
+        return definition, run, target.names or frozenset({definition.name})
 
     async def resume(
         self,
@@ -946,8 +1036,16 @@ class Hephaestus:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
     ) -> Work[str]:
-        _, run = self._new_run(workflow, value, context, version, metadata)
+        window = _window_seconds(idempotent)
+        _, run, names = self._new_run(workflow, value, context, version, metadata)
+        if window is not None:
+            self._check_idempotent(workflow)
+            existing = yield from tx.query(self._runs_of(run, names))
+            same = _same_start(existing, run.context.initial, self.clock.now(), window)
+            if same is not None:
+                return same.id
         yield from tx.create(run)  # pending: the runner begins it once the caller commits
         return run.id
 

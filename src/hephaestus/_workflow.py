@@ -154,17 +154,27 @@ class Workflow:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
         app: Hephaestus | None = None,
         conn: object | None = None,
     ) -> str:
         """Start a run for business value ``value``; returns its id (``key::value``).
 
+        ``idempotent``: a window in seconds (or a ``timedelta``): a run of this id started
+        with the same ``context``, active or ended within the window, is returned instead of
+        starting another (see ``Hephaestus.start``).
         ``conn``: your open connection; the run starts if and only if your transaction commits
         (see "Inside your transaction" in docs/postgres.md).
         """
         target = resolve_app(app, cls)
         return await target.start(
-            cls, value, context, version=version, metadata=metadata, conn=conn
+            cls,
+            value,
+            context,
+            version=version,
+            metadata=metadata,
+            idempotent=idempotent,
+            conn=conn,
         )
 
     @classmethod
