@@ -10,6 +10,7 @@ import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Concatenate, Self, TypedDict, TypeVar, Unpack, overload
 
 from hephaestus import telemetry as _telemetry
@@ -275,7 +276,8 @@ class Hephaestus:
     ``workflows=[OrderFlow, ...]`` gives the app exactly those workflows (an umbrella brings
     its versions; a ``WorkflowRegistry`` is taken as is); by default it has every workflow
     defined in the process. ``telemetry=False`` turns telemetry events and trace-context
-    capture off for this app.
+    capture off for this app. ``resources={"db": pool, ...}`` is what steps read as
+    ``run.resources`` on every runner (``app.resources``: swap one in a test).
     """
 
     def __init__(
@@ -287,6 +289,7 @@ class Hephaestus:
         workflows: Iterable[type[Workflow]] | WorkflowRegistry | None = None,
         recover: bool = True,
         telemetry: bool = True,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else InMemoryStorage()
         self.runner: Runner = runner if runner is not None else LocalRunner()
@@ -296,6 +299,9 @@ class Hephaestus:
         )
         self._recover = recover
         self.telemetry = telemetry
+        self.resources: dict[str, Any] = dict(resources or {})
+        """What steps read as ``run.resources`` (a pool, a client, settings), on every runner.
+        Steps see changes made here later (a test swapping in a fake)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: Token[Hephaestus | None] | None = None
@@ -335,6 +341,7 @@ class Hephaestus:
                 self.clock,
                 self._recover if recover is None else recover,
                 telemetry=self.telemetry,
+                resources=MappingProxyType(self.resources),
             )
             await self._as_current(lambda: self.runner.open(env))
         except BaseException:

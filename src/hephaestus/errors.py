@@ -28,6 +28,7 @@ HephaestusError
 ├── CorruptInstanceError           a stored run cannot be decoded; carries run_id
 │   └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
 ├── TransactionNotSupportedError   conn= given, but the storage cannot join a caller's transaction
+├── MissingResourceError           a step asked for a resource the app was not given (KeyError)
 └── AppError                       the ``Hephaestus`` app object is missing or misused
     ├── NoAppRunningError
     ├── AmbiguousAppError
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidInstanceIdError",
     "Issue",
     "IssueCode",
+    "MissingResourceError",
     "NoAppRunningError",
     "ResumeError",
     "StepNotWaitingError",
@@ -339,6 +341,21 @@ class TransactionNotSupportedError(HephaestusError):
     in-memory storage cannot. Nothing was started, resumed or cancelled. Call without ``conn=``
     (the operation is then durable when it returns), or use ``PostgresStorage``.
     """
+
+
+class MissingResourceError(HephaestusError, KeyError):
+    """A step read ``run.resources[name]`` but the app has no resource of that name.
+
+    Give it to the app (``Hephaestus(resources={name: ...})``, or ``app.resources[name] = ...``
+    before the step runs). Also a ``KeyError``, so ``run.resources.get(name)`` returns ``None``.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not KeyError's repr of the key
 
 
 class AppError(HephaestusError):

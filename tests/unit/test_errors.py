@@ -22,8 +22,8 @@ CONFLICT = {
 OUTAGE = {"StorageError"}
 DEFECT = {
     "WorkflowDefinitionError", "CorruptInstanceError", "IncompatibleInstanceError",
-    "TransactionNotSupportedError", "AppError", "NoAppRunningError", "AmbiguousAppError",
-    "AppNotOpenError",
+    "TransactionNotSupportedError", "MissingResourceError", "AppError", "NoAppRunningError",
+    "AmbiguousAppError", "AppNotOpenError",
 }  # fmt: skip
 FAMILIES = {"HephaestusError", "InstanceError", "ResumeError", *(c.__name__ for c in CATEGORIES)}
 

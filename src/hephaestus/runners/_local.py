@@ -166,7 +166,7 @@ class LocalRunner:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor.open()
+        self._executor.open(env)
         from hephaestus.storage import OwningStorage
 
         owning = env.storage if isinstance(env.storage, OwningStorage) else None
