@@ -95,7 +95,7 @@ def definition_of(
 ) -> WorkflowDefinition | VersionedDefinition:
     """The definition of the workflow class ``workflow``; ``InvalidArgumentError`` for anything
     else (an object, a step class, an abstract workflow), naming ``what`` was passed."""
-    from hephaestus._workflow import Workflow
+    from hephaestus._workflow import Workflow  # here: _workflow imports this module
 
     if not isinstance(workflow, type) or not issubclass(workflow, Workflow):
         kind = "class" if isinstance(workflow, type) else type(workflow).__name__
@@ -537,9 +537,11 @@ class Hephaestus:
                 lambda: self.storage.query(self._runs_of(run, names, active=True))
             )
             same = _same_start(active, run.context.initial, self.clock.now(), window)
-            if same is None:
+            if same is not None:
+                return same.id
+            if active:
                 raise _other_input(exc) from exc
-            return same.id
+            raise  # held by another workflow's run (scope "global")
         return run.id
 
     @staticmethod

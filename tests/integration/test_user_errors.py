@@ -77,6 +77,7 @@ def test_a_malformed_unique_key_is_refused_when_the_class_is_defined() -> None:
             transitions = {(Finish, "ok"): Done}
 
     assert caught.value.codes == {"invalid_unique"}
+    assert "use 'badkey'" in str(caught.value)
 
 
 async def test_argument_errors_are_invalid_arguments(app: Hephaestus) -> None:

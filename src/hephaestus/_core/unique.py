@@ -44,9 +44,11 @@ class Unique:
         if not isinstance(key, str):
             found.append(f"unique key must be a string, got {key!r}")
         elif not _KEY.fullmatch(key):
+            suggestion = re.sub(r"[^a-z0-9]", "", key.lower()) or "orderid"
             found.append(
                 f"unique key must contain only lowercase letters and digits [a-z0-9], "
-                f"got {self.key!r}"
+                f"got {self.key!r}: use {suggestion!r} (the key only prefixes ids; the values "
+                "may hold upper case, '-', '_' and '.')"
             )
         elif len(key) > MAX_KEY_LENGTH:
             found.append(
