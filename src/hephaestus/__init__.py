@@ -28,7 +28,7 @@ from hephaestus._core.instance import (
     StepStatus,
 )
 from hephaestus._core.registry import WorkflowRegistry, default_registry
-from hephaestus._core.retry import DEFAULT_RETRY, RetryPolicy
+from hephaestus._core.retry import DEFAULT_NEVER_RETRY, DEFAULT_RETRY, RetryPolicy
 from hephaestus._core.steps import (
     Async,
     Config,
@@ -53,6 +53,7 @@ from hephaestus.errors import (
 )
 
 __all__ = [
+    "DEFAULT_NEVER_RETRY",
     "DEFAULT_RETRY",
     "Async",
     "Clock",

@@ -13,6 +13,7 @@ import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Concatenate, Self, TypedDict, TypeVar, Unpack, overload
 
 from hephaestus import telemetry as _telemetry
@@ -30,8 +31,10 @@ from hephaestus.errors import (
     AmbiguousInstanceError,
     AppError,
     AppNotOpenError,
+    InstanceAlreadyRunningError,
     InstanceNotActiveError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     NoAppRunningError,
     TransactionNotSupportedError,
     UnknownVersionError,
@@ -100,18 +103,32 @@ def resolve_app(
     return candidates[0]
 
 
+def definition_of(
+    workflow: object, what: str = "workflow"
+) -> WorkflowDefinition | VersionedDefinition:
+    """The definition of the workflow class ``workflow``; ``InvalidArgumentError`` for anything
+    else (an object, a step class, an abstract workflow), naming ``what`` was passed."""
+    from hephaestus._workflow import Workflow  # here: _workflow imports this module
+
+    if not isinstance(workflow, type) or not issubclass(workflow, Workflow):
+        kind = "class" if isinstance(workflow, type) else type(workflow).__name__
+        raise InvalidArgumentError(
+            f"{what} must be a Workflow subclass (class OrderFlow(Workflow): ...), got "
+            f"{workflow!r} (a {kind})"
+        )
+    return workflow.definition()
+
+
 def _registry_of(workflows: Iterable[type[Workflow]] | WorkflowRegistry) -> WorkflowRegistry:
     """The registry of exactly ``workflows`` (an umbrella brings its versions)."""
     if isinstance(workflows, WorkflowRegistry):
         return workflows
     registry = WorkflowRegistry()
     for workflow in workflows:
-        if not isinstance(workflow, type) or not callable(getattr(workflow, "definition", None)):
-            raise TypeError(f"workflows= takes Workflow classes, got {workflow!r}")
-        definition = workflow.definition()
+        definition = definition_of(workflow, "each of workflows=")
         umbrella = default_registry.umbrella_of(definition.name)
         if isinstance(definition, WorkflowDefinition) and umbrella is not None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{workflow.__qualname__} is version {definition.version} of {umbrella.name}; "
                 "list the versioned workflow (it brings all its versions)"
             )
@@ -137,14 +154,14 @@ class _Target:
     def scope(self) -> WorkflowDefinition | VersionedDefinition:
         """The definition that owns the ids (operations that name a workflow)."""
         if self.top is None:
-            raise TypeError("this operation needs a workflow")
+            raise InvalidArgumentError("this operation needs a workflow class")
         return self.top
 
     @property
     def id(self) -> str:
         """The instance id (operations on one run)."""
         if self.instance_id is None:
-            raise TypeError("this operation needs a business value or an instance id")
+            raise InvalidArgumentError("this operation needs a business value or an instance id")
         return self.instance_id
 
 
@@ -156,27 +173,64 @@ def _check_mapping(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]
 def _delay_seconds(delay: float | timedelta) -> float:
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if not valid_seconds(seconds):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"delay must be a number of seconds (or a timedelta) between 0 and "
             f"{MAX_TIMEOUT_SECONDS:.0f}, got {delay!r}"
         )
     return float(seconds)
 
 
+def _window_seconds(idempotent: float | timedelta | None) -> float | None:
+    """``start``'s ``idempotent=`` window in seconds (``None``: not idempotent)."""
+    if idempotent is None:
+        return None
+    seconds = idempotent.total_seconds() if isinstance(idempotent, timedelta) else idempotent
+    if not valid_seconds(seconds):
+        raise InvalidArgumentError(
+            f"idempotent= must be a window in seconds (or a timedelta) between 0 and "
+            f"{MAX_TIMEOUT_SECONDS:.0f}: how long after its end a run is still returned; "
+            f"got {idempotent!r}"
+        )
+    return float(seconds)
+
+
+def _same_start(
+    rows: Iterable[Instance], initial: Mapping[str, Any], now: datetime, window: float
+) -> Instance | None:
+    """The run an idempotent start returns instead of starting one: the newest of ``rows``
+    started with the same initial context that is active, or ended less than ``window``
+    seconds before ``now`` (``0``: active runs only)."""
+    oldest_end = now - timedelta(seconds=window)
+    for row in rows:
+        if row.context.initial == initial and (not row.is_terminal or row.updated_at > oldest_end):
+            return row
+    return None
+
+
 def _check_event(event: object) -> None:
     if not isinstance(event, str) or not event:
-        raise TypeError(f"event must be a non-empty string, got {event!r}")
+        raise InvalidArgumentError(f"event must be a non-empty string, got {event!r}")
 
 
-def _one_active(instance_id: str, active: list[Instance], latest: list[Instance]) -> Instance:
+def _one_active(
+    instance_id: str, active: list[Instance], latest: list[Instance], *, by_id: bool
+) -> Instance:
     """The one active run of ``instance_id`` among ``active``; else the error saying why
-    (``latest``: its newest run, read when none is active)."""
+    (``latest``: its newest run, read when none is active; ``by_id``: the call named no
+    workflow, so it has no ``version=`` to suggest)."""
     if len(active) == 1:
         return active[0]
     if len(active) > 1:
         runs = ", ".join(f"{row.workflow} v{row.workflow_version}" for row in active)
+        versions = sorted(row.workflow_version for row in active)
+        fix = (
+            "the calls by id cannot choose one: call the workflow's own operation with "
+            f"version= instead (such as OrderFlow.resume(value, event, version={versions[0]}))"
+            if by_id
+            else f"pass version= (one of {versions}) to choose one"
+        )
         raise AmbiguousInstanceError(
-            f"{instance_id} has {len(active)} active runs ({runs}); pass version=",
+            f"{instance_id} has {len(active)} active runs ({runs}); {fix}",
             instance_id=instance_id,
         )
     if latest:
@@ -188,10 +242,20 @@ def _one_active(instance_id: str, active: list[Instance], latest: list[Instance]
     raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
 
 
+def _other_input(exc: InstanceAlreadyRunningError) -> InstanceAlreadyRunningError:
+    """``exc``, for an idempotent start: the active run was started with other input."""
+    return InstanceAlreadyRunningError(
+        f"{exc}; it was started with a different initial context, so an idempotent start "
+        "does not return it: use another business value, or wait for it to end",
+        instance_id=exc.instance_id,
+        unique_key=exc.unique_key,
+    )
+
+
 def _check_names(**names: object) -> None:
     for what, name in names.items():
         if not isinstance(name, str) or not name:
-            raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+            raise InvalidArgumentError(f"{what} must be a non-empty string, got {name!r}")
 
 
 class RunFilters(TypedDict, total=False):
@@ -225,7 +289,8 @@ class Hephaestus:
     ``workflows=[OrderFlow, ...]`` gives the app exactly those workflows (an umbrella brings
     its versions; a ``WorkflowRegistry`` is taken as is); by default it has every workflow
     defined in the process. ``telemetry=False`` turns telemetry events and trace-context
-    capture off for this app.
+    capture off for this app. ``resources={"db": pool, ...}`` is what steps read as
+    ``run.resources`` on every runner (``app.resources``: swap one in a test).
     """
 
     def __init__(
@@ -237,6 +302,7 @@ class Hephaestus:
         workflows: Iterable[type[Workflow]] | WorkflowRegistry | None = None,
         recover: bool = True,
         telemetry: bool = True,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else InMemoryStorage()
         self.runner: Runner = runner if runner is not None else LocalRunner()
@@ -246,6 +312,9 @@ class Hephaestus:
         )
         self._recover = recover
         self.telemetry = telemetry
+        self.resources: dict[str, Any] = dict(resources or {})
+        """What steps read as ``run.resources`` (a pool, a client, settings), on every runner.
+        Steps see changes made here later (a test swapping in a fake)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: Token[Hephaestus | None] | None = None
@@ -253,7 +322,7 @@ class Hephaestus:
 
     def has(self, workflow: type[Workflow]) -> bool:
         """Whether this app runs ``workflow`` (given in ``workflows=``, or defined at all)."""
-        return workflow.definition().name in self.registry
+        return definition_of(workflow).name in self.registry
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -286,6 +355,7 @@ class Hephaestus:
                 self.clock,
                 self._recover if recover is None else recover,
                 telemetry=self.telemetry,
+                resources=MappingProxyType(self.resources),
             )
             await self._as_current(lambda: self.runner.open(env))
         except BaseException:
@@ -444,6 +514,7 @@ class Hephaestus:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
         conn: object | None = None,
     ) -> str:
         """Start a run of ``workflow`` for business value ``value``; returns the instance id.
@@ -452,6 +523,11 @@ class Hephaestus:
         ``UnencodableValueError`` if ``context`` or ``metadata`` cannot be stored (both are
         copied: changing them afterwards changes nothing stored).
 
+        ``idempotent``: a window (seconds or a ``timedelta``; ``0``: active runs only). A run of
+        this id started with the same ``context`` that is active, or ended within the window,
+        is returned instead of starting another, so a client may retry a start whose response
+        it lost. A different ``context`` is still ``InstanceAlreadyRunningError``.
+
         ``conn``: the caller's open connection (see "Inside your transaction" in
         docs/postgres.md). The run is then created if and only if the caller's transaction
         commits, and nothing executes before it does.
@@ -459,11 +535,58 @@ class Hephaestus:
         if conn is not None:
             tx = self._join(conn, is_async=True)
             return await tx.run_async(
-                self._start_work(tx, workflow, value, context, version=version, metadata=metadata)
+                self._start_work(
+                    tx,
+                    workflow,
+                    value,
+                    context,
+                    version=version,
+                    metadata=metadata,
+                    idempotent=idempotent,
+                )
             )
-        definition, run = self._new_run(workflow, value, context, version, metadata)
-        await self._on_loop(lambda: self.runner.start(definition, run))
+        window = _window_seconds(idempotent)
+        definition, run, names = self._new_run(workflow, value, context, version, metadata)
+        if window is None:
+            await self._on_loop(lambda: self.runner.start(definition, run))
+            return run.id
+        self._check_idempotent(workflow)
+        existing = await self._on_loop(lambda: self.storage.query(self._runs_of(run, names)))
+        same = _same_start(existing, run.context.initial, self.clock.now(), window)
+        if same is not None:
+            return same.id
+        try:
+            await self._on_loop(lambda: self.runner.start(definition, run))
+        except InstanceAlreadyRunningError as exc:  # started meanwhile, or other input
+            active = await self._on_loop(
+                lambda: self.storage.query(self._runs_of(run, names, active=True))
+            )
+            same = _same_start(active, run.context.initial, self.clock.now(), window)
+            if same is not None:
+                return same.id
+            if active:
+                raise _other_input(exc) from exc
+            raise  # held by another workflow's run (scope "global")
         return run.id
+
+    @staticmethod
+    def _runs_of(run: Instance, names: frozenset[str], *, active: bool = False) -> InstanceQuery:
+        """The runs an idempotent start of ``run`` may return (newest first)."""
+        return InstanceQuery(
+            id=run.id,
+            workflow=names,
+            status_in=ACTIVE_STATUSES if active else None,
+            newest_first=True,
+            limit=20,
+        )
+
+    def _check_idempotent(self, workflow: type[Workflow]) -> None:
+        if self._target(workflow).scope.unique.scope == "none":
+            raise InvalidArgumentError(
+                f"idempotent= needs a business id, but {workflow.__qualname__} has unique scope "
+                "'none' (every start is a new run): give it a unique scope, or start without "
+                "idempotent="
+            )
 
     def _new_run(
         self,
@@ -472,8 +595,9 @@ class Hephaestus:
         context: Mapping[str, Any] | None,
         version: int | None,
         metadata: Mapping[str, Any] | None,
-    ) -> tuple[WorkflowDefinition, Instance]:
-        """A new ``pending`` run (not stored yet) and the definition it runs on."""
+    ) -> tuple[WorkflowDefinition, Instance, frozenset[str]]:
+        """A new ``pending`` run (not stored yet), the definition it runs on, and the stored
+        workflow names its id is unique among."""
         target = self._target(workflow, version=version)
         top, version = target.scope, target.version
         initial = _check_mapping(context, "context")
@@ -497,7 +621,7 @@ class Hephaestus:
                 else None
             ),
         )
-        return definition, run
+        return definition, run, target.names or frozenset({definition.name})
 
     async def resume(
         self,
@@ -663,7 +787,10 @@ class Hephaestus:
         """The storage query of ``list``, ``page`` and ``count`` (tags resolved here)."""
         unknown = set(filters) - set(RunFilters.__annotations__)
         if unknown:
-            raise TypeError(f"unknown filter(s) {sorted(unknown)}; see RunFilters")
+            raise InvalidArgumentError(
+                f"unknown filter(s) {sorted(unknown)}; the filters are "
+                f"{sorted(RunFilters.__annotations__)} (see RunFilters)"
+            )
         version = filters.get("version")
         names = None
         if workflow is not None:
@@ -812,7 +939,7 @@ class Hephaestus:
                 f"Hephaestus(workflows=[..., {workflow.__qualname__}]), or pass app= for the "
                 "app that has it"
             )
-        top = workflow.definition()
+        top = definition_of(workflow)
         umbrella = self.registry.umbrella_of(top.name)
         if isinstance(top, WorkflowDefinition) and umbrella is not None:
             if version is not None and version != top.version:
@@ -895,7 +1022,7 @@ class Hephaestus:
         if len(active) == 1:
             return self._ours(active[0])
         latest = [] if active else await self._on_loop(lambda: query(limit=1))
-        return _one_active(instance_id, active, latest)
+        return _one_active(instance_id, active, latest, by_id=target.workflow is None)
 
     def _ours(self, run: Instance) -> Instance:
         """``run``, if its workflow is this app's (else ``UnknownWorkflowError``)."""
@@ -921,13 +1048,13 @@ class Hephaestus:
             )
         tx = storage.join(conn)  # TypeError for what it cannot use
         if tx.is_async and not is_async:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "conn= is an async connection, given to the sync API: await the async API "
                 "(await OrderFlow.start(..., conn=conn), await app.start(...)), or pass a sync "
                 "connection"
             )
         if is_async and not tx.is_async:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "conn= is a sync connection, given to the async API: call the sync API "
                 "(OrderFlow.sync.start(..., conn=conn), app.sync.start(...)), or pass an async "
                 "connection (psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession); "
@@ -963,8 +1090,16 @@ class Hephaestus:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
     ) -> Work[str]:
-        _, run = self._new_run(workflow, value, context, version, metadata)
+        window = _window_seconds(idempotent)
+        _, run, names = self._new_run(workflow, value, context, version, metadata)
+        if window is not None:
+            self._check_idempotent(workflow)
+            existing = yield from tx.query(self._runs_of(run, names))
+            same = _same_start(existing, run.context.initial, self.clock.now(), window)
+            if same is not None:
+                return same.id
         yield from tx.create(run)  # pending: the runner begins it once the caller commits
         yield from self._joined(run.run_id)
         return run.id
@@ -1035,7 +1170,7 @@ class Hephaestus:
 
         active = yield from tx.query(query(status_in=ACTIVE_STATUSES))
         latest = [] if active else (yield from tx.query(query(limit=1)))
-        run = self._ours(_one_active(instance_id, active, latest))
+        run = self._ours(_one_active(instance_id, active, latest, by_id=target.workflow is None))
         definition = self.registry.resolve(run.workflow)
         if not isinstance(input, Cancel):  # a cancel applies even to a run that no longer fits
             check_instance(definition, run)
@@ -1093,7 +1228,10 @@ class _Twin[**P, R]:
             tx = app._join(conn, is_async=False)
             work = getattr(app, f"_{name}_work", None)
             if work is None:
-                raise TypeError(f"{name} takes no conn=")
+                raise InvalidArgumentError(
+                    f"{name} takes no conn=: only start, resume, cancel, resume_instance and "
+                    "cancel_instance run inside the caller's transaction"
+                )
             return tx.run(work(tx, *args, **kwargs))  # type: ignore[no-any-return]
 
         call.__name__ = name

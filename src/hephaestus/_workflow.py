@@ -8,7 +8,7 @@ from hephaestus._app import resolve_app
 from hephaestus._core.definition import Route, TargetSpec, VersionedDefinition, WorkflowDefinition
 from hephaestus._core.registry import default_registry
 from hephaestus._core.validation import MISSING, WorkflowSpec, compile_workflow
-from hephaestus.errors import Issue, IssueCode, WorkflowDefinitionError
+from hephaestus.errors import InvalidArgumentError, Issue, IssueCode, WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -129,7 +129,10 @@ class Workflow:
         """The validated definition (a ``VersionedDefinition`` for an umbrella)."""
         definition = cls.__dict__.get("__hephaestus__")
         if definition is None:
-            raise TypeError(f"{cls.__qualname__} is abstract; it defines no runnable workflow")
+            raise InvalidArgumentError(
+                f"{cls.__qualname__} is abstract (declared with abstract=True): it defines no "
+                "runnable workflow; pass one of its concrete subclasses"
+            )
         return definition  # type: ignore[no-any-return]
 
     @classmethod
@@ -151,17 +154,27 @@ class Workflow:
         *,
         version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotent: float | timedelta | None = None,
         app: Hephaestus | None = None,
         conn: object | None = None,
     ) -> str:
         """Start a run for business value ``value``; returns its id (``key::value``).
 
+        ``idempotent``: a window in seconds (or a ``timedelta``): a run of this id started
+        with the same ``context``, active or ended within the window, is returned instead of
+        starting another (see ``Hephaestus.start``).
         ``conn``: your open connection; the run starts if and only if your transaction commits
         (see "Inside your transaction" in docs/postgres.md).
         """
         target = resolve_app(app, cls)
         return await target.start(
-            cls, value, context, version=version, metadata=metadata, conn=conn
+            cls,
+            value,
+            context,
+            version=version,
+            metadata=metadata,
+            idempotent=idempotent,
+            conn=conn,
         )
 
     @classmethod

@@ -1,36 +1,47 @@
-"""Every exception Hephaestus raises, in one hierarchy.
+"""Every exception Hephaestus raises, in one hierarchy, each in a category that says whose
+move it is.
 
 ```
 HephaestusError
+├── InputError                     the caller's input: fix the call (a retry fails the same way)
+│   ├── InvalidArgumentError       a wrong type or out of range (also TypeError, ValueError)
+│   ├── InvalidInstanceIdError     a malformed business-key value or id (also ValueError)
+│   ├── UnknownVersionError        a version that the workflow does not have (also ValueError)
+│   ├── UnknownWorkflowError       a workflow no defined class (or not this app) carries
+│   ├── UnencodableValueError      a value the storage's JSON codec cannot hold (also TypeError)
+│   │   ├── ValueLimitError        a value exceeds a documented limit (depth, size, digits)
+│   │   └── ValueRejectedError     the database refused a value (NUL, too long): never retried
+│   ├── InstanceNotFoundError      (also InstanceError, LookupError)
+│   ├── AmbiguousInstanceError     several active runs (versions) match (also InstanceError)
+│   ├── InvalidEventError          no transition routes that event (also ResumeError)
+│   └── AmbiguousResumeError       several steps could take it; pass step= (also ResumeError)
+├── ConflictError                  the state of a run forbids it now: retry, or accept that state
+│   ├── InstanceAlreadyRunningError    uniqueness scope already holds an active run (InstanceError)
+│   ├── InstanceNotActiveError     the run is completed, failed or cancelled (InstanceError)
+│   ├── StepNotWaitingError        the step already finished or does not exist (ResumeError)
+│   └── ConcurrentUpdateError      another writer changed the run first; carries instance_id
+├── UnavailableError               an outage: the database failed or is out of reach; retry later
+│   └── StorageError               a storage backend failed; the cause is chained
+├── InstanceError                  about one instance; carries instance_id (no category itself)
+│   └── ResumeError                a resume that cannot be delivered; nothing changes
 ├── WorkflowDefinitionError        a workflow class is malformed (raised when it is defined)
-├── InvalidInstanceIdError         a malformed business-key value or id (also ValueError)
-├── UnknownVersionError            a version that the workflow does not have (also ValueError)
-├── UnknownWorkflowError           a workflow no defined class (or not this app) carries
-├── UnencodableValueError          a value the storage's JSON codec cannot hold (also TypeError)
-│   ├── ValueLimitError            a value exceeds a documented limit (depth, size, digits)
-│   └── ValueRejectedError         the database refused a value (a deterministic data error)
-├── InstanceError                  about one instance; carries ``instance_id``
-│   ├── InstanceNotFoundError
-│   ├── InstanceAlreadyRunningError    uniqueness scope already holds an active instance
-│   ├── AmbiguousInstanceError         several active instances match; pass ``version=``
-│   ├── InstanceNotActiveError         the instance is completed, failed or cancelled
-│   └── ResumeError                    a resume that cannot be delivered
-│       ├── StepNotWaitingError        the step already finished or does not exist
-│       ├── InvalidEventError          no transition routes that event from the step
-│       └── AmbiguousResumeError       several steps could take it; pass ``step=``
-├── StorageError                   a storage backend failed; the cause is chained
-│   ├── ConcurrentUpdateError      another writer changed the instance first
-│   └── CorruptInstanceError       a stored run cannot be decoded; carries ``run_id``
-│       └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
+├── CorruptInstanceError           a stored run cannot be decoded; carries run_id
+│   └── IncompatibleInstanceError  it decodes, but does not fit its workflow's definition
 ├── TransactionNotSupportedError   conn= given, but the storage cannot join a caller's transaction
+├── MissingResourceError           a step asked for a resource the app was not given (KeyError)
 ├── AppError                       the ``Hephaestus`` app object is missing or misused
 │   ├── NoAppRunningError
 │   ├── AmbiguousAppError
 │   └── AppNotOpenError
 └── ConnectorError                 a connector refused an action (``hephaestus.connectors``)
-    ├── UnsupportedActionError     an action the connector does not support (also LookupError)
+    ├── UnsupportedActionError     an action the connector does not support (InputError too)
     └── ConnectorDefinitionError   a connector class lacks a method (also TypeError)
 ```
+
+The three categories say whose move it is: ``InputError`` the caller's (HTTP 400/404/422),
+``ConflictError`` nobody's fault, the run's state (409: retry, or accept it), and
+``UnavailableError`` the infrastructure's (503: retry later). The rest are the program's or
+the data's defects (500): fix the code, the deployment or the stored run.
 
 Errors carry structured fields (``instance_id``, ``step``, ``issues``) so callers never parse
 messages.
@@ -48,24 +59,29 @@ __all__ = [
     "AppError",
     "AppNotOpenError",
     "ConcurrentUpdateError",
+    "ConflictError",
     "ConnectorDefinitionError",
     "ConnectorError",
     "CorruptInstanceError",
     "HephaestusError",
     "IncompatibleInstanceError",
+    "InputError",
     "InstanceAlreadyRunningError",
     "InstanceError",
     "InstanceNotActiveError",
     "InstanceNotFoundError",
+    "InvalidArgumentError",
     "InvalidEventError",
     "InvalidInstanceIdError",
     "Issue",
     "IssueCode",
+    "MissingResourceError",
     "NoAppRunningError",
     "ResumeError",
     "StepNotWaitingError",
     "StorageError",
     "TransactionNotSupportedError",
+    "UnavailableError",
     "UnencodableValueError",
     "UnknownVersionError",
     "UnknownWorkflowError",
@@ -78,6 +94,33 @@ __all__ = [
 
 class HephaestusError(Exception):
     """Base class of every error raised by Hephaestus."""
+
+
+class InputError(HephaestusError):
+    """The caller's input is refused: fix the call; the same call fails the same way again.
+
+    Nothing was changed. In a web app, the request's fault (HTTP 400, 404 or 422).
+    """
+
+
+class ConflictError(HephaestusError):
+    """The state of a run does not allow the call now: retry it, or accept the current state.
+
+    Nobody's mistake: another caller or the run itself got there first (HTTP 409).
+    """
+
+
+class UnavailableError(HephaestusError):
+    """An outage: the database failed or cannot be reached; retry later (HTTP 503).
+
+    The driver's exception is chained as ``__cause__``.
+    """
+
+
+class InvalidArgumentError(InputError, TypeError, ValueError):
+    """An argument of the wrong type or out of range (a delay, a limit, a class that is not a
+    workflow); the message names it and what it accepts. Also a ``TypeError`` and a
+    ``ValueError``, as such arguments raised before."""
 
 
 class IssueCode(StrEnum):
@@ -141,15 +184,16 @@ class WorkflowDefinitionError(HephaestusError, TypeError):
         return frozenset(issue.code for issue in self.issues)
 
 
-class InvalidInstanceIdError(HephaestusError, ValueError):
-    """A business-key value must be ``[a-z0-9]+`` or a lowercase UUID; ids are ``key::value``."""
+class InvalidInstanceIdError(InputError, ValueError):
+    """A business-key value must be letters, digits, ``-``, ``_`` and ``.``, starting with a
+    letter or digit (case-sensitive); ids are ``key::value``."""
 
 
-class UnknownVersionError(HephaestusError, ValueError):
+class UnknownVersionError(InputError, ValueError):
     """The workflow has no such version."""
 
 
-class UnknownWorkflowError(HephaestusError, LookupError):
+class UnknownWorkflowError(InputError, LookupError):
     """A workflow name (or class) that the registry in use does not have.
 
     Either no defined workflow class carries a stored name (import its module), or the app was
@@ -159,7 +203,7 @@ class UnknownWorkflowError(HephaestusError, LookupError):
     """
 
 
-class UnencodableValueError(HephaestusError, TypeError):
+class UnencodableValueError(InputError, TypeError):
     """A context value, payload or step result has no JSON form in the storage's codec.
 
     Raised where the value crosses into the engine (``start``, ``resume``, a step's result), the
@@ -206,11 +250,11 @@ class InstanceError(HephaestusError):
         self.step = step
 
 
-class InstanceNotFoundError(InstanceError, LookupError):
+class InstanceNotFoundError(InstanceError, InputError, LookupError):
     """No instance with that id exists in storage."""
 
 
-class InstanceAlreadyRunningError(InstanceError):
+class InstanceAlreadyRunningError(InstanceError, ConflictError):
     """An active instance already holds this business key within the workflow's unique scope."""
 
     def __init__(self, message: str, *, instance_id: str, unique_key: str) -> None:
@@ -218,11 +262,12 @@ class InstanceAlreadyRunningError(InstanceError):
         self.unique_key = unique_key
 
 
-class AmbiguousInstanceError(InstanceError):
-    """Several active instances (of different versions) share the id; pass ``version=``."""
+class AmbiguousInstanceError(InstanceError, InputError):
+    """Several active instances (of different versions) share the id; name the version
+    (``version=`` of the calls that take a workflow)."""
 
 
-class InstanceNotActiveError(InstanceError):
+class InstanceNotActiveError(InstanceError, ConflictError):
     """The instance is completed, failed or cancelled; those statuses are final."""
 
     def __init__(self, message: str, *, instance_id: str, status: str) -> None:
@@ -234,11 +279,11 @@ class ResumeError(InstanceError):
     """A resume could not be delivered to any step; nothing was changed."""
 
 
-class StepNotWaitingError(ResumeError):
+class StepNotWaitingError(ResumeError, ConflictError):
     """The targeted step is unknown to the workflow, or has already finished."""
 
 
-class InvalidEventError(ResumeError):
+class InvalidEventError(ResumeError, InputError):
     """No transition of the workflow routes the event from the step that would receive it.
 
     A step's optional event (``WaitForEvent``'s ``timeout``) counts only where the workflow
@@ -246,24 +291,29 @@ class InvalidEventError(ResumeError):
     """
 
 
-class AmbiguousResumeError(ResumeError):
+class AmbiguousResumeError(ResumeError, InputError):
     """Several steps could receive the event; name one with ``step=``."""
 
 
-class StorageError(HephaestusError):
+class StorageError(UnavailableError):
     """A storage backend failed; the driver's exception is chained as ``__cause__``."""
 
 
-class ConcurrentUpdateError(StorageError):
-    """The stored instance changed since it was read: another writer owns it."""
+class ConcurrentUpdateError(ConflictError):
+    """The stored instance changed since it was read: another writer owns it.
+
+    A conflict, not an outage (it is no ``StorageError``): read the run again and retry.
+    """
 
     def __init__(self, message: str, *, instance_id: str) -> None:
         super().__init__(message)
         self.instance_id = instance_id
 
 
-class CorruptInstanceError(StorageError):
+class CorruptInstanceError(HephaestusError):
     """A stored run's data cannot be decoded (edited by hand, or written by something else).
+
+    A defect of the data, neither the caller's input nor an outage: retrying cannot help.
 
     ``run_id`` names the row; the decoding error is chained as ``__cause__``.
     """
@@ -299,6 +349,21 @@ class TransactionNotSupportedError(HephaestusError):
     """
 
 
+class MissingResourceError(HephaestusError, KeyError):
+    """A step read ``run.resources[name]`` but the app has no resource of that name.
+
+    Give it to the app (``Hephaestus(resources={name: ...})``, or ``app.resources[name] = ...``
+    before the step runs). Also a ``KeyError``, so ``run.resources.get(name)`` returns ``None``.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not KeyError's repr of the key
+
+
 class AppError(HephaestusError):
     """The ``Hephaestus`` app object is missing, ambiguous or closed."""
 
@@ -324,7 +389,7 @@ class ConnectorError(HephaestusError):
     """
 
 
-class UnsupportedActionError(ConnectorError, LookupError):
+class UnsupportedActionError(ConnectorError, InputError, LookupError):
     """The connector does not support that action; nothing ran. Check ``supported_actions()``."""
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from hephaestus._core.definition import VersionedDefinition, WorkflowDefinition
 from hephaestus._core.graph import topological_order
 from hephaestus._core.instance import StepStatus
-from hephaestus.errors import UnknownVersionError
+from hephaestus.errors import InvalidArgumentError, UnknownVersionError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -101,7 +101,9 @@ def _compiled(workflow: object) -> WorkflowDefinition | VersionedDefinition:
         compiled = definition()
         if isinstance(compiled, WorkflowDefinition | VersionedDefinition):
             return compiled
-    raise TypeError(f"expected a Workflow class or a workflow definition, got {workflow!r}")
+    raise InvalidArgumentError(
+        f"expected a Workflow class or a workflow definition, got {workflow!r}"
+    )
 
 
 def display_name(workflow: GraphSource) -> str:
@@ -122,7 +124,7 @@ def definitions(
     """The graphs to draw: one per version of an umbrella, or the one ``version`` or run uses.
 
     Raises ``UnknownVersionError`` for a version the workflow does not have, and ``ValueError``
-    when ``instance`` is a run of another workflow.
+    when ``instance`` is a run of another workflow (an ``InvalidArgumentError``).
     """
     compiled = _compiled(workflow)
     if instance is not None:
@@ -143,7 +145,7 @@ def definitions(
     else:
         chosen = [compiled]
     if instance is not None and instance.workflow != chosen[0].name:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"instance {instance.id} is a run of {instance.workflow}, not of {chosen[0].name}"
         )
     return chosen
@@ -437,7 +439,9 @@ def render(
     Mermaid and DOT colour them. The result has no trailing newline.
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown graph format {format!r}; choose from {', '.join(FORMATS)}")
+        raise InvalidArgumentError(
+            f"unknown graph format {format!r}; choose from {', '.join(FORMATS)}"
+        )
     chosen = definitions(workflow, version=version, instance=instance)
     name = display_name(workflow)
     if format == "mermaid":

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hephaestus._core.instance import ACTIVE_STATUSES, Instance, Status, StepStatus
+from hephaestus.errors import InvalidArgumentError
 from hephaestus.storage import InMemoryStorage
 
 if TYPE_CHECKING:
@@ -108,7 +109,9 @@ class IdleAware(Protocol):
 
 def _fake_clock(app: Hephaestus) -> FakeClock:
     if not isinstance(app.clock, FakeClock):
-        raise TypeError("this helper needs an app built with Hephaestus(clock=FakeClock())")
+        raise InvalidArgumentError(
+            "this helper needs an app built with Hephaestus(clock=FakeClock())"
+        )
     return app.clock
 
 

@@ -25,7 +25,7 @@ from hephaestus import (
     Workflow,
     WorkflowRegistry,
 )
-from hephaestus.errors import AmbiguousAppError, UnknownWorkflowError
+from hephaestus.errors import AmbiguousAppError, InvalidArgumentError, UnknownWorkflowError
 from hephaestus.storage import InstanceQuery
 from hephaestus.testing import advance, run_until_idle
 
@@ -137,9 +137,9 @@ async def test_an_umbrella_brings_its_versions() -> None:
         await run_until_idle(app)
         runs = {run.id: run.workflow_version for run in await Ship.list()}
         assert runs == {"scoped::a": 1, "scoped::b": 2}
-    with pytest.raises(ValueError, match="list the versioned workflow"):
+    with pytest.raises(InvalidArgumentError, match="list the versioned workflow"):
         Hephaestus(workflows=[ShipV1])
-    with pytest.raises(TypeError, match="takes Workflow classes"):
+    with pytest.raises(InvalidArgumentError, match="each of workflows= must be a Workflow"):
         Hephaestus(workflows=["Ship"])  # type: ignore[list-item]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -220,7 +221,8 @@ async def test_recover_false_leaves_runs_alone_until_touched(
 async def test_a_stored_run_of_an_unknown_workflow_is_logged_and_skipped(
     storage: Storage, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Recovery skips a run whose workflow no class defines, logs it, and recovers the rest."""
+    """Recovery skips the runs of a workflow no class defines and recovers the rest; it logs
+    one line for that workflow, however many runs it has, with their count and the fix."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     orphan = Instance(
         id="ghost::one",
@@ -234,15 +236,18 @@ async def test_a_stored_run_of_an_unknown_workflow_is_logged_and_skipped(
         updated_at=now,
         steps={"haunt": StepState(StepStatus.ACTIVE)},
     )
+    others = [replace(orphan, id=f"ghost::{n}", run_id=f"ghost-run-{n}") for n in (2, 3)]
     await storage.open()
     try:
-        await storage.create(orphan)
+        for run in (orphan, *others):
+            await storage.create(run)
     finally:
         await storage.close()
     async with Hephaestus(storage=storage, clock=clock) as app:
         await Snooze.start("one")
         await run_until_idle(app)
 
+    caplog.clear()  # the first open reported them too: one line per open and workflow
     with caplog.at_level(logging.ERROR, logger="hephaestus"):
         async with Hephaestus(storage=storage, clock=clock) as app:
             await advance(app, 10)
@@ -250,7 +255,11 @@ async def test_a_stored_run_of_an_unknown_workflow_is_logged_and_skipped(
             stored = await app.storage.get("ghost-run")
     assert stored == orphan
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("ghost::one" in m and "nowhere.GhostFlow" in m for m in messages)
+    ghost = [m for m in messages if "nowhere.GhostFlow" in m]
+    assert len(ghost) == 1, messages
+    assert "cannot recover 3 run(s) of nowhere.GhostFlow" in ghost[0]
+    assert "ghost::one" in ghost[0]
+    assert "import the module that defines it" in ghost[0]
 
 
 async def test_a_pending_run_is_started_on_recovery(storage: Storage, clock: FakeClock) -> None:

@@ -160,10 +160,14 @@ async def test_scope_version_lets_each_version_run_the_same_value(
 
     assert (await PerVersion.get("f1")).workflow_version == 2
     assert (await PerVersion.get("f1", version=1)).workflow_version == 1
-    with pytest.raises(AmbiguousInstanceError):
+    with pytest.raises(AmbiguousInstanceError, match=r"pass version= \(one of \[1, 2\]\)"):
         await PerVersion.resume("f1", "received")
     with pytest.raises(AmbiguousInstanceError):
         await PerVersion.cancel("f1")
+    # The calls by id have no version= to pass: the hint sends them to the workflow's call.
+    with pytest.raises(AmbiguousInstanceError, match=r"calls by id cannot.*version=1") as by_id:
+        await app.cancel_instance("fulfil::f1")
+    assert "pass version=" not in str(by_id.value)
 
     await PerVersion.resume("f1", "received", version=1)
     await PerVersion.cancel("f1", version=2)

@@ -227,6 +227,24 @@ async def test_a_duplicate_start_raises_in_the_callers_block(
     await reach(app, Payment, "after", Status.COMPLETED)
 
 
+async def test_an_idempotent_start_in_the_callers_transaction_returns_the_run(
+    app: Hephaestus, database_url: str
+) -> None:
+    """``start(conn=, idempotent=)`` returns the active run started with the same context (also
+    one started earlier in the same transaction), and a different context still conflicts."""
+    await app.start(Approval, "idem", {"amount": 5})
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        again = await app.start(Approval, "idem", {"amount": 5}, idempotent=60, conn=conn)
+        assert again == "approval::idem"
+        with pytest.raises(InstanceAlreadyRunningError):
+            await app.start(Approval, "idem", {"amount": 6}, idempotent=60, conn=conn)
+        await app.start(Approval, "fresh", {"amount": 1}, conn=conn)
+        assert await app.start(Approval, "fresh", {"amount": 1}, idempotent=0, conn=conn) == (
+            "approval::fresh"
+        )
+    assert sorted(run.id for run in await app.list()) == ["approval::fresh", "approval::idem"]
+
+
 async def test_an_input_that_no_longer_applies_is_dropped_with_a_warning(
     app: Hephaestus, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -33,8 +33,10 @@ from hephaestus._core.instance import JoinState
 from hephaestus.errors import (
     ConcurrentUpdateError,
     CorruptInstanceError,
+    InputError,
     InstanceNotFoundError,
     StorageError,
+    UnavailableError,
     UnknownWorkflowError,
     ValueRejectedError,
 )
@@ -328,11 +330,15 @@ async def test_a_value_json_cannot_hold_is_refused_and_nothing_is_written(
     assert await pg_storage.query(InstanceQuery()) == []
 
 
-async def test_a_driver_error_becomes_a_storage_error(pg_storage: PostgresStorage) -> None:
-    """What PostgreSQL rejects (a NUL character in text) surfaces as a chained ``StorageError``."""
-    with pytest.raises(StorageError) as caught:
+async def test_a_value_the_driver_refuses_is_the_callers_input(pg_storage: PostgresStorage) -> None:
+    """A NUL character psycopg refuses to send is a chained ``ValueRejectedError``: an input
+    error, not an outage, and nothing is stored."""
+    with pytest.raises(ValueRejectedError) as caught:
         await pg_storage.create(make("r1", id="order::\x00"))
-    assert isinstance(caught.value.__cause__, psycopg.Error)
+    assert isinstance(caught.value.__cause__, psycopg.DataError)
+    assert isinstance(caught.value, InputError)
+    assert not isinstance(caught.value, UnavailableError)
+    assert await pg_storage.query(InstanceQuery()) == []
 
 
 # -- decoding --------------------------------------------------------------------------------
@@ -348,7 +354,7 @@ async def test_a_corrupt_row_raises_corrupt_instance_error(
     with pytest.raises(CorruptInstanceError) as caught:
         await pg_storage.get("r1")
     assert caught.value.run_id == "r1"
-    assert isinstance(caught.value, StorageError)
+    assert not isinstance(caught.value, UnavailableError)  # a defect of the data: no retry helps
 
 
 class RefStep(Step):

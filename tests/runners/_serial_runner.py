@@ -97,7 +97,7 @@ class SerialRunner:
         self._driver = Driver(env, runner=self.name)
         self._closing = False
         self._queue = asyncio.Queue()
-        self._executor.open()
+        self._executor.open(env)
         loop = asyncio.get_running_loop()
         self._worker = loop.create_task(self._work())
         if self._polling:

@@ -18,13 +18,26 @@ import hephaestus.testing
 
 EXPECTED = {
     hephaestus: {
-        "DEFAULT_RETRY", "Async", "Clock", "Config", "Context", "Debug", "Done", "Error",
+        "DEFAULT_NEVER_RETRY", "DEFAULT_RETRY", "Async", "Clock", "Config", "Context", "Debug",
+        "Done", "Error",
         "ErrorInfo", "Hephaestus", "HephaestusError", "HistoryEntry", "HistoryKind", "Instance",
         "InstanceAlreadyRunningError", "InstanceNotActiveError", "InstanceNotFoundError", "Ok",
         "RetryPolicy", "Route", "RunFilters", "ScheduledResume", "Scope", "Status", "Step",
         "StepContext", "StepResult", "StepRun", "StepState", "StepStatus", "SystemClock", "Unique",
         "VersionedDefinition", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinition",
         "WorkflowDefinitionError", "WorkflowRegistry", "context_key", "default_registry", "route",
+    },
+    hephaestus.errors: {
+        "AmbiguousAppError", "AmbiguousInstanceError", "AmbiguousResumeError", "AppError",
+        "AppNotOpenError", "ConcurrentUpdateError", "ConflictError", "CorruptInstanceError",
+        "HephaestusError", "IncompatibleInstanceError", "InputError",
+        "InstanceAlreadyRunningError", "InstanceError", "InstanceNotActiveError",
+        "InstanceNotFoundError", "InvalidArgumentError", "InvalidEventError",
+        "InvalidInstanceIdError", "Issue", "IssueCode", "MissingResourceError", "NoAppRunningError",
+        "ResumeError", "ConnectorError", "ConnectorDefinitionError", "UnsupportedActionError",
+        "StepNotWaitingError", "StorageError", "TransactionNotSupportedError", "UnavailableError",
+        "UnencodableValueError", "UnknownVersionError", "UnknownWorkflowError", "ValueLimitError",
+        "ValueRejectedError", "WorkflowDefinitionError",
     },
     hephaestus.storage: {
         "CallerTransaction", "CountKey", "InMemoryStorage", "InboxEntry", "InboxTransaction",

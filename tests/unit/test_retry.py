@@ -88,3 +88,11 @@ def test_problems_lists_every_bad_field() -> None:
     bad: Any = "sometimes"
     policy = RetryPolicy(max_attempts=0, backoff=bad, initial_delay=-1, max_delay=-1)
     assert len(policy.problems()) == 4
+
+
+@pytest.mark.parametrize("never", [[TypeError], (TypeError, "KeyError"), (int,), TypeError])
+def test_never_retry_must_be_a_tuple_of_exception_classes(never: Any) -> None:
+    """A ``never_retry`` that is not a tuple of exception classes is a definition problem."""
+    problems = RetryPolicy(never_retry=never).problems()
+    assert len(problems) == 1
+    assert problems[0].startswith("never_retry must be a tuple of exception classes")

@@ -437,14 +437,38 @@ def test_cycle_reports_its_path() -> None:
         start_step=a,
         transitions={(a, "next"): b, (a, "finish"): Done, (b, "next"): c, (c, "next"): a},
     )
-    assert only(error, IssueCode.CYCLE).message.endswith("A -> B -> C -> A")
+    assert "graph: A -> B -> C -> A." in only(error, IssueCode.CYCLE).message
 
 
 def test_self_loop_is_a_cycle() -> None:
     """A step that transitions to itself forms a cycle."""
     a = make_step("A", "again", "finish")
     error = rejected(start_step=a, transitions={(a, "again"): a, (a, "finish"): Done})
-    assert only(error, IssueCode.CYCLE).message.endswith("A -> A")
+    assert "graph: A -> A." in only(error, IssueCode.CYCLE).message
+
+
+def test_a_step_used_twice_is_told_to_use_a_subclass() -> None:
+    """Routing back to a step used earlier names the rule (one node per step class) and the fix
+    (a subclass), and the subclass it suggests is accepted as a second step."""
+    notify = make_step("Notify", "sent")
+    charge = make_step("Charge", "charged")
+    error = rejected(
+        start_step=notify, transitions={(notify, "sent"): charge, (charge, "charged"): notify}
+    )
+    message = only(error, IssueCode.CYCLE).message
+    assert "a step class appears once per graph" in message
+    assert "class NotifyAgain(Notify): pass" in message
+    twice = rejected(start_step=charge, transitions={(charge, "charged"): [notify, notify]})
+    assert "class NotifyAgain(Notify): pass" in only(twice, IssueCode.INVALID_TARGET).message
+
+    again = type("NotifyAgain", (notify,), {})
+
+    class Twice(Workflow):
+        unique = Unique(key="twice")
+        start_step = notify
+        transitions = {(notify, "sent"): charge, (charge, "charged"): again, (again, "sent"): Done}
+
+    assert Twice.definition().name.endswith("Twice")
 
 
 def test_unreachable_step() -> None:

@@ -196,12 +196,13 @@ class StepRun:
     ``metadata`` behind a read-only mapping; build one directly to call ``execute`` in a test.
     """
 
-    __slots__ = ("_context", "_metadata", "_workflow", "_workflow_version")
+    __slots__ = ("_context", "_metadata", "_resources", "_workflow", "_workflow_version")
 
     _workflow: str
     _workflow_version: int
     _metadata: Mapping[str, Any]
     _context: StepContext
+    _resources: Mapping[str, Any]
 
     def __init__(
         self,
@@ -209,6 +210,7 @@ class StepRun:
         workflow: str,
         workflow_version: int,
         metadata: Mapping[str, Any] = NO_DATA,
+        resources: Mapping[str, Any] = NO_DATA,
     ) -> None:
         # Every public attribute is a property without a setter, and __slots__ refuses new
         # ones: read-only at the cost of plain slot writes (it is built once per attempt; a
@@ -217,6 +219,7 @@ class StepRun:
         self._workflow_version = workflow_version
         self._metadata = metadata
         self._context = context
+        self._resources = resources
 
     @property
     def id(self) -> str:
@@ -252,6 +255,13 @@ class StepRun:
     def metadata(self) -> Mapping[str, Any]:
         """The caller's ``metadata`` given at start (read-only)."""
         return self._metadata
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """The app's resources (``Hephaestus(resources=...)``): a database pool, an HTTP client,
+        settings; the objects themselves, shared by every step. A missing name raises
+        ``MissingResourceError``."""
+        return self._resources
 
     @property
     def idempotency_key(self) -> str:

@@ -15,6 +15,7 @@ from hephaestus.errors import UnencodableValueError
 
 if TYPE_CHECKING:
     from hephaestus._core.definition import Node
+    from hephaestus._core.retry import RetryPolicy
 
 __all__ = ["failure_from_exception", "interpret", "unstorable_result"]
 
@@ -118,8 +119,11 @@ def _unrouted(message: str, node: Node) -> Failure:
     )
 
 
-def failure_from_exception(exc: BaseException, kind: str = "exception") -> Failure:
-    """A retryable failure carrying the exception's type, message and traceback."""
+def failure_from_exception(
+    exc: BaseException, kind: str = "exception", *, retry: RetryPolicy | None = None
+) -> Failure:
+    """A failure carrying the exception's type, message and traceback; retryable unless
+    ``retry`` (the step's policy) names the exception in ``never_retry``."""
     kind_type = type(exc)
     return Failure(
         ErrorInfo(
@@ -127,5 +131,6 @@ def failure_from_exception(exc: BaseException, kind: str = "exception") -> Failu
             message=printable(str(exc) or kind_type.__name__),
             type=f"{kind_type.__module__}.{kind_type.__qualname__}",
             traceback=printable("".join(traceback.format_exception(exc))),
-        )
+        ),
+        retryable=retry is None or retry.retries(exc),
     )

@@ -5,9 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_RETRY", "Backoff", "RetryPolicy"]
+__all__ = ["DEFAULT_NEVER_RETRY", "DEFAULT_RETRY", "Backoff", "RetryPolicy"]
 
 Backoff = Literal["exponential", "linear", "constant"]
+
+DEFAULT_NEVER_RETRY: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    ImportError,
+    NotImplementedError,
+)
+"""Exceptions a retry cannot fix, by default: errors in the step's code (a wrong call or
+signature, a missing attribute or name, a failed import), which run the same way again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +27,15 @@ class RetryPolicy:
     Most specific wins: ``Step.retry``, then ``Workflow.retry``, then ``DEFAULT_RETRY``.
     Delays are in seconds; the delay before attempt ``n + 1`` is ``initial_delay`` times
     ``2 ** (n - 1)`` (exponential), ``n`` (linear) or ``1`` (constant), capped at ``max_delay``.
+    An exception that is an instance of one of ``never_retry`` fails the step at once, whatever
+    attempts remain (``DEFAULT_NEVER_RETRY``: errors in the step's code; ``()`` retries all).
     """
 
     max_attempts: int = 5
     backoff: Backoff = "exponential"
     initial_delay: float = 1.0
     max_delay: float = 60.0
+    never_retry: tuple[type[BaseException], ...] = DEFAULT_NEVER_RETRY
 
     def problems(self) -> list[str]:
         """What is wrong with this policy (empty when valid)."""
@@ -38,7 +51,19 @@ class RetryPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 found.append(f"{name} must be a non-negative number of seconds, got {value!r}")
+        never: object = self.never_retry
+        if not isinstance(never, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in never
+        ):
+            found.append(
+                f"never_retry must be a tuple of exception classes, such as (TypeError, "
+                f"KeyError), got {never!r}"
+            )
         return found
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether an attempt that raised ``exc`` may be retried (attempts permitting)."""
+        return not isinstance(exc, self.never_retry)
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""

@@ -17,7 +17,11 @@ SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
 _KEY = re.compile(r"[a-z0-9]+")
 MAX_KEY_LENGTH = 64
 """Characters of a workflow's unique key, at most (it starts every id, see ``MAX_ID_LENGTH``)."""
-_VALUE = re.compile(r"[a-z0-9]+|[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
+_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A business value: letters, digits, ``-``, ``_`` and ``.``, starting with a letter or digit
+(``ORD-2024-0001``, ``customer_42``, a UUID). Case-sensitive: ``ORD-1`` and ``ord-1`` are two
+ids. No ``:`` (it separates the parts of an id), no spaces; checked before any storage sees it,
+so every storage accepts the same ids."""
 _SUFFIX = re.compile(r"[a-f0-9]{8}")
 
 
@@ -40,9 +44,11 @@ class Unique:
         if not isinstance(key, str):
             found.append(f"unique key must be a string, got {key!r}")
         elif not _KEY.fullmatch(key):
+            suggestion = re.sub(r"[^a-z0-9]", "", key.lower()) or "orderid"
             found.append(
                 f"unique key must contain only lowercase letters and digits [a-z0-9], "
-                f"got {self.key!r}"
+                f"got {self.key!r}: use {suggestion!r} (the key only prefixes ids; the values "
+                "may hold upper case, '-', '_' and '.')"
             )
         elif len(key) > MAX_KEY_LENGTH:
             found.append(
@@ -57,7 +63,9 @@ class Unique:
 def _check_value(value: object) -> str:
     if not isinstance(value, str) or not _VALUE.fullmatch(value):
         raise InvalidInstanceIdError(
-            f"invalid id value {value!r}: must be [a-z0-9]+ or a lowercase UUID"
+            f"invalid id value {value!r}: use letters, digits, '-', '_' and '.', starting with "
+            "a letter or digit (such as 'ORD-2024-0001' or 'customer_42'); hash or encode "
+            "other values"
         )
     return value
 

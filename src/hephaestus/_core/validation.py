@@ -90,6 +90,15 @@ def _name(step: object) -> str:
     return step.__qualname__ if isinstance(step, type) else repr(step)
 
 
+def _reuse_hint(step: object) -> str:
+    """How to use a step class at a second place of a graph, where it is one node."""
+    name = _name(step).rsplit(".", 1)[-1]
+    return (
+        f"a step class appears once per graph: to use {name} at a second place, route to a "
+        f"subclass of it (class {name}Again({name}): pass), a step of its own with the same code"
+    )
+
+
 def _check_tags(tags: object, issues: list[Issue]) -> tuple[str, ...]:
     if isinstance(tags, list | tuple) and all(isinstance(tag, str) for tag in tags):
         return tuple(cast(Sequence[str], tags))
@@ -454,7 +463,7 @@ class _GraphBuilder:
             if any(parsed[0] is existing for existing, _ in targets):
                 self.add(
                     IssueCode.INVALID_TARGET,
-                    f"{where} lists {_name(parsed[0])} twice",
+                    f"{where} lists {_name(parsed[0])} twice; {_reuse_hint(parsed[0])}",
                     source,
                 )
                 continue
@@ -558,7 +567,12 @@ class _GraphBuilder:
         cycle = find_cycle(adj, [ids[s] for s in self.steps])
         if cycle is not None:
             path = " -> ".join(_name(by_id[i]) for i in cycle)
-            self.add(IssueCode.CYCLE, f"cycle detected in workflow graph: {path}")
+            self.add(
+                IssueCode.CYCLE,
+                f"cycle detected in workflow graph: {path}. Workflows are acyclic; if "
+                f"{_name(by_id[cycle[0]])} is meant to run again there rather than loop, "
+                f"{_reuse_hint(by_id[cycle[0]])}",
+            )
         seen = reachable(adj, [ids[start]])
         unreachable = sorted(_name(s) for s in self.steps if ids[s] not in seen)
         if unreachable:

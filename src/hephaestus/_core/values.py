@@ -40,14 +40,16 @@ from hephaestus._core.instance import (
     StepRun,
 )
 from hephaestus._core.steps import Step
-from hephaestus.errors import UnencodableValueError, ValueLimitError
+from hephaestus.errors import MissingResourceError, UnencodableValueError, ValueLimitError
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_ID_LENGTH",
     "MAX_INT_DIGITS",
     "MAX_SIZE",
+    "NO_RESOURCES",
     "ReadOnlyMapping",
+    "Resources",
     "check_mapping",
     "check_string",
     "check_value",
@@ -297,6 +299,43 @@ def copy_value(value: Any) -> Any:
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
+class Resources(Mapping[str, Any]):
+    """The app's resources as a step sees them: a read-only view of ``Hephaestus.resources``
+    (the objects themselves, not copies: pools and clients are shared). A missing name raises
+    ``MissingResourceError`` saying how to give it."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise MissingResourceError(
+                f"no resource {name!r} in this app (it has {sorted(self._data)}): pass "
+                f"Hephaestus(resources={{{name!r}: ...}})",
+                name=name,
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __repr__(self) -> str:
+        return f"Resources({sorted(self._data)})"
+
+
+NO_RESOURCES = Resources({})
+"""What a step sees when its runner was given no resources."""
+
+
 class ReadOnlyMapping(Mapping[str, Any]):
     """A read-only view of a stored mapping; each nested container it hands out is a copy.
 
@@ -334,7 +373,9 @@ def readonly_context(initial: Mapping[str, Any], steps: Mapping[str, Any]) -> Co
     return Context(ReadOnlyMapping(initial), ReadOnlyMapping(steps))
 
 
-def step_view(instance: Instance, step: str, attempt: int) -> tuple[StepRun, StepContext]:
+def step_view(
+    instance: Instance, step: str, attempt: int, resources: Resources = NO_RESOURCES
+) -> tuple[StepRun, StepContext]:
     """What a step receives: a ``StepRun`` of ``instance`` and its ``StepContext``, read-only.
 
     Costs a few small objects per step attempt, whatever the size of the run: user data
@@ -355,6 +396,7 @@ def step_view(instance: Instance, step: str, attempt: int) -> tuple[StepRun, Ste
         instance.workflow,
         instance.workflow_version,
         ReadOnlyMapping(metadata) if metadata else _EMPTY,
+        resources,
     )
     return run, context
 

@@ -22,8 +22,8 @@ runner contract suite every runner passes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hephaestus._clock import TimerHandle
 from hephaestus._core.commands import (
@@ -50,6 +50,8 @@ from hephaestus.runners._executor import StepExecutor
 from hephaestus.runners._local import LocalRunner
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hephaestus._clock import Clock
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
@@ -96,6 +98,10 @@ class RuntimeEnv:
     telemetry: bool = True
     """Whether to emit telemetry events (``Hephaestus(telemetry=False)`` turns them off); the
     ``Driver`` honours it."""
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    """The app's resources for steps (``Hephaestus(resources=...)``, a live read-only view);
+    a runner hands the env to ``StepExecutor.open`` so that steps see them as
+    ``run.resources``."""
 
 
 @runtime_checkable

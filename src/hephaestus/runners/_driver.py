@@ -26,7 +26,7 @@ from hephaestus.errors import (
     InstanceError,
     UnencodableValueError,
 )
-from hephaestus.runners._events import emit_decision, emit_step_start
+from hephaestus.runners._events import emit_decision, emit_step_start, log_failures
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -325,8 +325,12 @@ class Driver:
         decision: engine.Decision,
         duration: float | None = None,
     ) -> None:
-        """Emit the telemetry events of a durable decision."""
-        if decision.changed and self.observed:
+        """Emit the telemetry events of a durable decision, and log what failed in it (even
+        with no telemetry handler: a failed run is never silent)."""
+        if not decision.changed:
+            return
+        log_failures(decision)
+        if self.observed:
             emit_decision(definition, decision, duration, runner=self.runner)
 
     def step_started(

@@ -9,6 +9,7 @@ Events are therefore the same whichever runner executes a run, and a recovered r
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,13 @@ from hephaestus._core.instance import HistoryKind, Instance, Status, StepStatus
 if TYPE_CHECKING:
     from hephaestus._core.commands import Decision
     from hephaestus._core.definition import WorkflowDefinition
-    from hephaestus._core.instance import HistoryEntry
+    from hephaestus._core.instance import ErrorInfo, HistoryEntry
 
-__all__ = ["base_metadata", "emit_decision", "emit_step_start"]
+__all__ = ["FAILURE_LOG", "base_metadata", "emit_decision", "emit_step_start", "log_failures"]
+
+FAILURE_LOG = logging.getLogger("hephaestus.runs")
+"""Where failed runs and steps that failed for good are logged, at WARNING, whatever telemetry
+handlers are attached: without any logging set up, Python's last-resort handler prints them."""
 
 _COMPLETIONS = (HistoryKind.STEP_COMPLETED, HistoryKind.STEP_RESUMED)
 
@@ -227,4 +232,61 @@ def emit_decision(
             "hephaestus.workflow.suspend",
             {"system_time": time.time()},
             {**base, "status": "waiting", "waiting_steps": waiting},
+        )
+
+
+def _reason(error: ErrorInfo | None) -> str:
+    if error is None:
+        return "no error recorded"
+    kind = error.type or error.kind
+    return f"{kind}: {error.message}"
+
+
+def log_failures(decision: Decision) -> None:
+    """Log, at WARNING on ``FAILURE_LOG``, a run that failed and a step that failed for good
+    (retries exhausted, or not retryable), with the run's ids and the error: one line each,
+    one in all when the step's failure failed the run."""
+    entries = decision.changes.history
+    if not FAILURE_LOG.isEnabledFor(logging.WARNING) or not any(
+        entry.kind is HistoryKind.FAILED or entry.kind is HistoryKind.STEP_FAILED
+        for entry in entries
+    ):
+        return
+    after = decision.instance
+    run_failed = next((e for e in entries if e.kind is HistoryKind.FAILED), None)
+    run_error = None if run_failed is None else run_failed.error
+    extra = {
+        "instance_id": after.id,
+        "run_id": after.run_id,
+        "workflow": after.workflow,
+    }
+    for entry in entries:
+        if entry.kind is not HistoryKind.STEP_FAILED:
+            continue
+        if run_error is not None and run_error.step == entry.step:
+            continue  # said by the run's line below
+        FAILURE_LOG.warning(
+            "step %s of %s (run %s, %s) failed at attempt %s and will not be retried: %s",
+            entry.step,
+            after.id,
+            after.run_id,
+            after.workflow,
+            entry.attempt,
+            _reason(entry.error),
+            extra={**extra, "step": entry.step, "attempt": entry.attempt},
+        )
+    if run_failed is not None:
+        where = ""
+        if run_error is not None and run_error.step is not None:
+            where = f" at step {run_error.step}"
+            if run_error.attempt is not None:
+                where += f" (attempt {run_error.attempt}, not retried further)"
+        FAILURE_LOG.warning(
+            "run %s (run %s, %s) failed%s: %s",
+            after.id,
+            after.run_id,
+            after.workflow,
+            where,
+            _reason(run_error),
+            extra={**extra, "step": None if run_error is None else run_error.step},
         )

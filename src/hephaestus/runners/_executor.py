@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 from hephaestus._core import engine
 from hephaestus._core.instance import ErrorInfo
 from hephaestus._core.steps import runs_inline
-from hephaestus._core.values import ReadOnlyMapping, step_view
+from hephaestus._core.values import NO_RESOURCES, ReadOnlyMapping, Resources, step_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hephaestus._core.definition import Node, WorkflowDefinition
     from hephaestus._core.instance import Instance, StepContext, StepRun
+    from hephaestus.runners import RuntimeEnv
 
 __all__ = ["StepExecutor"]
 
@@ -44,8 +45,13 @@ class StepExecutor:
     def __init__(self, *, max_threads: int | None = None) -> None:
         self._max_threads = max_threads
         self._threads: ThreadPoolExecutor | None = None
+        self._resources = NO_RESOURCES
 
-    def open(self) -> None:
+    def open(self, env: RuntimeEnv | None = None) -> None:
+        """Make the thread pool; ``env`` (the runner's, from ``Runner.open``) gives steps the
+        app's resources as ``run.resources``."""
+        if env is not None:
+            self._resources = Resources(env.resources)
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
                 max_workers=self._max_threads, thread_name_prefix="hephaestus-step"
@@ -67,12 +73,12 @@ class StepExecutor:
     ) -> engine.Outcome:
         """Run a built-in step (``inline`` is true for it) synchronously, on the caller's loop."""
         node = definition.nodes[command.step]
-        run, context = step_view(instance, command.step, command.attempt)
+        run, context = step_view(instance, command.step, command.attempt, self._resources)
         config = None if command.config is None else ReadOnlyMapping(command.config)
         try:
             return engine.interpret(node, node.step().execute(run, config, context))
         except Exception as exc:
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
 
     async def execute(
         self,
@@ -84,7 +90,7 @@ class StepExecutor:
     ) -> engine.Outcome:
         """Run attempt ``command.attempt`` of ``command.step`` of ``instance``."""
         node = definition.nodes[command.step]
-        run, context = step_view(instance, command.step, command.attempt)
+        run, context = step_view(instance, command.step, command.attempt, self._resources)
         try:
             if node.timeout is None:
                 raw = await self._invoke(node, run, command, context)
@@ -95,15 +101,15 @@ class StepExecutor:
             if node.timeout is not None and deadline.expired():
                 message = f"step {node.key!r} timed out after {node.timeout}s"
                 return engine.Failure(ErrorInfo(kind="timeout", message=message))
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         except asyncio.CancelledError as exc:
             if stopping() or _being_cancelled():
                 raise  # the run is being cancelled, or the runner is stopping: stop here
             # The step raised it itself (a cancelled inner task, a timeout helper that
             # re-raises): an ordinary failed attempt, retried per policy.
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         except Exception as exc:
-            return engine.failure_from_exception(exc)
+            return engine.failure_from_exception(exc, retry=node.retry)
         return engine.interpret(node, raw)
 
     async def _invoke(

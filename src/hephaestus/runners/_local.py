@@ -25,6 +25,7 @@ from hephaestus.errors import (
     ConcurrentUpdateError,
     HephaestusError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     StorageError,
     UnknownWorkflowError,
 )
@@ -135,9 +136,13 @@ class LocalRunner:
         sweep_interval: float = 5.0,
     ) -> None:
         if shutdown_timeout < 0:
-            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
+            raise InvalidArgumentError(
+                f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}"
+            )
         if not sweep_interval > 0:
-            raise ValueError(f"sweep_interval must be > 0 seconds, got {sweep_interval!r}")
+            raise InvalidArgumentError(
+                f"sweep_interval must be > 0 seconds, got {sweep_interval!r}"
+            )
         self._sweep_interval = sweep_interval
         self._unwatch: Unwatch | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
@@ -161,7 +166,7 @@ class LocalRunner:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor.open()
+        self._executor.open(env)
         from hephaestus.storage import OwningStorage
 
         owning = env.storage if isinstance(env.storage, OwningStorage) else None

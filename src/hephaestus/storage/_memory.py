@@ -20,6 +20,7 @@ from hephaestus.errors import (
     CorruptInstanceError,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     StorageError,
 )
 from hephaestus.storage._corrupt import corrupt, log_skipped
@@ -194,7 +195,7 @@ class InMemoryStorage:
         self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
     ) -> dict[tuple[str, ...], int]:
         if any(column not in ("status", "workflow") for column in by):
-            raise ValueError(f"count groups by status and/or workflow, not {by!r}")
+            raise InvalidArgumentError(f"count groups by status and/or workflow, not {by!r}")
         counts: dict[tuple[str, ...], int] = {}
         for row in self._matching(query):
             key = tuple(row.status.value if column == "status" else row.workflow for column in by)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from hephaestus.errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     from collections.abc import Collection
 
@@ -46,7 +48,7 @@ def encode_cursor(created_at: datetime, seq: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """``(created_at, seq)`` from a cursor; ``ValueError`` if it is not one."""
+    """``(created_at, seq)`` from a cursor; ``InvalidArgumentError`` if it is not one."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, seq = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -54,7 +56,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         if not isinstance(seq, int) or isinstance(seq, bool) or at.tzinfo is None:
             raise TypeError(seq)
     except (ValueError, TypeError, binascii.Error) as exc:
-        raise ValueError(f"not a query cursor: {cursor!r}") from exc
+        raise InvalidArgumentError(
+            f"not a query cursor: {cursor!r}; pass the next_cursor of a Page unchanged"
+        ) from exc
     return at, seq
 
 

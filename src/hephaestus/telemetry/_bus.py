@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from hephaestus.errors import InvalidArgumentError
+
 __all__ = [
     "EVENTS",
     "ContextInjector",
@@ -67,15 +69,19 @@ def attach(handler_id: str, events: Iterable[str], handler: Handler) -> None:
     """Call ``handler`` for each of ``events``; ``handler_id`` must not be attached already.
 
     Names under ``hephaestus.`` must be in ``EVENTS`` or be ``hephaestus.runner.init`` (a typo
-    raises ``ValueError``); other names are your own, emitted with ``emit`` or ``span``.
+    raises ``InvalidArgumentError``, a ``ValueError``); other names are your own, emitted with
+    ``emit`` or ``span``.
     """
     wanted = frozenset(events)
     unknown = {e for e in wanted if e.startswith(_PREFIX) and e not in _KNOWN}
     if unknown:
         known = [*EVENTS, *PROCESS_EVENTS]
-        raise ValueError(f"unknown telemetry events {sorted(unknown)}; known: {known}")
+        raise InvalidArgumentError(f"unknown telemetry events {sorted(unknown)}; known: {known}")
     if handler_id in _handlers:
-        raise ValueError(f"a telemetry handler {handler_id!r} is already attached")
+        raise InvalidArgumentError(
+            f"a telemetry handler {handler_id!r} is already attached; detach({handler_id!r}) "
+            "first, or attach under another id"
+        )
     _handlers[handler_id] = (wanted, handler)
     _reindex()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hephaestus.errors import InvalidArgumentError
 from hephaestus.telemetry import _bus
 
 if TYPE_CHECKING:
@@ -144,7 +145,9 @@ def attach_log_handler(
     target = logging.getLogger(logger) if isinstance(logger, str) else logger
     unknown = set(levels or {}) - {*_bus.EVENTS, *_bus.PROCESS_EVENTS}
     if unknown:
-        raise ValueError(f"levels given for unknown events {sorted(unknown)}")
+        raise InvalidArgumentError(
+            f"levels given for unknown events {sorted(unknown)}; known: {list(_bus.EVENTS)}"
+        )
     _bus.attach(handler_id, events, _LogHandler(target, {**DEFAULT_LOG_LEVELS, **(levels or {})}))
     return handler_id
 

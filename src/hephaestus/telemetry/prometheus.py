@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from hephaestus.errors import InvalidArgumentError
 from hephaestus.telemetry import _bus
 
 if TYPE_CHECKING:
@@ -90,10 +91,14 @@ class PrometheusMetrics:
     ) -> None:
         unknown = set(scope) - {"workflow", "step"}
         if unknown or not scope:
-            raise ValueError(f"scope must name 'workflow' and/or 'step', got {sorted(scope)}")
+            raise InvalidArgumentError(
+                f"scope must name 'workflow' and/or 'step', got {sorted(scope)}"
+            )
         clash = _BUILT_IN_LABELS & set(metadata_labels)
         if clash:
-            raise ValueError(f"metadata_labels may not reuse built-in labels {sorted(clash)}")
+            raise InvalidArgumentError(
+                f"metadata_labels may not reuse built-in labels {sorted(clash)}"
+            )
         self.registry = registry if registry is not None else REGISTRY
         self.scope = frozenset(scope)
         self.handler_id = handler_id

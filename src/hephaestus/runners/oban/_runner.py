@@ -188,7 +188,7 @@ class ObanRunner:
         if self.mode == "client":
             return
         _worker.register(self._sql.schema, self)
-        self._executor.open()
+        self._executor.open(env)
         try:
             if self.mode == "worker":
                 await self._start_oban()

@@ -24,6 +24,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from hephaestus.codec import dumps, encode_input
+from hephaestus.errors import InvalidArgumentError
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._rows import decode_rows, insert_params
 from hephaestus.storage.postgres._transaction import already_running
@@ -75,7 +76,7 @@ def is_async_connection(connection: object) -> bool:
 
         if isinstance(connection, AsyncConnection | AsyncSession):
             return True
-    raise TypeError(f"{_ACCEPTED}; got {type(connection).__name__}")
+    raise InvalidArgumentError(f"{_ACCEPTED}; got {type(connection).__name__}")
 
 
 def _is_django(connection: object) -> bool:
@@ -86,7 +87,7 @@ def _is_django(connection: object) -> bool:
 
 def _driver(raw: object, what: str) -> object:
     if not isinstance(raw, psycopg.Connection | psycopg.AsyncConnection):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"{what} does not use psycopg 3 (it holds a {type(raw).__module__}."
             f"{type(raw).__name__}); Hephaestus joins transactions through psycopg 3"
         )
@@ -102,7 +103,7 @@ def _sync_connection(connection: object) -> psycopg.Connection[Any]:
     if _is_django(connection):
         vendor = getattr(connection, "vendor", None)
         if vendor != "postgresql":
-            raise TypeError(f"Django's connection is to {vendor}, not PostgreSQL")
+            raise InvalidArgumentError(f"Django's connection is to {vendor}, not PostgreSQL")
         connection.ensure_connection()  # type: ignore[attr-defined]
         raw = _driver(connection.connection, "Django's connection")  # type: ignore[attr-defined]
     else:
@@ -116,7 +117,7 @@ def _sync_connection(connection: object) -> psycopg.Connection[Any]:
                 connection.begin()  # committed by the caller's connection.commit()
             raw = _driver(connection.connection.driver_connection, "the SQLAlchemy connection")
     if not isinstance(raw, psycopg.Connection):
-        raise TypeError(f"conn= {_SYNC_HINT}")
+        raise InvalidArgumentError(f"conn= {_SYNC_HINT}")
     return raw
 
 
@@ -135,7 +136,7 @@ async def _async_connection(connection: object) -> psycopg.AsyncConnection[Any]:
         proxied = await connection.get_raw_connection()
         raw = _driver(proxied.driver_connection, "the SQLAlchemy connection")
     if not isinstance(raw, psycopg.AsyncConnection):
-        raise TypeError(f"conn= {_ASYNC_HINT}")
+        raise InvalidArgumentError(f"conn= {_ASYNC_HINT}")
     return raw
 
 
@@ -181,7 +182,7 @@ class PostgresCallerTransaction:
 
     def run[T](self, work: Work[T]) -> T:
         if self.is_async:
-            raise TypeError(f"conn= {_SYNC_HINT}")
+            raise InvalidArgumentError(f"conn= {_SYNC_HINT}")
         connection = _sync_connection(self._connection)
         with wrap_exceptions(), self._fenced(connection):
             try:
@@ -201,7 +202,7 @@ class PostgresCallerTransaction:
 
     async def run_async[T](self, work: Work[T]) -> T:
         if not self.is_async:
-            raise TypeError(f"conn= {_ASYNC_HINT}")
+            raise InvalidArgumentError(f"conn= {_ASYNC_HINT}")
         connection = await _async_connection(self._connection)
         with wrap_exceptions():
             async with self._fenced_async(connection):

@@ -48,16 +48,30 @@ deadlock, and a server shutting down or starting (its connections are lost)."""
 def translate(exc: BaseException) -> HephaestusError:
     """The Hephaestus error that reports the driver's ``exc`` (the caller chains it)."""
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-    if state is not None and state[:2] in REJECTED_CLASSES:
+    if _rejected(exc):
         return ValueRejectedError(
-            f"PostgreSQL refused a value (SQLSTATE {state}): {exc}; this is not an outage and "
+            f"PostgreSQL refused a value (SQLSTATE {state or 'none, refused by psycopg'}): {exc}; "
+            "this is not an outage and "
             "a retry would fail the same way: change the value (see the limits in the docs)",
             sqlstate=state,
         )
     return StorageError(f"PostgreSQL storage failed: {type(exc).__name__}: {exc}")
 
 
+def _rejected(exc: BaseException) -> bool:
+    """Whether ``exc`` refuses the data itself: a class 22 or 54 SQLSTATE, or a value psycopg
+    refuses before sending it (a NUL character in text: a ``DataError`` with no SQLSTATE)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    return isinstance(exc, psycopg.DataError) or (
+        state is not None and state[:2] in REJECTED_CLASSES
+    )
+
+
 def retryable(exc: psycopg.Error) -> bool:
     """Whether a statement that failed with ``exc`` may succeed if run again."""
+    if _rejected(exc):
+        return False
     state = exc.sqlstate
     return state is None or state.startswith("08") or state in RETRIED_STATES

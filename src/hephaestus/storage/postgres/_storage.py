@@ -18,7 +18,12 @@ import psycopg.errors
 
 from hephaestus._core.instance import Status
 from hephaestus.codec import dumps, encode_input
-from hephaestus.errors import InstanceAlreadyRunningError, InstanceNotFoundError, StorageError
+from hephaestus.errors import (
+    InstanceAlreadyRunningError,
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    StorageError,
+)
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
 from hephaestus.storage.postgres._caller import PostgresCallerTransaction
 from hephaestus.storage.postgres._errors import wrap_exceptions
@@ -77,7 +82,7 @@ class PostgresStorage:
         open_timeout: float = 10.0,
     ) -> None:
         if (dsn is None) == (pool is None):
-            raise ValueError("give PostgresStorage exactly one of dsn= or pool=")
+            raise InvalidArgumentError("give PostgresStorage exactly one of dsn= or pool=")
         self._connections = Connections(
             dsn, pool, min_size=min_size, max_size=max_size, open_timeout=open_timeout
         )
@@ -193,7 +198,7 @@ class PostgresStorage:
         self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
     ) -> dict[tuple[str, ...], int]:
         if any(column not in ("status", "workflow") for column in by):
-            raise ValueError(f"count groups by status and/or workflow, not {by!r}")
+            raise InvalidArgumentError(f"count groups by status and/or workflow, not {by!r}")
         columns = tuple(column for column in ("status", "workflow") if column in by)
         params = self._params(query, None)
         if params is None:
