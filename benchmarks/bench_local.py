@@ -39,6 +39,7 @@ from hephaestus import (
     Unique,
     Workflow,
 )
+from hephaestus.testing import run_until_idle
 
 
 def _make_step(index: int) -> type[Step]:
@@ -86,7 +87,7 @@ class FanBench(Workflow):
 
 
 async def _wait_all_done(app: Hephaestus, expected: int) -> None:
-    await app.run_until_idle()
+    await run_until_idle(app)
     done = await app.list(status=Status.COMPLETED)
     if len(done) != expected:
         raise RuntimeError(f"expected {expected} completed runs, found {len(done)}")
@@ -135,7 +136,7 @@ async def bench_fanout(runs: int) -> dict[str, float]:
         for i in range(runs):
             began = time.perf_counter()
             await FanBench.start(f"{i}", app=app)
-            await app.run_until_idle()
+            await run_until_idle(app)
             samples.append(time.perf_counter() - began)
         completed = await app.list(FanBench, status=Status.COMPLETED)
         if len(completed) != runs:
@@ -160,7 +161,7 @@ async def run_alone(flow: type[Workflow], steps: int, runs: int) -> float:
             gc.collect()
             began = time.perf_counter()
             await flow.start(f"{i}", app=app)
-            await app.run_until_idle()
+            await run_until_idle(app)
             samples.append((time.perf_counter() - began) / steps * 1e6)
         completed = await app.list(flow, status=Status.COMPLETED)
         if len(completed) != runs:

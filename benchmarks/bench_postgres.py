@@ -38,6 +38,7 @@ from hephaestus import (
 )
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.postgres import PostgresStorage, install
+from hephaestus.testing import run_until_idle
 
 CONCURRENCY = 200
 POOL_SIZE = 10
@@ -102,7 +103,7 @@ async def bench_concurrent(dsn: str) -> dict[str, float]:
         await asyncio.gather(
             *(Chain10.start(f"{i}", {"n": i}, app=app) for i in range(CONCURRENCY))
         )
-        await app.run_until_idle()
+        await run_until_idle(app)
         elapsed = time.perf_counter() - began
         cpu_used = time.process_time() - cpu
         done = await storage.query(InstanceQuery(status=Status.COMPLETED))
@@ -157,7 +158,7 @@ async def run_alone(dsn: str, flow: type[Workflow], steps: int, runs: int) -> di
             gc.collect()
             began = time.perf_counter()
             await flow.start(f"{i}", app=app)
-            await app.run_until_idle()
+            await run_until_idle(app)
             samples.append((time.perf_counter() - began) / steps * 1e3)
         done = await storage.query(InstanceQuery(status=Status.COMPLETED))
     if len(done) != runs:

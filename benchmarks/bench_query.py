@@ -35,6 +35,7 @@ from hephaestus import Done, Hephaestus, Status, Unique, WaitForEvent, Workflow
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage._query import encode_cursor
 from hephaestus.storage.postgres import PostgresStorage
+from hephaestus.testing import run_until_idle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LIMIT = 50
@@ -62,12 +63,12 @@ async def make_templates(dsn: str) -> None:
         for workflow in (Order, Invoice):
             for value, status in (("waiting", None), ("completed", "received"), ("cancelled", "")):
                 await app.start(workflow, value, {"items": [1, 2, 3]}, metadata={"tenant": "t0"})
-                await app.run_until_idle()
+                await run_until_idle(app)
                 if status:
                     await app.resume(workflow, value, status)
                 elif status == "":
                     await app.cancel(workflow, value, reason="bench")
-                await app.run_until_idle()
+                await run_until_idle(app)
 
 
 INSERT_HEADERS = """

@@ -38,6 +38,7 @@ from typing import Any
 
 from hephaestus import Done, Hephaestus, Status, Unique, WaitForEvent, Workflow
 from hephaestus.runners import Resume
+from hephaestus.testing import run_until_idle
 
 BATCH = 1_000
 
@@ -66,12 +67,12 @@ async def _start_batched(app: Hephaestus, first: int, count: int) -> None:
     for begin in range(first, first + count, BATCH):
         end = min(begin + BATCH, first + count)
         await asyncio.gather(*(WaitBench.start(str(i), app=app) for i in range(begin, end)))
-        await app.run_until_idle()
+        await run_until_idle(app)
 
 
 async def _start_at_once(app: Hephaestus, first: int, count: int) -> None:
     await asyncio.gather(*(WaitBench.start(str(i), app=app) for i in range(first, first + count)))
-    await app.run_until_idle()
+    await run_until_idle(app)
 
 
 async def _check_waiting(app: Hephaestus, expected: int) -> None:
@@ -92,7 +93,7 @@ async def bench_resume(runs: int, sample: int | None) -> dict[str, Any]:
         began, cpu = time.perf_counter(), time.process_time()
         for value in values:
             await WaitBench.resume(value, "received", app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
         elapsed, cpu_used = time.perf_counter() - began, time.process_time() - cpu
         done = await app.list(WaitBench, status=Status.COMPLETED)
         if len(done) != len(values):
@@ -107,7 +108,7 @@ async def bench_resume(runs: int, sample: int | None) -> dict[str, Any]:
         began, cpu = time.perf_counter(), time.process_time()
         for run_id in run_ids:
             await app.runner.apply(run_id, Resume("received"))
-        await app.run_until_idle()
+        await run_until_idle(app)
         elapsed, cpu_used = time.perf_counter() - began, time.process_time() - cpu
     result["by_run_id_us"] = elapsed / len(run_ids) * 1e6
     result["by_run_id_cpu_us"] = cpu_used / len(run_ids) * 1e6
@@ -118,7 +119,7 @@ async def bench_memory(runs: int, how: str) -> dict[str, Any]:
     async with Hephaestus() as app:
         await _start_batched(app, runs, 1)  # warm every code path up with a run of its own
         await WaitBench.resume(str(runs), "received", app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
         _trim()
         before = _rss()
         began = time.perf_counter()

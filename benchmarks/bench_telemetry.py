@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.bench_local import LINEAR_STEPS, LinearBench
 from hephaestus import Hephaestus, Status, telemetry
+from hephaestus.testing import run_until_idle
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,7 +69,7 @@ async def _workload(instances: int, *, enabled: bool) -> tuple[float, float]:
         began, cpu = time.perf_counter(), time.process_time()
         for i in range(instances):
             await LinearBench.start(f"{i}", {"n": i}, app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
         elapsed, cpu_used = time.perf_counter() - began, time.process_time() - cpu
         done = await app.list(status=Status.COMPLETED)
         if len(done) != instances:

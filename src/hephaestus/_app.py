@@ -727,16 +727,6 @@ class Hephaestus:
         )
         return await self._on_loop(lambda: self.storage.query(query))
 
-    async def run_until_idle(self) -> None:
-        """Wait until no step is executing or due (pending timers aside), on any runner.
-
-        ``hephaestus.testing.run_until_idle(app)``: an ``IdleAware`` runner (the local one)
-        is asked; for any other, the storage is watched until nothing is due.
-        """
-        from hephaestus.testing import run_until_idle
-
-        await run_until_idle(self)
-
     async def _runner_idle(self) -> None:
         """Wait for an ``IdleAware`` runner's ``wait_idle`` (``hephaestus.testing`` calls it)."""
         await self._on_loop(self.runner.wait_idle)  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ import pytest
 from hephaestus import Hephaestus
 from hephaestus._cli import main
 from hephaestus.storage.postgres import PostgresStorage
+from hephaestus.testing import run_until_idle
 from tests._pg import (
     create_database,
     create_installed_database,
@@ -49,7 +50,7 @@ async def _create_runs(url: str) -> None:
         await app.start(FanOutFlow, "1003", {"items": ["tongs"]}, metadata={"tenant": "acme"})
         await app.start(LinearFlow, "a1")
         await app.start(OrderFlow, "5", {"items": [1]}, version=1)
-        await app.run_until_idle()
+        await run_until_idle(app)
 
 
 @pytest.fixture(scope="module")
@@ -494,6 +495,7 @@ SCRIPT = """
 import asyncio, sys
 from hephaestus import Done, Hephaestus, Unique, WaitForEvent, Workflow
 from hephaestus.storage.postgres import PostgresStorage
+from hephaestus.testing import run_until_idle
 
 
 class ScriptFlow(Workflow):
@@ -508,7 +510,7 @@ async def main() -> None:
     async with Hephaestus(storage=PostgresStorage(sys.argv[1])) as app:
         await ScriptFlow.start("1")
         await ScriptFlow.start("2")
-        await app.run_until_idle()
+        await run_until_idle(app)
 
 
 asyncio.run(main())
@@ -566,7 +568,7 @@ async def _failed_payments(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         async with Hephaestus(storage=PostgresStorage(url), workflows=[PaymentFlow]) as app:
             await app.start(PaymentFlow, "1", {"amount": 40}, metadata={"tenant": "acme"})
             await app.start(PaymentFlow, "2", {"amount": 15})
-            await app.run_until_idle()
+            await run_until_idle(app)
     finally:
         monkeypatch.delenv(DECLINE)
 

@@ -119,7 +119,7 @@ def test_with_no_logging_set_up_the_failure_reaches_stderr() -> None:
         async def main():
             async with Hephaestus() as app:
                 await Flow.start("x1")
-                await app.run_until_idle()
+                await run_until_idle(app)
 
         asyncio.run(main())
         """

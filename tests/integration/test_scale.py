@@ -31,6 +31,7 @@ from hephaestus import (
 from hephaestus.errors import ConcurrentUpdateError, HephaestusError
 from hephaestus.runners import LocalRunner
 from hephaestus.storage import InMemoryStorage, InstanceQuery, Storage
+from hephaestus.testing import run_until_idle
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -135,7 +136,7 @@ async def test_concurrent_resumes_of_a_waiting_run_share_one_writer(app: Hephaes
     """Two resumes racing on a run that waits are applied one after the other, never as rivals."""
     for value in ("1", "2", "3"):
         await ScaleWait.start(value, app=app)
-    await app.run_until_idle()
+    await run_until_idle(app)
 
     results = await asyncio.gather(
         ScaleWait.resume("2", "received", app=app),
@@ -144,7 +145,7 @@ async def test_concurrent_resumes_of_a_waiting_run_share_one_writer(app: Hephaes
         ScaleWait.resume("3", "received", app=app),
         return_exceptions=True,
     )
-    await app.run_until_idle()
+    await run_until_idle(app)
 
     assert not any(isinstance(r, ConcurrentUpdateError) for r in results)
     assert all(r is None or isinstance(r, HephaestusError) for r in results)
@@ -154,7 +155,7 @@ async def test_concurrent_resumes_of_a_waiting_run_share_one_writer(app: Hephaes
     assert (await ScaleWait.get("2", app=app)).status is Status.COMPLETED
     assert (await ScaleWait.get("3", app=app)).status in {Status.CANCELLED, Status.COMPLETED}
     await ScaleWait.resume("1", "received", app=app)
-    await app.run_until_idle()
+    await run_until_idle(app)
     assert (await ScaleWait.get("1", app=app)).status is Status.COMPLETED
 
 
@@ -165,11 +166,11 @@ async def test_a_waiting_run_is_resumed_from_storage_after_a_restart_without_rec
     async with Hephaestus(storage=storage, recover=False) as app:
         await ScalePay.start("1", app=app)
         await ScalePay.start("2", app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
     async with Hephaestus(storage=storage, recover=False) as app:
         await ScalePay.resume("1", "paid", app=app)
         await ScalePay.cancel("2", app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
         assert (await ScalePay.get("1", app=app)).status is Status.COMPLETED
         assert (await ScalePay.get("2", app=app)).status is Status.CANCELLED
 
@@ -202,7 +203,7 @@ async def test_built_in_waiting_steps_need_no_worker_thread() -> None:
             assert (await BlockingFlow.get("1", app=app)).status is Status.RUNNING
         finally:
             gate.set()
-        await app.run_until_idle()
+        await run_until_idle(app)
         assert (await BlockingFlow.get("1", app=app)).status is Status.COMPLETED
 
 
@@ -212,7 +213,7 @@ async def test_a_waiting_run_holds_little_memory() -> None:
     runs = 2_000
     async with Hephaestus() as app:
         await ScaleWait.start("warm", app=app)
-        await app.run_until_idle()
+        await run_until_idle(app)
         gc.collect()
         tracemalloc.start()
         try:
@@ -221,7 +222,7 @@ async def test_a_waiting_run_holds_little_memory() -> None:
                 await asyncio.gather(
                     *(ScaleWait.start(str(n), app=app) for n in range(first, first + 500))
                 )
-                await app.run_until_idle()
+                await run_until_idle(app)
             gc.collect()
             after = tracemalloc.take_snapshot().filter_traces(NOT_ASYNCIO)
             held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
@@ -247,5 +248,5 @@ async def test_a_run_starting_with_a_built_in_wait_is_waiting_when_start_returns
         assert run.waiting_steps == ("pay",)
         assert [entry.kind.value for entry in run.history] == ["started", "step_waiting"]
     await ScalePay.resume("7", "paid", app=app)
-    await app.run_until_idle()
+    await run_until_idle(app)
     assert (await ScalePay.get("7", app=app)).status is Status.COMPLETED

@@ -223,7 +223,7 @@ def test_open_sync_and_close_sync_serve_a_long_lived_sync_process() -> None:
         with pytest.raises(AppError):
             app.open_sync()
         Signup.sync.start("cid", {"name": "Cid"})
-        app.run_sync(app.run_until_idle)
+        app.run_sync(lambda: run_until_idle(app))
         assert Signup.sync.get("cid").status is Status.WAITING
     finally:
         app.close_sync()

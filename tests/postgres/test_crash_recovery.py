@@ -12,6 +12,7 @@ from pathlib import Path
 from hephaestus import Hephaestus, HistoryKind, Status, WorkflowDefinition
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.postgres import PostgresStorage
+from hephaestus.testing import run_until_idle
 from tests.postgres._crash_flows import CHAIN, CrashChain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ async def test_runs_of_a_killed_process_complete_with_each_transition_applied_on
         assert len(before) == RUNS
         assert any(run.status is not Status.COMPLETED for run in before), "killed too late"
         async with asyncio.timeout(BOUND):
-            await app.run_until_idle()  # recovery re-dispatched every unfinished step
+            await run_until_idle(app)  # recovery re-dispatched every unfinished step
         runs = await storage.query(InstanceQuery(workflow=definition.name))
 
     assert len(runs) == RUNS

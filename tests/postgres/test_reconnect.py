@@ -23,6 +23,7 @@ from hephaestus import (
 )
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.postgres import PostgresStorage
+from hephaestus.testing import run_until_idle
 
 BOUND = 10.0
 
@@ -71,7 +72,7 @@ async def terminate_backends(database_url: str) -> int:
 async def wait_for(app: Hephaestus, flow: type[Workflow], value: str) -> Instance:
     """The run of ``flow`` named ``value`` once the app has nothing left to execute."""
     async with asyncio.timeout(BOUND):
-        await app.run_until_idle()
+        await run_until_idle(app)
     return await flow.get(value)
 
 

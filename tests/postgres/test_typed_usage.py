@@ -20,6 +20,7 @@ from hephaestus import (
 )
 from hephaestus.codec import JSONValue
 from hephaestus.storage.postgres import PostgresStorage, containment, install, schema_sql
+from hephaestus.testing import run_until_idle
 
 
 class ValidateTyped(Step):
@@ -42,7 +43,7 @@ async def test_the_documented_postgres_usage_type_checks_and_runs(database_url: 
     storage = PostgresStorage(database_url, schema="shop")
     async with Hephaestus(storage=storage) as app:
         await TypedOrder.start("abc123", {"order_id": 123, "items": [1, 2]})
-        await app.run_until_idle()
+        await run_until_idle(app)
         run = await TypedOrder.get("abc123")
         assert_type(run, Instance)
         assert run.status is Status.COMPLETED

@@ -22,6 +22,7 @@ from hephaestus import (
 )
 from hephaestus.connectors import Connector, call
 from hephaestus.errors import ConnectorDefinitionError, ConnectorError, UnsupportedActionError
+from hephaestus.testing import run_until_idle
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
@@ -142,7 +143,7 @@ async def test_a_step_uses_a_connector_and_its_errors_fail_the_attempt() -> None
     async with Hephaestus(workflows=[Payment]) as app:
         await Payment.start("1", {"amount": 12})
         await Payment.start("2", {"amount": 3, "action": "pay"})
-        await app.run_until_idle()
+        await run_until_idle(app)
         done, failed = await Payment.get("1"), await Payment.get("2")
     assert done.status is Status.COMPLETED
     assert done.context.steps["book_payment"] == {"booked": 12, "currency": "GBP"}

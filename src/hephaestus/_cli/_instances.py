@@ -821,7 +821,9 @@ FORWARDED_WAIT_SECONDS = 5.0
 
 def _after(opened: Hephaestus, before: Instance) -> Awaitable[Instance]:
     async def settle() -> Instance:
-        await opened.run_until_idle()
+        from hephaestus.testing import run_until_idle
+
+        await run_until_idle(opened)
         after = await opened.storage.get(before.run_id)
         # Owned by another live process, the run changes there, moments later: wait for it.
         deadline = asyncio.get_running_loop().time() + FORWARDED_WAIT_SECONDS
@@ -959,7 +961,9 @@ async def _cancel_each(
             failed.append(f"{run.id}: {exc}")
         else:
             cancelled += 1
-    await opened.run_until_idle()
+    from hephaestus.testing import run_until_idle
+
+    await run_until_idle(opened)
     return cancelled, ended, failed
 
 
@@ -1078,7 +1082,9 @@ def rerun(
             )
         value = failed.id.split("::")[1]
         new_id = await opened.start(owner, value, failed.context.initial, metadata=failed.metadata)
-        await opened.run_until_idle()
+        from hephaestus.testing import run_until_idle
+
+        await run_until_idle(opened)
         return failed, await opened.get_instance(new_id)
 
     with console(stderr=True).status(f"re-running {instance_id}: running until it waits or ends"):
