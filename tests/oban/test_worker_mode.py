@@ -275,3 +275,21 @@ async def test_a_routed_workflow_runs_on_its_own_queue(database: str) -> None:
     assert {queue for queue, workflow, *_ in rows if workflow == Event.name} == {"hephaestus"}
     first = next(row for row in rows if row[1] == Linear.name)
     assert first[2:] == (run.id, "first", ["linear"])
+
+
+async def test_a_job_of_a_deleted_run_completes_doing_nothing(app: Hephaestus) -> None:
+    """A run deleted by an operator leaves jobs behind: each completes without retrying."""
+    await Held.start("gone")
+
+    async def executing() -> bool:
+        return bool(EXECUTING)
+
+    await until(executing)
+    run = await Held.get("gone")
+    await Held.cancel("gone")
+    await app.storage.delete(run.run_id)
+    runner = app.runner
+    assert isinstance(runner, ObanRunner)
+    args = {"schema": "public", "run": run.run_id, "kind": "step", "step": "hold", "attempt": 1}
+    await runner.perform(0, args)  # returns: nothing to continue
+    await runner.perform(0, {**args, "kind": "take"})

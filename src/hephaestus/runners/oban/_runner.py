@@ -27,6 +27,7 @@ from hephaestus.errors import (
     AppNotOpenError,
     ConcurrentUpdateError,
     HephaestusError,
+    InstanceNotFoundError,
     StorageError,
     UnencodableValueError,
 )
@@ -334,7 +335,14 @@ class ObanRunner:
     # -- a job ------------------------------------------------------------------------------
 
     async def perform(self, job_id: int, args: Mapping[str, Any], job: Job | None = None) -> None:
-        """Execute one job (from ``StepWorker``, or the inline loop)."""
+        """Execute one job (from ``StepWorker``, or the inline loop). A job of a run that no
+        longer exists (deleted) is done: there is nothing left to continue."""
+        try:
+            await self._perform(job_id, args, job)
+        except InstanceNotFoundError as exc:
+            log.warning("job %s of a run that no longer exists does nothing: %s", job_id, exc)
+
+    async def _perform(self, job_id: int, args: Mapping[str, Any], job: Job | None) -> None:
         driver = self._require_driver()
         run_id = str(args["run"])
         kind = args.get("kind")
