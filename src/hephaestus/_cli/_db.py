@@ -56,7 +56,7 @@ def _target(dsn: str | None, schema: str | None, *, need_dsn: bool = True) -> tu
 
 @click.group()
 def db() -> None:
-    """Manage the PostgreSQL schema of the hephaestus[postgres] storage."""
+    """Manage the PostgreSQL schema of the hephaestus-workflow[postgres] storage."""
 
 
 @db.command()

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces for workflow runs (extra ``hephaestus[otel]``, on ``opentelemetry-api``).
+"""OpenTelemetry traces for workflow runs (extra ``hephaestus-workflow[otel]``, opentelemetry-api).
 
 ```python
 from hephaestus.telemetry.otel import OpenTelemetryTracing

@@ -1,4 +1,4 @@
-"""Prometheus metrics for workflow runs and steps (extra ``hephaestus[prometheus]``).
+"""Prometheus metrics for workflow runs and steps (extra ``hephaestus-workflow[prometheus]``).
 
 ```python
 from prometheus_client import CollectorRegistry, make_asgi_app

@@ -1,4 +1,4 @@
-"""PostgreSQL storage (the ``hephaestus[postgres]`` extra): psycopg 3 async and psycopg_pool.
+"""PostgreSQL storage (extra ``hephaestus-workflow[postgres]``): psycopg 3 async, psycopg_pool.
 
 ```python
 from hephaestus.storage.postgres import PostgresStorage, install
