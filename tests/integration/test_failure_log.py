@@ -104,6 +104,7 @@ def test_with_no_logging_set_up_the_failure_reaches_stderr() -> None:
         """
         import asyncio
         from hephaestus import Done, Hephaestus, Step, Unique, Workflow
+        from hephaestus.testing import run_until_idle
 
         class Boom(Step):
             events = ("ok",)
