@@ -231,40 +231,25 @@ class Driver:
         known: Instance | None,
     ) -> Applied:
         async with self._env.storage.transaction() as tx:
-            return await self.apply_in(tx, run_id, inputs, dispatch=dispatch, known=known)
-
-    async def apply_in(
-        self,
-        tx: StorageTransaction,
-        run_id: str,
-        inputs: Sequence[tuple[engine.Input, float | None]],
-        *,
-        dispatch: Dispatch | None = None,
-        known: Instance | None = None,
-    ) -> Applied:
-        """``apply_all``'s work inside a unit of work the caller holds (``tx``), so that one
-        transaction can carry the inputs of several runs (a runner's group commit). Nothing
-        is retried here: with ``known``, a run written meanwhile raises
-        ``ConcurrentUpdateError`` from the save, before anything of it is written."""
-        before = known if known is not None else await tx.get(run_id)
-        definition = self.definition_of(before)
-        current = before
-        decided: list[tuple[engine.Decision, float | None]] = []
-        for input, duration in inputs:
-            decision = self.decide(definition, current, input)
-            if decision.changed:
-                decided.append((decision, duration))
-                current = decision.instance
-        if len(decided) > 1:  # saved as one write: one revision after the run's
-            current = dataclasses.replace(current, revision=before.revision + 1)
-        combined = _combine(current, [decision for decision, _ in decided])
-        applied = Applied(definition, before, combined)
-        if combined.changed:
-            await tx.put(combined.instance, before, combined.changes)
-            for decision, duration in decided:
-                tx.after_commit(functools.partial(self.observe, definition, decision, duration))
-        if dispatch is not None:
-            await dispatch(tx, applied)
+            before = known if known is not None else await tx.get(run_id)
+            definition = self.definition_of(before)
+            current = before
+            decided: list[tuple[engine.Decision, float | None]] = []
+            for input, duration in inputs:
+                decision = self.decide(definition, current, input)
+                if decision.changed:
+                    decided.append((decision, duration))
+                    current = decision.instance
+            if len(decided) > 1:  # saved as one write: one revision after the run's
+                current = dataclasses.replace(current, revision=before.revision + 1)
+            combined = _combine(current, [decision for decision, _ in decided])
+            applied = Applied(definition, before, combined)
+            if combined.changed:
+                await tx.put(combined.instance, before, combined.changes)
+                for decision, duration in decided:
+                    tx.after_commit(functools.partial(self.observe, definition, decision, duration))
+            if dispatch is not None:
+                await dispatch(tx, applied)
         return applied
 
     async def apply_next(self, run_id: str, *, dispatch: Dispatch | None = None) -> Applied | None:

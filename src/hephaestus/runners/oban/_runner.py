@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import socket
@@ -31,7 +30,6 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     StorageError,
     UnencodableValueError,
-    ValueRejectedError,
 )
 from hephaestus.runners._driver import Applied, Driver
 from hephaestus.runners._executor import StepExecutor
@@ -64,9 +62,6 @@ __all__ = ["ObanRunner"]
 log = logging.getLogger("hephaestus.runner.oban")
 
 Mode = Literal["worker", "client", "inline"]
-
-GROUP_RUNS = 64
-"""At most this many runs' results share one transaction (group commit)."""
 
 STORAGE_RETRY_SECONDS = 30.0
 """How long a step's result is retried against a failing database before the job fails (and
@@ -165,7 +160,6 @@ class ObanRunner:
         self._reconciled: set[tuple[str, int]] = set()
         self._queued: dict[str, list[_Queued]] = {}  # run id -> results waiting to apply
         self._flushers: set[asyncio.Task[None]] = set()
-        self._flushing = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -459,83 +453,51 @@ class ObanRunner:
         job_id: int,
         known: Instance | None,
     ) -> None:
-        """Apply a step's result or a timer (and complete its job) together with the others
-        that arrive meanwhile on this node, of any run (group commit); returns once it is
-        applied (its error, if it failed).
+        """Apply a step's result or a timer (and complete its job) with the others of the
+        same run that arrive meanwhile on this node, in one unit of work (group commit).
 
-        One flusher applies what has gathered, then what gathered meanwhile, and so on: the
-        results of several runs share one transaction (one ``BEGIN``, one ``COMMIT``), and
-        those of one run (the branches of a fan-out) are decided together on one load of it,
-        instead of waiting for one another's lock, each holding a connection.
+        The results of one run that finish together (the branches of a fan-out) would wait
+        for one another's lock on the run, one transaction each, holding a connection each
+        while they wait; gathered here they are applied together, and the waiting holds no
+        connection. Returns once this input is applied (its error, if it failed).
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queued.setdefault(run_id, []).append(_Queued(input, duration, job_id, known, done))
-        if not self._flushing:
-            self._flushing = True
-            flusher = loop.create_task(self._flush())
+        item = _Queued(input, duration, job_id, known, done)
+        queue = self._queued.get(run_id)
+        if queue is None:
+            self._queued[run_id] = [item]
+            flusher = loop.create_task(self._flush(run_id))
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
+        else:
+            queue.append(item)
         await asyncio.shield(done)  # a job stopped meanwhile still gets its result applied
 
-    async def _flush(self) -> None:
-        try:
-            await self._flush_queued()
-        finally:
-            self._flushing = False  # no await since the queue was last seen empty
-
-    async def _flush_queued(self) -> None:
-        while self._queued:
-            runs = list(self._queued)[:GROUP_RUNS]
-            group = {run_id: self._queued.pop(run_id) for run_id in runs}
-            for run_id, batch in (await self._apply_group(group)).items():
-                try:
-                    await self._durably(functools.partial(self._apply_batch, run_id, batch))
-                except BaseException as exc:
-                    _settle(batch, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    _settle(batch, None)
-
-    async def _apply_group(self, group: dict[str, list[_Queued]]) -> dict[str, list[_Queued]]:
-        """Apply in one transaction every run of ``group`` read before its step executed and
-        not written since (the optimistic path); returns the runs left to apply one by one
-        (a run written meanwhile, a timer, a run that cannot be decided, or all of them when
-        the transaction failed)."""
-        driver = self._require_driver()
-        left: dict[str, list[_Queued]] = {}
-        applied: list[list[_Queued]] = []
-        try:
-            async with self._require_storage().transaction() as tx:
-                for run_id, batch in group.items():
-                    known = _newest(batch)
-                    if known is None:
-                        left[run_id] = batch
-                        continue
-                    try:
-                        await driver.apply_in(
-                            tx,
-                            run_id,
-                            [(item.input, item.duration) for item in batch],
-                            dispatch=self._dispatch([item.job_id for item in batch]),
-                            known=known,
-                        )
-                    except ValueRejectedError:
-                        raise  # the database refused it: this transaction is over
-                    except (ConcurrentUpdateError, UnencodableValueError, HephaestusError):
-                        left[run_id] = batch  # nothing of it was written: alone, below
-                    else:
-                        applied.append(batch)
-        except Exception:
-            return group  # rolled back: each run alone (errors, retries, refusals there)
-        for batch in applied:
-            _settle(batch, None)
-        return left
+    async def _flush(self, run_id: str) -> None:
+        while batch := self._queued.get(run_id):
+            self._queued[run_id] = []  # what arrives now goes with the next batch
+            try:
+                await self._durably(lambda: self._apply_batch(run_id, batch))
+            except BaseException as exc:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(None)
+        self._queued.pop(run_id, None)
 
     async def _apply_batch(self, run_id: str, batch: list[_Queued]) -> None:
         driver = self._require_driver()
-        known = _newest(batch)
+        known = max(
+            (item.known for item in batch if item.known is not None),
+            key=lambda instance: instance.revision,
+            default=None,
+        )
         own = [item.job_id for item in batch]
         if len(batch) == 1:
             [item] = batch
@@ -805,25 +767,6 @@ class ObanRunner:
         if self._sql is None:
             raise AppNotOpenError("the Oban runner is not open")
         return self._sql
-
-
-def _newest(batch: list[_Queued]) -> Instance | None:
-    """The most recent run read by the batch's jobs (``None``: none read one, a timer)."""
-    return max(
-        (item.known for item in batch if item.known is not None),
-        key=lambda instance: instance.revision,
-        default=None,
-    )
-
-
-def _settle(batch: list[_Queued], error: BaseException | None) -> None:
-    for item in batch:
-        if item.done.done():
-            continue
-        if error is None:
-            item.done.set_result(None)
-        else:
-            item.done.set_exception(error)
 
 
 @dataclasses.dataclass(slots=True)
