@@ -88,6 +88,13 @@ class Driver:
             check_instance(definition, instance)
         return definition
 
+    def workflow_names(self) -> list[str]:
+        """The stored names of the runs this runner can execute (its workflows and versions):
+        what it claims, fetches or recovers on a storage that other apps share."""
+        from hephaestus._core.definition import WorkflowDefinition
+
+        return [d.name for d in self._env.registry if isinstance(d, WorkflowDefinition)]
+
     def decide(
         self, definition: WorkflowDefinition, instance: Instance, input: engine.Input
     ) -> engine.Decision:

@@ -315,13 +315,6 @@ class LocalRunner:
         await owning.forward(run_id, input)
         return decision
 
-    def _workflow_names(self) -> list[str]:
-        """The stored names of the runs this app can execute (its workflows and versions)."""
-        from hephaestus._core.definition import WorkflowDefinition
-
-        registry = self._require_driver().env.registry
-        return [d.name for d in registry if isinstance(d, WorkflowDefinition)]
-
     def _owning(self) -> OwningStorage | None:
         """The storage, when it is shared by processes that each own runs (found at open)."""
         return self._shared
@@ -398,7 +391,7 @@ class LocalRunner:
                     owning = self._owning()
                     if owning is not None:  # failover: runs whose owner is gone
                         orphans = await owning.claim_orphans(
-                            limit=1000, workflows=self._workflow_names()
+                            limit=1000, workflows=self._require_driver().workflow_names()
                         )
                         found = [*found, *orphans]
                 except HephaestusError as exc:
@@ -482,7 +475,7 @@ class LocalRunner:
         owning = self._owning()
         claimed: set[str] = set()
         if owning is not None:
-            workflows = self._workflow_names()
+            workflows = self._require_driver().workflow_names()
             while batch := await owning.claim_orphans(limit=1000, workflows=workflows):
                 claimed.update(batch)
         unknown: dict[str, list[Instance]] = {}

@@ -24,13 +24,10 @@ if TYPE_CHECKING:
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
 
-__all__ = ["LIVE_STATES", "WORKER", "JobBatch", "Statements", "naive_utc", "step_key", "timer_key"]
+__all__ = ["WORKER", "JobBatch", "Statements", "naive_utc", "step_key", "timer_key"]
 
 WORKER = "hephaestus.runners.oban.StepWorker"
 """The ``worker`` column of every job the runner inserts (``oban`` imports it by this path)."""
-
-LIVE_STATES = ("available", "scheduled", "executing", "retryable")
-"""Job states in which a job will still run (or is running)."""
 
 MAX_ATTEMPTS = 20
 """Deliveries of one job before ``oban`` discards it: each rescue of a job left executing by

@@ -323,7 +323,7 @@ class ObanRunner:
                 "queues": list(self.queues),
                 "worker": WORKER,
                 "now": naive_utc(self._require_driver().env.clock.now()),
-                "workflows": self._workflow_names(),
+                "workflows": self._require_driver().workflow_names(),
             }
             async with self._require_storage().pool.connection() as conn:
                 cursor = await conn.execute(statements.busy, params)
@@ -612,7 +612,7 @@ class ObanRunner:
         statements = self._require_sql()
         params = {
             "before": before or datetime.max.replace(tzinfo=UTC),
-            "workflows": self._workflow_names(),
+            "workflows": self._require_driver().workflow_names(),
             "limit": limit,
         }
         async with storage.pool.connection() as conn:
@@ -673,7 +673,7 @@ class ObanRunner:
         params = {
             "queues": list(self.queues),
             "worker": WORKER,
-            "workflows": self._workflow_names(),
+            "workflows": self._require_driver().workflow_names(),
         }
         async with self._require_storage().pool.connection() as conn:
             await conn.execute(statements.rescue, params)
@@ -697,7 +697,7 @@ class ObanRunner:
                     "now": naive_utc(self._require_driver().env.clock.now()),
                     "limit": room,
                     "by": [self.node, "inline"],
-                    "workflows": self._workflow_names(),
+                    "workflows": self._require_driver().workflow_names(),
                 }
                 try:
                     async with self._require_storage().pool.connection() as conn:
@@ -743,12 +743,6 @@ class ObanRunner:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _workflow_names(self) -> list[str]:
-        from hephaestus._core.definition import WorkflowDefinition
-
-        registry = self._require_driver().env.registry
-        return [d.name for d in registry if isinstance(d, WorkflowDefinition)]
 
     def _is_closing(self) -> bool:
         return self._closing
