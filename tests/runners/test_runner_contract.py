@@ -35,6 +35,7 @@ from hephaestus import (
     telemetry,
 )
 from hephaestus.errors import ValueRejectedError
+from hephaestus.storage.postgres import PostgresStorage
 from hephaestus.testing import advance, run_until_idle
 
 if TYPE_CHECKING:
@@ -442,6 +443,16 @@ async def test_a_result_the_storage_refuses_fails_the_attempt(
 
     storage.put = refusing_put  # type: ignore[method-assign]
     storage.transaction = refusing_transaction  # type: ignore[method-assign]
+    if isinstance(storage, PostgresStorage):  # the Oban runner's group writes encode here
+        write_item = storage.write_item
+
+        def refusing_item(
+            instance: Instance, previous: Instance | None, changes: Changes | None
+        ) -> str:
+            refuse(instance)
+            return write_item(instance, previous, changes)
+
+        storage.write_item = refusing_item  # type: ignore[method-assign]
     async with Hephaestus(storage=storage, clock=clock, runner=new_runner()) as app:
         await Refused.start("x1")
         await run_until_idle(app, skip_timers=True)

@@ -239,25 +239,35 @@ class Driver:
     ) -> Applied:
         async with self._env.storage.transaction() as tx:
             before = known if known is not None else await tx.get(run_id)
-            definition = self.definition_of(before)
-            current = before
-            decided: list[tuple[engine.Decision, float | None]] = []
-            for input, duration in inputs:
-                decision = self.decide(definition, current, input)
-                if decision.changed:
-                    decided.append((decision, duration))
-                    current = decision.instance
-            if len(decided) > 1:  # saved as one write: one revision after the run's
-                current = dataclasses.replace(current, revision=before.revision + 1)
-            combined = _combine(current, [decision for decision, _ in decided])
-            applied = Applied(definition, before, combined)
-            if combined.changed:
-                await tx.put(combined.instance, before, combined.changes)
+            applied, decided = self.decide_all(before, inputs)
+            if applied.decision.changed:
+                await tx.put(applied.decision.instance, before, applied.decision.changes)
                 for decision, duration in decided:
-                    tx.after_commit(functools.partial(self.observe, definition, decision, duration))
+                    tx.after_commit(
+                        functools.partial(self.observe, applied.definition, decision, duration)
+                    )
             if dispatch is not None:
                 await dispatch(tx, applied)
         return applied
+
+    def decide_all(
+        self, before: Instance, inputs: Sequence[tuple[engine.Input, float | None]]
+    ) -> tuple[Applied, list[tuple[engine.Decision, float | None]]]:
+        """Decide on ``inputs`` in order, as one write: the combined ``Applied`` (saved at one
+        revision after ``before``'s) and each decision that changed the run, with its
+        duration, for ``observe`` once the write is durable."""
+        definition = self.definition_of(before)
+        current = before
+        decided: list[tuple[engine.Decision, float | None]] = []
+        for input, duration in inputs:
+            decision = self.decide(definition, current, input)
+            if decision.changed:
+                decided.append((decision, duration))
+                current = decision.instance
+        if len(decided) > 1:  # saved as one write: one revision after the run's
+            current = dataclasses.replace(current, revision=before.revision + 1)
+        combined = _combine(current, [decision for decision, _ in decided])
+        return Applied(definition, before, combined), decided
 
     async def apply_next(self, run_id: str, *, dispatch: Dispatch | None = None) -> Applied | None:
         """Take what a run has waiting, in one unit of work: ``Begin`` if it is ``pending``

@@ -23,6 +23,7 @@ from hephaestus._core import engine
 if TYPE_CHECKING:
     from hephaestus._core.definition import WorkflowDefinition
     from hephaestus._core.instance import Instance
+    from hephaestus.storage.postgres._queries import Queries
 
 __all__ = ["WORKER", "JobBatch", "Statements", "naive_utc", "step_key", "timer_key"]
 
@@ -172,6 +173,63 @@ available at once), complete the jobs that made the decision, cancel the run's l
 decision made obsolete (by key, or all of them when the run ended) and signal those that are
 executing to stop (``oban``'s own ``pkill`` signal)."""
 
+_WRITE_RUNS: LiteralString = """
+WITH {write_runs},
+new_jobs AS (
+    SELECT g.* FROM jsonb_to_recordset(%(jobs)s::jsonb)
+        AS g (queue text, args jsonb, meta jsonb, tags text[], at timestamp)
+    WHERE g.args ->> 'run' IN (SELECT run_id FROM head)
+), inserted AS (
+    INSERT INTO {schema}.oban_jobs
+        (state, queue, worker, args, meta, tags, max_attempts, scheduled_at)
+    SELECT CASE WHEN g.at IS NULL OR g.at <= %(now)s THEN 'available' ELSE 'scheduled' END
+               ::{schema}.oban_job_state,
+           g.queue, %(worker)s, g.args, g.meta, g.tags, %(max_attempts)s,
+           coalesce(g.at, timezone('UTC', now()))
+    FROM new_jobs AS g
+    RETURNING queue, state
+), own AS (
+    SELECT o.id FROM jsonb_to_recordset(%(own)s::jsonb) AS o (run text, id bigint)
+    WHERE o.run IN (SELECT run_id FROM head)
+), completed AS (
+    UPDATE {schema}.oban_jobs
+    SET state = 'completed', completed_at = timezone('UTC', now())
+    WHERE id IN (SELECT id FROM own) AND state = 'executing'
+    RETURNING id
+), cancels AS (
+    SELECT c.* FROM jsonb_to_recordset(%(cancels)s::jsonb)
+        AS c (run text, every boolean, keys text[])
+    WHERE c.run IN (SELECT run_id FROM head)
+), doomed AS (
+    SELECT j.id, j.state FROM {schema}.oban_jobs AS j JOIN cancels AS c ON j.args ->> 'run' = c.run
+    WHERE j.state IN ('available', 'scheduled', 'executing', 'retryable')
+      AND NOT (j.id = ANY(%(own_ids)s::bigint[]))
+      AND (c.every OR j.args ->> 'key' = ANY(c.keys))
+    FOR UPDATE OF j
+), cancelled AS (
+    UPDATE {schema}.oban_jobs AS j
+    SET state = 'cancelled', cancelled_at = timezone('UTC', now())
+    FROM doomed
+    WHERE j.id = doomed.id
+    RETURNING j.id, doomed.state AS was
+), woken AS (
+    SELECT pg_notify(%(insert_channel)s, json_build_object('queue', q.queue)::text)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available') AS q
+), killed AS (
+    SELECT id, pg_notify(%(signal_channel)s,
+                         json_build_object('action', 'pkill', 'job_id', id)::text)
+    FROM cancelled
+    WHERE was = 'executing'
+)
+SELECT (SELECT coalesce(array_agg(run_id), '{{}}') FROM head),
+       (SELECT coalesce(array_agg(id), '{{}}') FROM killed),
+       (SELECT count(*) FROM woken), (SELECT count(*) FROM completed)
+"""
+"""The step results of several runs in one statement, one round trip, one implicit
+transaction (group commit): each run's next revision (``update_instances``' writes, revision
+checked), and only for the runs written (``head``), their decisions' jobs as ``_WRITE`` writes
+them. A run whose revision moved meanwhile is left entirely alone: none of its jobs change."""
+
 _FETCH: LiteralString = """
 WITH next AS (
     SELECT id FROM {schema}.oban_jobs
@@ -289,9 +347,12 @@ class Statements:
         "schema",
         "signal_channel",
         "write",
+        "write_runs",
     )
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, queries: Queries) -> None:
+        schema = queries.schema
+
         def render(text: LiteralString, **fragments: sql.Composable) -> bytes:
             return sql.SQL(text).format(schema=sql.Identifier(schema), **fragments).as_bytes()
 
@@ -299,6 +360,7 @@ class Statements:
         self.insert_channel = f"{schema}.oban_insert"
         self.signal_channel = f"{schema}.oban_signal"
         self.write = render(_WRITE)
+        self.write_runs = queries.with_run_writes(_WRITE_RUNS)
         self.fetch = render(_FETCH)
         self.finish = render(_FINISH)
         self.release = render(_RELEASE)
@@ -320,6 +382,30 @@ class Statements:
             "run": batch.run_id,
             "every": batch.cancel_all,
             "keys": batch.cancel_keys,
+            "insert_channel": self.insert_channel,
+            "signal_channel": self.signal_channel,
+        }
+
+    def write_runs_params(
+        self, items: list[str], batches: list[JobBatch], own: list[tuple[str, int]], now: datetime
+    ) -> dict[str, Any]:
+        """``write_runs``' parameters: each run's item (``PostgresStorage.write_item``), the
+        jobs of each run's decision, and the jobs (run, id) that made them, completed."""
+        return {
+            "batch": "[" + ",".join(items) + "]",
+            "jobs": json.dumps([job for batch in batches for job in batch.inserts]),
+            "own": json.dumps([{"run": run, "id": job_id} for run, job_id in own]),
+            "own_ids": [job_id for _, job_id in own],
+            "cancels": json.dumps(
+                [
+                    {"run": b.run_id, "every": b.cancel_all, "keys": b.cancel_keys}
+                    for b in batches
+                    if b.cancel_all or b.cancel_keys
+                ]
+            ),
+            "now": naive_utc(now),
+            "worker": WORKER,
+            "max_attempts": MAX_ATTEMPTS,
             "insert_channel": self.insert_channel,
             "signal_channel": self.signal_channel,
         }

@@ -46,7 +46,7 @@ from hephaestus.runners.oban._jobs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
 
     from oban import Job, Oban
 
@@ -62,6 +62,12 @@ __all__ = ["ObanRunner"]
 log = logging.getLogger("hephaestus.runner.oban")
 
 Mode = Literal["worker", "client", "inline"]
+
+LATEST_KEPT = 1024
+"""How many runs a node keeps as it last wrote or read them (the most recent ones): a step
+job of such a run reads only the run's revision when it is unchanged, and a result whose job
+read the run before this node wrote it is decided on the newer state rather than failing the
+revision check (the branches of a fan-out finishing one after the other on one node)."""
 
 STORAGE_RETRY_SECONDS = 30.0
 """How long a step's result is retried against a failing database before the job fails (and
@@ -159,6 +165,9 @@ class ObanRunner:
         self._wake = asyncio.Event()
         self._reconciled: set[tuple[str, int]] = set()
         self._queued: dict[str, list[_Queued]] = {}  # run id -> results waiting to apply
+        self._writing: set[str] = set()  # runs whose results are being written
+        self._latest: dict[str, Instance] = {}  # run id -> the run as this node last saw it
+        self._flush_waiting = False  # a flusher waits for a connection
         self._flushers: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -180,10 +189,11 @@ class ObanRunner:
             )
         self._env = env
         self._storage = env.storage
-        self._sql = Statements(env.storage.schema)
+        self._sql = Statements(env.storage.queries)
         self._driver = Driver(env, runner=self.name)
         self._closing = False
         self._wake = asyncio.Event()
+        self._latest.clear()
         await self._check_installed()
         self._warn_about_timeouts()
         if self.mode == "client":
@@ -358,7 +368,7 @@ class ObanRunner:
             await self._apply_result(run_id, fire, None, job_id, None)
             return
         attempt = int(args["attempt"])
-        instance = await driver.env.storage.get(run_id)
+        instance = await self._read(run_id)
         state = instance.steps.get(step)
         if (
             instance.is_terminal
@@ -374,6 +384,25 @@ class ObanRunner:
             return  # stopped: the run was cancelled or the step aborted
         finished = engine.StepFinished(step, attempt, outcome)
         await self._apply_result(run_id, finished, duration, job_id, instance)
+
+    async def _read(self, run_id: str) -> Instance:
+        """The run as stored now, for a step job: when this node holds it at the stored
+        revision (it wrote or read it last), nothing but the run's header is read. The
+        branches of a wide fan-out would otherwise each read and decode the whole run."""
+        storage = self._require_storage()
+        held = self._latest.get(run_id)
+        instance = await (storage.refresh(held) if held is not None else storage.get(run_id))
+        self._remember(instance)
+        return instance
+
+    def _remember(self, instance: Instance) -> None:
+        """Keep ``instance`` as the newest state of its run this node knows (a few runs)."""
+        held = self._latest.pop(instance.run_id, None)
+        if held is not None and held.revision > instance.revision:
+            instance = held
+        self._latest[instance.run_id] = instance
+        while len(self._latest) > LATEST_KEPT:
+            del self._latest[next(iter(self._latest))]
 
     async def _execute(
         self,
@@ -453,60 +482,163 @@ class ObanRunner:
         job_id: int,
         known: Instance | None,
     ) -> None:
-        """Apply a step's result or a timer (and complete its job) with the others of the
-        same run that arrive meanwhile on this node, in one unit of work (group commit).
+        """Apply a step's result or a timer, and complete its job, with the others that
+        finish meanwhile on this node, of any run (group commit); returns once it is applied
+        (its error, if it failed).
 
-        The results of one run that finish together (the branches of a fan-out) would wait
-        for one another's lock on the run, one transaction each, holding a connection each
-        while they wait; gathered here they are applied together, and the waiting holds no
-        connection. Returns once this input is applied (its error, if it failed).
+        Results queue here while a connection is awaited; the flusher that gets one takes
+        every queued run not already being written and writes them all in one statement
+        (``_write_group``). Several flushes may be in flight, but one run is in one at most:
+        the results of a run that arrive while it is being written wait for the next.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        item = _Queued(input, duration, job_id, known, done)
-        queue = self._queued.get(run_id)
-        if queue is None:
-            self._queued[run_id] = [item]
-            flusher = loop.create_task(self._flush(run_id))
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        else:
-            queue.append(item)
+        self._queued.setdefault(run_id, []).append(_Queued(input, duration, job_id, known, done))
+        self._schedule_flush()
         await asyncio.shield(done)  # a job stopped meanwhile still gets its result applied
 
-    async def _flush(self, run_id: str) -> None:
-        while batch := self._queued.get(run_id):
-            self._queued[run_id] = []  # what arrives now goes with the next batch
-            try:
-                await self._durably(lambda: self._apply_batch(run_id, batch))
-            except BaseException as exc:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_result(None)
-        self._queued.pop(run_id, None)
+    def _schedule_flush(self) -> None:
+        if self._flush_waiting or not any(run not in self._writing for run in self._queued):
+            return
+        self._flush_waiting = True
+        self._track(self._flush())
 
-    async def _apply_batch(self, run_id: str, batch: list[_Queued]) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
+
+    async def _flush(self) -> None:
+        taken: dict[str, list[_Queued]] = {}
+        try:
+            async with self._require_storage().pool.connection() as conn:
+                taken = self._take_queued()
+                slow = await self._write_group(conn, taken)
+        except Exception as exc:  # no connection came, or it broke: each run alone
+            log.info("writing step results together failed, applying each alone: %s", exc)
+            taken = taken or self._take_queued()
+            slow = set(taken)
+        for run_id, queued in taken.items():
+            if run_id in slow:
+                self._track(self._apply_alone(run_id, queued))
+            else:
+                self._written_run(run_id)
+
+    def _take_queued(self) -> dict[str, list[_Queued]]:
+        """The queued results of every run not being written now, marked as being written."""
+        self._flush_waiting = False
+        taken = {r: items for r, items in self._queued.items() if r not in self._writing}
+        for run_id in taken:
+            del self._queued[run_id]
+            self._writing.add(run_id)
+        self._schedule_flush()  # none waits for a connection now: the next flush may
+        return taken
+
+    def _written_run(self, run_id: str) -> None:
+        """``run_id`` is written (or failed): results of it that wait may go."""
+        self._writing.discard(run_id)
+        self._schedule_flush()
+
+    async def _write_group(self, conn: Any, taken: dict[str, list[_Queued]]) -> set[str]:
+        """Write the results of ``taken``'s runs in one statement on ``conn``, each decided
+        on the run as its job read it (or as this node last wrote it); returns the runs left
+        to ``_apply_alone``: written by someone else meanwhile (the revision check), read by
+        none (a timer), refused, or all of them if the statement failed."""
+        statements = self._require_sql()
+        now = self._require_driver().env.clock.now()
+        slow: set[str] = set()
+        group: dict[str, _Decided] = {}
+        for run_id, queued in taken.items():
+            decided = self._decide(run_id, queued, now)
+            if decided is None:
+                slow.add(run_id)
+            else:
+                group[run_id] = decided
+        if not group:
+            return slow
+        params = statements.write_runs_params(
+            [d.item for d in group.values()],
+            [d.jobs for d in group.values()],
+            [(run_id, q.job_id) for run_id in group for q in taken[run_id]],
+            now,
+        )
+        try:
+            cursor = await conn.execute(statements.write_runs, params)
+            row = await cursor.fetchone()
+        except Exception as exc:  # a lost connection, a value the database refused...
+            log.info("writing %d runs together failed, applying each alone: %s", len(group), exc)
+            return set(taken)
+        written = {str(run_id) for run_id in (row[0] if row else [])}
+        killed = [int(job_id) for job_id in (row[1] if row else [])]
+        if killed:
+            self._kill(killed)
         driver = self._require_driver()
+        for run_id, decided in group.items():
+            if run_id not in written:
+                slow.add(run_id)
+                continue
+            self._remember(decided.applied.decision.instance)
+            for decision, duration in decided.decisions:
+                driver.observe(decided.applied.definition, decision, duration)
+            self._written(decided.jobs, [])
+            for q in taken[run_id]:
+                if not q.done.done():
+                    q.done.set_result(None)
+        return slow
+
+    def _decide(self, run_id: str, queued: list[_Queued], now: datetime) -> _Decided | None:
+        """One run's results decided on the newest state this node knows of it, encoded for
+        ``write_runs``; ``None`` when only the locked path can apply them."""
         known = max(
-            (item.known for item in batch if item.known is not None),
+            (q.known for q in queued if q.known is not None),
             key=lambda instance: instance.revision,
             default=None,
         )
+        latest = self._latest.get(run_id)
+        if latest is not None and (known is None or latest.revision > known.revision):
+            known = latest
+        if known is None:  # a timer: its job read nothing
+            return None
+        driver = self._require_driver()
+        try:
+            applied, decisions = driver.decide_all(known, [(q.input, q.duration) for q in queued])
+            decision = applied.decision
+            if not decision.changed:  # stale, or known too old: decided again, locked
+                return None
+            item = self._require_storage().write_item(decision.instance, known, decision.changes)
+        except HephaestusError:  # refused, no longer fits...: alone, with its own errors
+            return None
+        jobs = self._batch(applied.definition, decision.instance)
+        for command in decision.commands:
+            jobs.add(command, now)
+        jobs.cancel_all = decision.instance.is_terminal
+        return _Decided(applied, decisions, item, jobs)
+
+    async def _apply_alone(self, run_id: str, queued: list[_Queued]) -> None:
+        """The locked path for one run's results: load it locked, decide, save, write jobs."""
+        try:
+            await self._durably(lambda: self._apply_batch(run_id, queued))
+        except BaseException as exc:
+            for q in queued:
+                if not q.done.done():
+                    q.done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for q in queued:
+                if not q.done.done():
+                    q.done.set_result(None)
+        finally:
+            self._latest.pop(run_id, None)
+            self._written_run(run_id)
+
+    async def _apply_batch(self, run_id: str, batch: list[_Queued]) -> None:
+        driver = self._require_driver()
         own = [item.job_id for item in batch]
         if len(batch) == 1:
             [item] = batch
             await driver.apply_stored(
-                run_id,
-                item.input,
-                dispatch=self._dispatch(own),
-                duration=item.duration,
-                known=known,
+                run_id, item.input, dispatch=self._dispatch(own), duration=item.duration
             )
             return
         try:
@@ -514,7 +646,6 @@ class ObanRunner:
                 run_id,
                 [(item.input, item.duration) for item in batch],
                 dispatch=self._dispatch(own),
-                known=known,
             )
         except UnencodableValueError:
             for item in batch:  # one refused result: each alone (it fails that attempt)
@@ -772,6 +903,17 @@ class _Queued:
     job_id: int
     known: Instance | None
     done: asyncio.Future[None]
+
+
+@dataclasses.dataclass(slots=True)
+class _Decided:
+    """One run's share of a group write: its decision, the decisions it combines (observed
+    once written), its encoded revision and its jobs."""
+
+    applied: Applied
+    decisions: list[tuple[engine.Decision, float | None]]
+    item: str
+    jobs: JobBatch
 
 
 def _stored_name(workflow: type[Any]) -> str:

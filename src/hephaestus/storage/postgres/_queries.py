@@ -127,6 +127,7 @@ class Queries:
         "query_newest",
         "query_oldest",
         "record_migration",
+        "refresh_instance",
         "register_owner",
         "release_runs",
         "release_savepoint",
@@ -136,6 +137,7 @@ class Queries:
         "stored_revision",
         "stored_revisions",
         "update_instances",
+        "write_runs",
     )
 
     def __init__(self, schema: str) -> None:
@@ -170,11 +172,17 @@ class Queries:
 
         self.bootstrap = render(load_sql("bootstrap.sql"), schema)
         self.insert_instance = query("insert_instance")
-        self.update_instances = query("update_instances")
+        # The writes of runs' revisions, as common table expressions: ``update_instances``,
+        # and any statement that writes rows of its own with them (``with_run_writes``).
+        self.write_runs = sql.SQL(load_sql("queries/write_runs.sql").rstrip()).format(
+            schema=sql.Identifier(schema)
+        )
+        self.update_instances = query("update_instances", write_runs=self.write_runs)
         self.stored_revision = query("stored_revision")
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
+        self.refresh_instance = read("refresh_instance")
         self.lock_instance = query("lock_instance")
         self.register_owner = query("register_owner")
         self.live_owners = query("live_owners")
@@ -225,6 +233,12 @@ class Queries:
 
     def migration(self, migration: Migration) -> bytes:
         return render(migration.text, self.schema)
+
+    def with_run_writes(self, text: LiteralString) -> bytes:
+        """``text`` (``{schema}`` bound) with ``{write_runs}``, the common table expressions of
+        ``update_instances``: a statement that writes runs and rows of its own that depend on
+        them (``head``: the runs written) in one round trip and one implicit transaction."""
+        return render(text, self.schema, write_runs=self.write_runs)
 
     def record_literal(self, migration: Migration) -> bytes:
         """The statement recording ``migration``, with its values inlined (printed SQL)."""

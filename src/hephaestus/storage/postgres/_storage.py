@@ -35,6 +35,7 @@ from hephaestus.storage.postgres._rows import (
     decode_row,
     decode_rows,
     insert_params,
+    put_item,
 )
 from hephaestus.storage.postgres._transaction import (
     UNIQUE_INDEX,
@@ -178,6 +179,20 @@ class PostgresStorage:
             raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
         return decode_row(rows[0], self._registry)
 
+    async def refresh(self, instance: Instance) -> Instance:
+        """The run as stored now: ``instance`` itself while it is the stored revision (only
+        the run's header is read then, nothing decoded), else the run read again. For a
+        runner that keeps the runs it handles and reads each again before a step."""
+        params = {"run_id": instance.run_id, "revision": instance.revision}
+        rows = await self._connections.fetch(self._queries.refresh_instance, params)
+        if not rows:
+            raise InstanceNotFoundError(
+                f"run {instance.run_id} does not exist", instance_id=instance.id
+            )
+        if rows[0][2] is None:
+            return instance
+        return decode_row(rows[0], self._registry)
+
     async def delete(self, run_id: str) -> None:
         await self._connections.fetch(self._queries.delete_instance, {"run_id": run_id})
 
@@ -290,6 +305,14 @@ class PostgresStorage:
     def registry(self) -> WorkflowRegistry:
         """What stored step references resolve through."""
         return self._registry
+
+    def write_item(
+        self, instance: Instance, previous: Instance | None, changes: Changes | None
+    ) -> str:
+        """One run's next revision as an item of ``queries.write_runs``' batch (JSON), for a
+        runner that writes runs in a statement of its own; ``UnencodableValueError`` if a
+        value cannot be stored."""
+        return put_item(instance, previous, changes, self.owner)
 
     def join(self, connection: object) -> PostgresCallerTransaction:
         """Reads and writes through the caller's open ``connection`` (see ``_caller``)."""
