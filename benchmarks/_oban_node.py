@@ -2,13 +2,23 @@
 
 Usage: ``python -m benchmarks._oban_node KIND DSN LIMIT``, KIND ``raw`` (an ``oban`` node
 executing the no-op and hop jobs below) or ``hephaestus`` (an app with ``ObanRunner`` in
-worker mode executing the benchmark's workflows). Prints ``ready`` once started; on end of
-input it stops and prints ``fetches N`` (``oban`` producer fetches it made) and exits.
+worker mode executing the benchmark's workflows). Prints ``ready`` once started, ``mark N``
+(fetches so far) for each input line ``mark``; on end of input it stops and prints
+``fetches N`` (``oban`` producer fetches it made) and exits.
+
+With ``HX_BENCH_COUNT=1`` in its environment a ``hephaestus`` node also counts, by wrapping
+private methods of this version of the library, how its step results were applied, and
+prints them on the same line after the fetches: ``locked`` runs loaded with their row locked
+(the locked path: a run's first step taken, and every fallback), ``conflicts`` optimistic
+applies refused by the revision check (each then redone locked), ``reads`` runs read before
+executing a step, ``applies`` units of work applying step results and ``applied`` the results
+they applied (``applied / applies``: results gathered per unit of work).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -25,7 +35,10 @@ POOL = 10
 Chain10 = chain("Ob", 10)
 Chain100 = chain("Oblong", 100)
 Fan20 = fan_out("Obfan", 20)
-WORKFLOWS = [Chain10, Chain100, Fan20]
+Fan1000 = fan_out("Obwide", 1000)
+Chain1 = chain("Obone", 1)
+WORKFLOWS = [Chain10, Chain100, Fan20, Fan1000, Chain1]
+COUNTED = ("locked", "conflicts", "reads", "applies", "applied")
 
 
 @worker(queue=QUEUE)
@@ -47,8 +60,56 @@ class Hop:
             await Oban.get_instance().enqueue(next_hop)
 
 
+def install_counters() -> dict[str, int]:
+    """Wrap the private methods that apply a step's result to count what they do (see the
+    module's docstring); a method this version lacks is left alone (its count stays 0)."""
+    from hephaestus.errors import ConcurrentUpdateError
+    from hephaestus.runners._driver import Driver
+    from hephaestus.storage.postgres._transaction import PostgresTransaction
+
+    counts = dict.fromkeys(COUNTED, 0)
+
+    def wrap(owner: Any, name: str, before: Any, *, conflicts: bool = False) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            before(args, kwargs)
+            try:
+                return await original(*args, **kwargs)
+            except ConcurrentUpdateError:
+                if conflicts:
+                    counts["conflicts"] += 1
+                raise
+
+        setattr(owner, name, counted)
+
+    def locked(args: Any, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("lock", True):
+            counts["locked"] += 1
+
+    def read(args: Any, kwargs: dict[str, Any]) -> None:
+        counts["reads"] += 1
+
+    def batch(args: Any, kwargs: dict[str, Any]) -> None:
+        counts["applies"] += 1
+        counts["applied"] += len(args[2])
+
+    def nothing(args: Any, kwargs: dict[str, Any]) -> None:
+        return None
+
+    wrap(PostgresTransaction, "get", locked)
+    wrap(PostgresStorage, "get", read)
+    wrap(ObanRunner, "_apply_batch", batch)
+    wrap(Driver, "_apply_stored", nothing, conflicts=True)  # optimistic tries refused
+    wrap(Driver, "_apply_all", nothing, conflicts=True)
+    return counts
+
+
 async def main(kind: str, dsn: str, limit: int) -> None:
     fetches = 0
+    counts = install_counters() if os.environ.get("HX_BENCH_COUNT") == "1" else {}
 
     def count(name: str, metadata: dict[str, Any]) -> None:
         nonlocal fetches
@@ -71,15 +132,17 @@ async def main(kind: str, dsn: str, limit: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.readline():
-        pass
+    while line := await reader.readline():
+        if line.strip() == b"mark":  # the fetches so far, to leave out those of starting
+            print(f"mark {fetches}", flush=True)
     if kind == "raw":
         await node.stop()
         if pool is not None:
             await pool.close()
     else:
         await node.close()
-    print(f"fetches {fetches}", flush=True)
+    extra = "".join(f" {name} {value}" for name, value in counts.items())
+    print(f"fetches {fetches}{extra}", flush=True)
 
 
 if __name__ == "__main__":
