@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hephaestus._core import engine
-from hephaestus._core.instance import Status, StepStatus
+from hephaestus._core.instance import TERMINAL_STATUSES, Status, StepState, StepStatus
 from hephaestus.errors import (
     AppError,
     AppNotOpenError,
@@ -368,15 +368,10 @@ class ObanRunner:
             await self._apply_result(run_id, fire, None, job_id, None)
             return
         attempt = int(args["attempt"])
-        instance = await self._read(run_id)
-        state = instance.steps.get(step)
-        if (
-            instance.is_terminal
-            or state is None
-            or state.status is not StepStatus.ACTIVE
-            or state.attempt != attempt
-        ):
-            return  # resolved already (a re-delivery): nothing to do
+        found = await self._read(run_id, step, attempt)
+        if found is None:
+            return  # resolved already (a re-delivery), or the run ended: nothing to do
+        instance, state = found
         definition = driver.definition_of(instance)
         command = engine.RunStep(step, attempt, state.config)
         outcome, duration = await self._execute(job_id, definition, instance, command, job)
@@ -385,15 +380,31 @@ class ObanRunner:
         finished = engine.StepFinished(step, attempt, outcome)
         await self._apply_result(run_id, finished, duration, job_id, instance)
 
-    async def _read(self, run_id: str) -> Instance:
-        """The run as stored now, for a step job: when this node holds it at the stored
-        revision (it wrote or read it last), nothing but the run's header is read. The
-        branches of a wide fan-out would otherwise each read and decode the whole run."""
+    async def _read(
+        self, run_id: str, step: str, attempt: int
+    ) -> tuple[Instance, StepState] | None:
+        """The run a step job executes its step on, and the step's state; ``None`` when the
+        run ended or the attempt is resolved.
+
+        When this node holds the run with this attempt active (it wrote or read the run
+        since the step became active), only the run's status is read: the step sees the
+        run as it was then or later, as it would anyway. Otherwise the run is read, in full
+        only if it changed since this node last saw it. The branches of a wide fan-out
+        would otherwise each read and decode the whole run.
+        """
         storage = self._require_storage()
         held = self._latest.get(run_id)
-        instance = await (storage.refresh(held) if held is not None else storage.get(run_id))
-        self._remember(instance)
-        return instance
+        if held is not None and _active(held, step, attempt) is not None:
+            if await storage.status_of(run_id) in TERMINAL_STATUSES:
+                return None
+            instance = held
+        else:
+            instance = await (storage.refresh(held) if held is not None else storage.get(run_id))
+            self._remember(instance)
+        state = _active(instance, step, attempt)
+        if instance.is_terminal or state is None:
+            return None
+        return instance, state
 
     def _remember(self, instance: Instance) -> None:
         """Keep ``instance`` as the newest state of its run this node knows (a few runs)."""
@@ -914,6 +925,14 @@ class _Decided:
     decisions: list[tuple[engine.Decision, float | None]]
     item: str
     jobs: JobBatch
+
+
+def _active(instance: Instance, step: str, attempt: int) -> StepState | None:
+    """The state of ``step`` in ``instance`` if ``attempt`` of it is the active one."""
+    state = instance.steps.get(step)
+    if state is None or state.status is not StepStatus.ACTIVE or state.attempt != attempt:
+        return None
+    return state
 
 
 def _stored_name(workflow: type[Any]) -> str:
