@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from psycopg import sql
+
 from hephaestus.storage.postgres._queries import Queries, load_sql, render
 
 PROJECTION = "queries/select_runs.sql"
@@ -21,7 +23,8 @@ def test_the_projection_of_a_run_is_written_once() -> None:
 def test_every_read_statement_starts_with_the_projection() -> None:
     """get, query (by id or not, either order) and find all return the projected row."""
     queries = Queries("tenant a")
-    projection = render(load_sql(PROJECTION).rstrip(), "tenant a")
+    whole = {"parts_since": sql.SQL(""), "history_since": sql.SQL("")}
+    projection = render(load_sql(PROJECTION).rstrip(), "tenant a", **whole)
     reads = [
         queries.get_instance,
         queries.query_oldest,
@@ -32,3 +35,6 @@ def test_every_read_statement_starts_with_the_projection() -> None:
     for statement in reads:
         assert projection in statement
         assert statement.count(b"json_agg") == 2  # parts and history, nothing else
+    # A holder's refresh: the same projection, its parts and history narrowed to what changed.
+    assert queries.refresh_instance.count(b"json_agg") == 2
+    assert b"p.revision > %(revision)s" in queries.refresh_instance

@@ -146,6 +146,7 @@ class Driver:
         fit: bool = True,
         duration: float | None = None,
         known: Instance | None = None,
+        held: Instance | None = None,
     ) -> Applied:
         """Apply ``input`` to a stored run in one unit of work: load it locked, decide, save,
         then ``dispatch`` (the runner's own writes: jobs for the commands, say) in the same
@@ -157,17 +158,22 @@ class Driver:
         locked. A sequence of steps saves two round trips per step this way; concurrent
         branches of a fan-out, which do write the run meanwhile, fall back to the lock.
 
+        ``held``: an older copy of the run the caller keeps; loaded locked, the run is then
+        read only for what changed since (a ``RefreshingTransaction``).
+
         A step result the storage refuses (``UnencodableValueError``, such as PostgreSQL's
         ``ValueRejectedError``) fails the attempt instead, in a second unit of work: kind
         ``invalid_result``, retried per the step's policy, as the local runner does.
         """
         try:
-            return await self._apply_current(run_id, input, dispatch, fit, duration, known=known)
+            return await self._apply_current(
+                run_id, input, dispatch, fit, duration, known=known, held=held
+            )
         except UnencodableValueError as exc:
             refused = _refused(input, exc)
             if refused is None:
                 raise
-            return await self._apply_stored(run_id, refused, dispatch, fit, duration)
+            return await self._apply_stored(run_id, refused, dispatch, fit, duration, held=held)
 
     async def _apply_current(
         self,
@@ -178,13 +184,14 @@ class Driver:
         duration: float | None,
         *,
         known: Instance | None,
+        held: Instance | None,
     ) -> Applied:
         if known is not None and known.run_id == run_id:
             try:
                 return await self._apply_stored(run_id, input, dispatch, fit, duration, known=known)
             except ConcurrentUpdateError:
                 pass  # written meanwhile: decide again on the run as it is now, locked
-        return await self._apply_stored(run_id, input, dispatch, fit, duration)
+        return await self._apply_stored(run_id, input, dispatch, fit, duration, held=held)
 
     async def _apply_stored(
         self,
@@ -195,9 +202,10 @@ class Driver:
         duration: float | None,
         *,
         known: Instance | None = None,
+        held: Instance | None = None,
     ) -> Applied:
         async with self._env.storage.transaction() as tx:
-            before = known if known is not None else await tx.get(run_id)
+            before = known if known is not None else await _load(tx, run_id, held)
             definition = self.definition_of(before, fit=fit)
             decision = self.decide(definition, before, input)
             applied = Applied(definition, before, decision, fit or self._fits(definition, before))
@@ -211,9 +219,10 @@ class Driver:
         *,
         dispatch: Dispatch | None = None,
         known: Instance | None = None,
+        held: Instance | None = None,
     ) -> Applied:
         """Apply several inputs to one stored run, in order, in one unit of work: the run is
-        loaded once (or ``known`` is used, as in ``apply_stored``), decided on input after
+        loaded once (``known`` and ``held`` as in ``apply_stored``), decided on input after
         input, and saved once with every change; ``dispatch`` sees one ``Applied`` whose
         decision combines them (the last state, every command in order). Each pair is an
         input and the duration of the attempt it reports (telemetry), and each decision's
@@ -225,10 +234,10 @@ class Driver:
         """
         if known is not None and known.run_id == run_id:
             try:
-                return await self._apply_all(run_id, inputs, dispatch, known)
+                return await self._apply_all(run_id, inputs, dispatch, known, None)
             except ConcurrentUpdateError:
                 pass  # written meanwhile: decide again on the run as it is now, locked
-        return await self._apply_all(run_id, inputs, dispatch, None)
+        return await self._apply_all(run_id, inputs, dispatch, None, held)
 
     async def _apply_all(
         self,
@@ -236,9 +245,10 @@ class Driver:
         inputs: Sequence[tuple[engine.Input, float | None]],
         dispatch: Dispatch | None,
         known: Instance | None,
+        held: Instance | None,
     ) -> Applied:
         async with self._env.storage.transaction() as tx:
-            before = known if known is not None else await tx.get(run_id)
+            before = known if known is not None else await _load(tx, run_id, held)
             applied, decided = self.decide_all(before, inputs)
             if applied.decision.changed:
                 await tx.put(applied.decision.instance, before, applied.decision.changes)
@@ -356,6 +366,16 @@ class Driver:
         """Emit ``step.start``: a runner begins attempt ``command.attempt``."""
         if self.observed:
             emit_step_start(definition, instance, command.step, command.attempt, runner=self.runner)
+
+
+async def _load(tx: StorageTransaction, run_id: str, held: Instance | None) -> Instance:
+    """The run, locked in ``tx``: read again only for what changed since ``held`` when the
+    storage can (``RefreshingTransaction``), else in full."""
+    from hephaestus.storage import RefreshingTransaction
+
+    if held is not None and held.run_id == run_id and isinstance(tx, RefreshingTransaction):
+        return await tx.refresh(held)
+    return await tx.get(run_id)
 
 
 def _combine(instance: Instance, decisions: Sequence[engine.Decision]) -> engine.Decision:

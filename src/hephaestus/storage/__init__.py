@@ -32,6 +32,7 @@ __all__ = [
     "MemoryTransaction",
     "OwningStorage",
     "Page",
+    "RefreshingTransaction",
     "Storage",
     "StorageTransaction",
     "Unwatch",
@@ -309,6 +310,16 @@ class InboxTransaction(StorageTransaction, Protocol):
 
     async def remove_input(self, entry: InboxEntry) -> None:
         """Delete ``entry``, committed with the transaction."""
+
+
+@runtime_checkable
+class RefreshingTransaction(StorageTransaction, Protocol):
+    """A unit of work that reads a run again for a holder of an older copy: only what changed
+    since (a runner that keeps the runs it handles, such as the Oban runner)."""
+
+    async def refresh(self, instance: Instance) -> Instance:
+        """The run locked until the transaction ends, as it is now; ``instance`` itself when
+        it is the stored revision (``InstanceNotFoundError`` if the run is gone)."""
 
 
 @runtime_checkable

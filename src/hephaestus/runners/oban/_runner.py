@@ -640,32 +640,38 @@ class ObanRunner:
                 if not q.done.done():
                     q.done.set_result(None)
         finally:
-            self._latest.pop(run_id, None)
             self._written_run(run_id)
 
     async def _apply_batch(self, run_id: str, batch: list[_Queued]) -> None:
+        """The run loaded locked (only what changed since this node last saw it), decided on,
+        saved, with its jobs; this node then holds it as saved."""
         driver = self._require_driver()
         own = [item.job_id for item in batch]
+        held = self._latest.pop(run_id, None)
         if len(batch) == 1:
             [item] = batch
-            await driver.apply_stored(
-                run_id, item.input, dispatch=self._dispatch(own), duration=item.duration
+            applied = await driver.apply_stored(
+                run_id, item.input, dispatch=self._dispatch(own), duration=item.duration, held=held
             )
-            return
-        try:
-            await driver.apply_all(
-                run_id,
-                [(item.input, item.duration) for item in batch],
-                dispatch=self._dispatch(own),
-            )
-        except UnencodableValueError:
-            for item in batch:  # one refused result: each alone (it fails that attempt)
-                await driver.apply_stored(
+        else:
+            try:
+                applied = await driver.apply_all(
                     run_id,
-                    item.input,
-                    dispatch=self._dispatch([item.job_id]),
-                    duration=item.duration,
+                    [(item.input, item.duration) for item in batch],
+                    dispatch=self._dispatch(own),
+                    held=held,
                 )
+            except UnencodableValueError:
+                for item in batch:  # one refused result: each alone (it fails that attempt)
+                    await driver.apply_stored(
+                        run_id,
+                        item.input,
+                        dispatch=self._dispatch([item.job_id]),
+                        duration=item.duration,
+                    )
+                return
+        decision = applied.decision
+        self._remember(decision.instance if decision.changed else applied.before)
 
     async def _durably(self, apply: Callable[[], Awaitable[None]]) -> None:
         """``apply``, retried while the database is unreachable: a step's outcome is kept and

@@ -149,8 +149,15 @@ class Queries:
             return render(load_sql(f"queries/{name}.sql"), schema, **fragments)
 
         # The one projection of a run: each read query is ``{select_runs}`` and its filter.
-        runs = sql.SQL(load_sql("queries/select_runs.sql").rstrip()).format(
-            schema=sql.Identifier(schema)
+        projection = sql.SQL(load_sql("queries/select_runs.sql").rstrip())
+        runs = projection.format(
+            schema=sql.Identifier(schema), parts_since=sql.SQL(""), history_since=sql.SQL("")
+        )
+        # ``refresh_instance``: the same projection, narrowed to what changed since.
+        runs_since = projection.format(
+            schema=sql.Identifier(schema),
+            parts_since=sql.SQL(" AND (m.whole OR p.revision > %(revision)s)"),
+            history_since=sql.SQL(" AND (m.whole OR e.position >= %(history_length)s)"),
         )
 
         def read(name: LiteralString, **fragments: sql.Composable) -> bytes:
@@ -182,7 +189,7 @@ class Queries:
         self.stored_revisions = query("stored_revisions")
         self.delete_instance = query("delete_instance")
         self.get_instance = read("get_instance")
-        self.refresh_instance = read("refresh_instance")
+        self.refresh_instance = query("refresh_instance", select_runs=runs_since)
         self.lock_instance = query("lock_instance")
         self.register_owner = query("register_owner")
         self.live_owners = query("live_owners")

@@ -10,6 +10,7 @@ grow with the run.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import operator
@@ -40,8 +41,10 @@ if TYPE_CHECKING:
     from hephaestus._core.registry import WorkflowRegistry
 
 __all__ = [
+    "RefreshRow",
     "Row",
     "containment",
+    "decode_refresh",
     "decode_row",
     "decode_rows",
     "insert_params",
@@ -50,6 +53,10 @@ __all__ = [
 
 type Row = tuple[str, int, str, str, str, str, datetime, int]
 """A run as the read queries return it: run id, revision, four JSON texts, and its position."""
+type RefreshRow = tuple[
+    str | None, int | None, str | None, str | None, str | None, str | None, Any, Any, bool, bool
+]
+"""``refresh_instance``'s row: a ``Row`` (``NULL`` when unchanged), then "same" and "full"."""
 type PartKind = Literal["step", "join", "member", "result"]
 
 
@@ -187,6 +194,9 @@ def put_item(
             "history_start": changes["history_start"],
             "history_length": len(instance.history),
             "owner": owner,
+            "reshaped": changes["full"]
+            or changes["drop"] != "[]"
+            or changes["history_start"] != (0 if previous is None else len(previous.history)),
         }
     )
     return (
@@ -418,5 +428,80 @@ def decode_row(row: Row, registry: WorkflowRegistry) -> Instance:
         document["context"]["steps"] = results
         document["history"] = json.loads(history_text)
         return decode_instance(document, registry, strict=False)
+    except Exception as exc:  # whatever a row holds, the caller gets a typed error
+        raise corrupt(run_id, exc) from exc
+
+
+def decode_refresh(row: RefreshRow, held: Instance, registry: WorkflowRegistry) -> Instance:
+    """The run ``refresh_instance`` read for a reader holding it as ``held``: ``held`` itself
+    (unchanged), the whole run (``full``), or ``held`` with what was written since merged in:
+    the run's documents as they are now, the parts written since replacing or joining
+    ``held``'s (a join's new members joining its resolved ones), the new history entries
+    appended (``CorruptInstanceError`` if it cannot be decoded)."""
+    run_id, revision, state_text, extra_text, parts_text, history_text, created, seq = row[:8]
+    same, full = row[8:]
+    if same:
+        return held
+    if (
+        run_id is None
+        or revision is None
+        or state_text is None
+        or extra_text is None
+        or parts_text is None
+        or history_text is None
+    ):
+        raise corrupt(held.run_id, ValueError("the run's row changed shape while it was read"))
+    if full:
+        whole = (run_id, revision, state_text, extra_text, parts_text, history_text, created, seq)
+        return decode_row(whole, registry)
+    try:
+        document = json.loads(state_text)
+        document.update(json.loads(extra_text))
+        document["revision"] = revision
+        steps: dict[str, JSONValue] = {}
+        results: dict[str, JSONValue] = {}
+        headers: dict[str, JSONValue] = {}
+        gained: dict[str, tuple[set[str], set[str]]] = {}
+        for kind, key, data in json.loads(parts_text):
+            if kind == "step":
+                steps[key] = data
+            elif kind == "result":
+                results[key] = data
+            elif kind == "join":
+                headers[key] = {**data, "resolved": [], "missed": []}
+            else:
+                resolved, missed = gained.setdefault(data["join"], (set(), set()))
+                resolved.add(data["member"])
+                if data.get("missed"):
+                    missed.add(data["member"])
+        document["steps"] = steps
+        document["joins"] = headers
+        document["context"]["steps"] = results
+        document["history"] = json.loads(history_text)
+        delta = decode_instance(document, registry, strict=False)
+        joins = dict(held.joins)
+        for key in dict.fromkeys([*delta.joins, *gained]):
+            before = held.joins.get(key)
+            header = delta.joins.get(key, before)
+            if header is None:
+                raise ValueError(f"members of join {key!r}, which has no row")
+            resolved, missed = gained.get(key, (set(), set()))
+            joins[key] = dataclasses.replace(
+                header,
+                resolved=(before.resolved if before else frozenset()) | resolved,
+                missed=(before.missed if before else frozenset()) | missed,
+            )
+        return dataclasses.replace(
+            delta,
+            steps={**held.steps, **delta.steps} if delta.steps else held.steps,
+            joins=joins,
+            context=dataclasses.replace(
+                delta.context,
+                steps={**held.context.steps, **delta.context.steps}
+                if delta.context.steps
+                else held.context.steps,
+            ),
+            history=held.history + delta.history,
+        )
     except Exception as exc:  # whatever a row holds, the caller gets a typed error
         raise corrupt(run_id, exc) from exc

@@ -32,6 +32,7 @@ from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
 from hephaestus.storage.postgres._queries import Queries
 from hephaestus.storage.postgres._rows import (
     containment,
+    decode_refresh,
     decode_row,
     decode_rows,
     insert_params,
@@ -180,18 +181,22 @@ class PostgresStorage:
         return decode_row(rows[0], self._registry)
 
     async def refresh(self, instance: Instance) -> Instance:
-        """The run as stored now: ``instance`` itself while it is the stored revision (only
-        the run's header is read then, nothing decoded), else the run read again. For a
-        runner that keeps the runs it handles and reads each again before a step."""
-        params = {"run_id": instance.run_id, "revision": instance.revision}
+        """The run as stored now, for a process that holds it as ``instance``: ``instance``
+        itself while it is the stored revision (only the run's header is read); else only
+        what was written since, merged into it, when every write since added or replaced
+        parts and appended history; else the whole run read again. A runner that keeps the
+        runs it handles reads a wide fan-out's run once, not once per branch."""
+        params = {
+            "run_id": instance.run_id,
+            "revision": instance.revision,
+            "history_length": len(instance.history),
+        }
         rows = await self._connections.fetch(self._queries.refresh_instance, params)
         if not rows:
             raise InstanceNotFoundError(
                 f"run {instance.run_id} does not exist", instance_id=instance.id
             )
-        if rows[0][2] is None:
-            return instance
-        return decode_row(rows[0], self._registry)
+        return decode_refresh(rows[0], instance, self._registry)
 
     async def status_of(self, run_id: str) -> Status:
         """The run's stored status, reading nothing else (``InstanceNotFoundError``)."""

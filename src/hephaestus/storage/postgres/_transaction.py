@@ -22,7 +22,7 @@ from hephaestus.errors import (
     UnknownWorkflowError,
 )
 from hephaestus.storage.postgres._errors import wrap_exceptions
-from hephaestus.storage.postgres._rows import decode_row, insert_params, put_item
+from hephaestus.storage.postgres._rows import decode_refresh, decode_row, insert_params, put_item
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,6 +85,24 @@ class PostgresTransaction:
         if not rows:
             raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
         return decode_row(rows[0], self._registry)
+
+    async def refresh(self, instance: Instance) -> Instance:
+        """The run locked until the transaction ends, read for a holder of ``instance``:
+        only what changed since (``PostgresStorage.refresh``)."""
+        params = {
+            "run_id": instance.run_id,
+            "revision": instance.revision,
+            "history_length": len(instance.history),
+        }
+        with wrap_exceptions():
+            await self.connection.execute(self._queries.lock_instance, {"run_id": instance.run_id})
+            cursor = await self.connection.execute(self._queries.refresh_instance, params)
+            rows = await cursor.fetchall()
+        if not rows:
+            raise InstanceNotFoundError(
+                f"run {instance.run_id} does not exist", instance_id=instance.id
+            )
+        return decode_refresh(rows[0], instance, self._registry)
 
     async def create(self, instance: Instance) -> None:
         params = insert_params(instance, self._owner)

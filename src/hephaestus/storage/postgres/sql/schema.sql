@@ -13,7 +13,9 @@ CREATE TABLE IF NOT EXISTS {schema}.workflow_instances (
     extra jsonb NOT NULL DEFAULT '{{}}',
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
-    owner bigint
+    owner bigint,
+    reshaped bigint NOT NULL DEFAULT 0,
+    tracked bigint NOT NULL DEFAULT -1
 ) WITH (fillfactor = 70);
 
 CREATE UNIQUE INDEX IF NOT EXISTS workflow_instances_active_unique_key
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS {schema}.workflow_instance_parts (
     key text NOT NULL,
     position integer NOT NULL,
     data jsonb NOT NULL,
+    revision bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, kind, key)
 );
 

@@ -4,11 +4,11 @@
 WITH head AS (
     INSERT INTO {schema}.workflow_instances
         (run_id, id, workflow, workflow_version, status, revision, unique_key, state, extra,
-         created_at, updated_at, owner)
+         created_at, updated_at, owner, reshaped, tracked)
     VALUES
         (%(run_id)s, %(id)s, %(workflow)s, %(workflow_version)s, %(status)s, %(revision)s,
          %(unique_key)s, %(state)s::jsonb, %(extra)s::jsonb, %(created_at)s, %(updated_at)s,
-         %(owner)s)
+         %(owner)s, %(revision)s, %(revision)s)
     RETURNING run_id
 ), parts AS (
     INSERT INTO {schema}.workflow_instance_parts (run_id, kind, key, position, data)

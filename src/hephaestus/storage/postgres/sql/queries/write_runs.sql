@@ -8,7 +8,8 @@
 -- the stored one; only for a part that exists); with "full" they
 -- are all of the run's parts (any other is deleted), else only the [kind, key] pairs in "drop"
 -- are deleted. History entries are numbered from "history_start"; entries at or past
--- "history_length" are deleted (a rewritten, shorter history).
+-- "history_length" are deleted (a rewritten, shorter history). "reshaped": the write deletes
+-- parts or rewrites history, so the run cannot be read by difference from before it.
 --
 -- The common table expressions only (they follow a WITH): ``update_instances.sql`` returns
 -- the run ids of ``head``; a runner may add its own writes of the same runs after them.
@@ -18,7 +19,7 @@ input AS (
         run_id text, expected bigint, revision bigint, workflow text, workflow_version integer,
         status text, unique_key text, state jsonb, extra jsonb, updated_at timestamptz,
         parts jsonb, "drop" jsonb, "full" boolean, history_start integer, history jsonb,
-        history_length integer, owner bigint
+        history_length integer, owner bigint, reshaped boolean
     )
 ), locked AS (
     -- The runs' rows locked in one order (by run id): two statements writing some of the same
@@ -36,7 +37,10 @@ input AS (
         unique_key = i.unique_key,
         state = coalesce(i.state, t.state),
         extra = i.extra,
-        updated_at = i.updated_at
+        updated_at = i.updated_at,
+        -- Readers of what changed since an older revision (``refresh_instance``) need these.
+        reshaped = CASE WHEN i.reshaped THEN i.revision ELSE t.reshaped END,
+        tracked = CASE WHEN i."full" OR t.tracked = t.revision THEN i.revision ELSE t.tracked END
     FROM input AS i
     WHERE t.run_id = i.run_id AND t.revision = i.expected
       AND t.run_id IN (SELECT run_id FROM locked)
@@ -46,15 +50,17 @@ input AS (
     SELECT input.* FROM input JOIN head USING (run_id)
 ), given AS (
     SELECT done.run_id, p ->> 0 AS kind, p ->> 1 AS key, (p ->> 2)::int AS position,
-           p -> 3 AS data
+           p -> 3 AS data, done.revision
     FROM done, jsonb_array_elements(done.parts) AS p
 ), parts AS (
-    INSERT INTO {schema}.workflow_instance_parts AS t (run_id, kind, key, position, data)
-    SELECT run_id, kind, key, position, data FROM given
+    INSERT INTO {schema}.workflow_instance_parts AS t
+        (run_id, kind, key, position, data, revision)
+    SELECT run_id, kind, key, position, data, revision FROM given
     ON CONFLICT (run_id, kind, key)
     DO UPDATE SET position = CASE WHEN excluded.position < 0 THEN t.position
                                   ELSE excluded.position END,
-                  data = excluded.data
+                  data = excluded.data,
+                  revision = excluded.revision
 ), dropped AS (
     DELETE FROM {schema}.workflow_instance_parts AS t
     USING done, jsonb_array_elements(done."drop") AS d
