@@ -149,3 +149,21 @@ class Held(Workflow):
 FLOWS: dict[str, type[Workflow]] = {
     flow.__name__: flow for flow in (Linear, Wide, Retries, Timer, Event, Held)
 }
+
+
+class Echo(Step):
+    """Returns the run's ``text``, with a NUL character (which cannot be stored) for "nul"."""
+
+    events = ("echoed",)
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.05)
+
+    async def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        EFFECTS[run.idempotency_key] += 1
+        text = str(context.initial["text"])
+        return Ok("echoed", {"text": "a\x00b" if text == "nul" else text})
+
+
+class Echoes(Workflow):
+    unique = Unique(key="oechoes")
+    start_step = Echo
+    transitions = {(Echo, "echoed"): Done}

@@ -25,6 +25,7 @@ from tests.oban._flows import (
     EFFECTS,
     EXECUTING,
     STOPPED,
+    Echoes,
     Event,
     Held,
     Linear,
@@ -293,3 +294,24 @@ async def test_a_job_of_a_deleted_run_completes_doing_nothing(app: Hephaestus) -
     args = {"schema": "public", "run": run.run_id, "kind": "step", "step": "hold", "attempt": 1}
     await runner.perform(0, args)  # returns: nothing to continue
     await runner.perform(0, {**args, "kind": "take"})
+
+
+async def test_results_written_together_fail_alone_when_one_cannot_be_stored(
+    app: Hephaestus,
+) -> None:
+    """The results that finish together on a node are written in one statement; a value that
+    cannot be stored (a NUL character) in one of them fails that step's attempts alone
+    (``invalid_result``), and every other run completes with its result."""
+    texts = {f"ok{n}": f"text {n}" for n in range(30)}
+    texts["bad"] = "nul"
+    await asyncio.gather(*(Echoes.start(key, {"text": text}) for key, text in texts.items()))
+    runs = {key: await ended(Echoes, key) for key in texts}
+    bad = runs.pop("bad")
+    assert bad.status is Status.FAILED
+    assert bad.error is not None
+    assert (bad.error.kind, bad.error.step) == ("invalid_result", "echo")
+    assert {key: run.status for key, run in runs.items()} == dict.fromkeys(runs, Status.COMPLETED)
+    assert {key: run.context.steps["echo"]["text"] for key, run in runs.items()} == {
+        key: texts[key] for key in runs
+    }
+    assert all(transitions_once(run) for run in runs.values())
