@@ -196,6 +196,7 @@ def put_item(
             "owner": owner,
             "reshaped": changes["full"]
             or changes["drop"] != "[]"
+            or changes.get("reordered", False)
             or changes["history_start"] != (0 if previous is None else len(previous.history)),
         }
     )
@@ -270,19 +271,21 @@ def _changed(
     old: Mapping[str, Any] | None,
     parts: list[str],
     dropped: list[list[str]],
-) -> None:
+) -> bool:
     """Append ``new``'s entries that are not the very objects ``old`` holds; note removals.
+    True when ``new`` is not ``old`` with entries replaced or appended (reordered, shrunk):
+    then every entry is written at its position.
 
     The engine derives each mapping from the previous one, so keys keep their order and new
     keys come last. Then the comparison runs in C (``map``/``compress`` over the values),
     which keeps the cost of a step flat even when a run has a thousand steps.
     """
     if new is old:
-        return
+        return False
     if not old:
         for position, (key, value) in enumerate(new.items()):
             parts.append(_encode_part(kind, key, position, value))
-        return
+        return False
     keys = list(new)
     if keys[: len(old)] == list(old):
         positions = itertools.chain(
@@ -292,11 +295,11 @@ def _changed(
         for position in positions:
             key = keys[position]
             parts.append(_encode_part(kind, key, position, new[key]))
-        return
-    for position, (key, value) in enumerate(new.items()):  # reordered or shrunk: compare all
-        if old.get(key) is not value:
-            parts.append(_encode_part(kind, key, position, value))
+        return False
+    for position, (key, value) in enumerate(new.items()):  # reordered or shrunk: all of it
+        parts.append(_encode_part(kind, key, position, value))
     dropped.extend([kind, key] for key in old if key not in new)
+    return True
 
 
 def _all_parts(instance: Instance) -> str:
@@ -316,14 +319,17 @@ def _changes(instance: Instance, previous: Instance) -> dict[str, Any]:
     """Parameters writing only what differs from ``previous`` (the stored revision)."""
     parts: list[str] = []
     dropped: list[list[str]] = []
-    _changed("step", instance.steps, previous.steps, parts, dropped)
+    reordered = _changed("step", instance.steps, previous.steps, parts, dropped)
     _changed_joins(instance.joins, previous.joins, parts, dropped)
     if instance.context is not previous.context:
-        _changed("result", instance.context.steps, previous.context.steps, parts, dropped)
+        reordered |= _changed(
+            "result", instance.context.steps, previous.context.steps, parts, dropped
+        )
     params: dict[str, Any] = {
         "parts": "[" + ",".join(parts) + "]",
         "drop": json.dumps(dropped),
         "full": False,
+        "reordered": reordered,
     }
     known = len(previous.history)
     if len(instance.history) >= known and (
