@@ -41,8 +41,8 @@ EXPECTED = {
     },
     hephaestus.storage: {
         "CallerTransaction", "CountKey", "InMemoryStorage", "InboxEntry", "InboxTransaction",
-        "InstanceQuery", "JoinableStorage", "MemoryTransaction", "OwningStorage", "Page", "Storage",
-        "StorageTransaction", "Unwatch", "Work",
+        "InstanceQuery", "JoinableStorage", "MemoryTransaction", "OwningStorage", "Page",
+        "RefreshingTransaction", "Storage", "StorageTransaction", "Unwatch", "Work",
     },
     hephaestus.storage.postgres: {
         "MIGRATIONS", "UNIQUE_INDEX", "Migration", "PostgresCallerTransaction", "PostgresStorage",
