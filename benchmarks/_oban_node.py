@@ -7,12 +7,13 @@ worker mode executing the benchmark's workflows). Prints ``ready`` once started,
 ``fetches N`` (``oban`` producer fetches it made) and exits.
 
 With ``HX_BENCH_COUNT=1`` in its environment a ``hephaestus`` node also counts, by wrapping
-private methods of this version of the library, how its step results were applied, and
-prints them on the same line after the fetches: ``locked`` runs loaded with their row locked
-(the locked path: a run's first step taken, and every fallback), ``conflicts`` optimistic
-applies refused by the revision check (each then redone locked), ``reads`` runs read before
-executing a step, ``applies`` units of work applying step results and ``applied`` the results
-they applied (``applied / applies``: results gathered per unit of work).
+private methods of this version of the library, how it read runs and applied step results,
+and prints the counts on the same line after the fetches: ``full_reads`` runs read and
+decoded whole, ``refreshes`` runs read by difference from the copy the node held,
+``status_reads`` step jobs that read only the run's status (the node held the run with the
+attempt active), ``group_writes`` statements writing the results of several runs and
+``grouped`` the runs they wrote, ``alone`` runs applied alone on the locked path (another
+node wrote them meanwhile, a timer, a refused value).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ Fan20 = fan_out("Obfan", 20)
 Fan1000 = fan_out("Obwide", 1000)
 Chain1 = chain("Obone", 1)
 WORKFLOWS = [Chain10, Chain100, Fan20, Fan1000, Chain1]
-COUNTED = ("locked", "conflicts", "reads", "applies", "applied")
+COUNTED = ("full_reads", "refreshes", "status_reads", "group_writes", "grouped", "alone")
 
 
 @worker(queue=QUEUE)
@@ -61,49 +62,41 @@ class Hop:
 
 
 def install_counters() -> dict[str, int]:
-    """Wrap the private methods that apply a step's result to count what they do (see the
-    module's docstring); a method this version lacks is left alone (its count stays 0)."""
-    from hephaestus.errors import ConcurrentUpdateError
-    from hephaestus.runners._driver import Driver
+    """Wrap the private methods that read runs and apply step results to count what they do
+    (see the module's docstring); a method this version lacks is left alone (its count
+    stays 0)."""
     from hephaestus.storage.postgres._transaction import PostgresTransaction
 
     counts = dict.fromkeys(COUNTED, 0)
 
-    def wrap(owner: Any, name: str, before: Any, *, conflicts: bool = False) -> None:
+    def wrap(owner: Any, name: str, count: Any) -> None:
         original = getattr(owner, name, None)
         if original is None:
             return
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
-            before(args, kwargs)
-            try:
-                return await original(*args, **kwargs)
-            except ConcurrentUpdateError:
-                if conflicts:
-                    counts["conflicts"] += 1
-                raise
+            count(args)
+            return await original(*args, **kwargs)
 
         setattr(owner, name, counted)
 
-    def locked(args: Any, kwargs: dict[str, Any]) -> None:
-        if kwargs.get("lock", True):
-            counts["locked"] += 1
+    def adds(name: str) -> Any:
+        def count(args: Any) -> None:
+            counts[name] += 1
 
-    def read(args: Any, kwargs: dict[str, Any]) -> None:
-        counts["reads"] += 1
+        return count
 
-    def batch(args: Any, kwargs: dict[str, Any]) -> None:
-        counts["applies"] += 1
-        counts["applied"] += len(args[2])
+    def group(args: Any) -> None:
+        counts["group_writes"] += 1
+        counts["grouped"] += len(args[2])
 
-    def nothing(args: Any, kwargs: dict[str, Any]) -> None:
-        return None
-
-    wrap(PostgresTransaction, "get", locked)
-    wrap(PostgresStorage, "get", read)
-    wrap(ObanRunner, "_apply_batch", batch)
-    wrap(Driver, "_apply_stored", nothing, conflicts=True)  # optimistic tries refused
-    wrap(Driver, "_apply_all", nothing, conflicts=True)
+    wrap(PostgresTransaction, "get", adds("full_reads"))
+    wrap(PostgresStorage, "get", adds("full_reads"))
+    wrap(PostgresTransaction, "refresh", adds("refreshes"))
+    wrap(PostgresStorage, "refresh", adds("refreshes"))
+    wrap(PostgresStorage, "status_of", adds("status_reads"))
+    wrap(ObanRunner, "_write_group", group)
+    wrap(ObanRunner, "_apply_batch", adds("alone"))
     return counts
 
 

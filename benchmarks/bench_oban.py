@@ -22,8 +22,9 @@ Selected alone with ``--only`` (not run otherwise):
 * ``wide``: one run of a 1,000-way fan-out (1,002 steps) against 50 runs of a 20-way fan-out
   (1,100 steps: as many branch steps), queue concurrency 10, 1 then 2 worker nodes; steps/s
   of each and wide / narrow (the branches of a wide fan-out must not serialise on the run's
-  row). With each, the nodes' counts of how results were applied (``_oban_node``: locked
-  loads, optimistic conflicts, results per unit of work). ``--profile DIR`` adds one more
+  row). With each, the nodes' counts of how runs were read and results applied
+  (``_oban_node``: whole reads, reads by difference, status reads, group writes, runs
+  applied alone). ``--profile DIR`` adds one more
   run of each on 1 node under ``py-spy`` (raw stacks in DIR, not part of the figures).
 * ``wakeups``: jobs arriving one at a time to idle nodes: 200 no-op jobs inserted one by one
   (each its own transaction, an insert and its ``pg_notify``) 20 ms apart (raw), against

@@ -80,7 +80,7 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def ended(
-    workflow: type[Linear] | type[Wide] | type[Retries] | type[Timer] | type[Event] | type[Held],
+    workflow: type[Linear | Wide | Retries | Timer | Event | Held | Echoes],
     value: str,
 ) -> Instance:
     async def check() -> bool:
