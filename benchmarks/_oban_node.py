@@ -10,8 +10,8 @@ With ``HX_BENCH_COUNT=1`` in its environment a ``hephaestus`` node also counts, 
 private methods of this version of the library, how it read runs and applied step results,
 and prints the counts on the same line after the fetches: ``full_reads`` runs read and
 decoded whole, ``refreshes`` runs read by difference from the copy the node held,
-``status_reads`` step jobs that read only the run's status (the node held the run with the
-attempt active), ``group_writes`` statements writing the results of several runs and
+``status_reads`` statements reading only runs' statuses (for step jobs whose node held the
+run with the attempt active), ``group_writes`` statements writing the results of several runs and
 ``grouped`` the runs they wrote, ``alone`` runs applied alone on the locked path (another
 node wrote them meanwhile, a timer, a refused value).
 """
@@ -94,7 +94,7 @@ def install_counters() -> dict[str, int]:
     wrap(PostgresStorage, "get", adds("full_reads"))
     wrap(PostgresTransaction, "refresh", adds("refreshes"))
     wrap(PostgresStorage, "refresh", adds("refreshes"))
-    wrap(PostgresStorage, "status_of", adds("status_reads"))
+    wrap(ObanRunner, "_read_statuses", adds("status_reads"))
     wrap(ObanRunner, "_write_group", group)
     wrap(ObanRunner, "_apply_batch", adds("alone"))
     return counts

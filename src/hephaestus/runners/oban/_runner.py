@@ -168,6 +168,8 @@ class ObanRunner:
         self._writing: set[str] = set()  # runs whose results are being written
         self._latest: dict[str, Instance] = {}  # run id -> the run as this node last saw it
         self._flush_waiting = False  # a flusher waits for a connection
+        self._status_wanted: dict[str, list[asyncio.Future[Status]]] = {}
+        self._status_reading = False  # a status reader waits for a connection
         self._flushers: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -395,7 +397,7 @@ class ObanRunner:
         storage = self._require_storage()
         held = self._latest.get(run_id)
         if held is not None and _active(held, step, attempt) is not None:
-            if await storage.status_of(run_id) in TERMINAL_STATUSES:
+            if await self._status(run_id) in TERMINAL_STATUSES:
                 return None
             instance = held
         else:
@@ -405,6 +407,45 @@ class ObanRunner:
         if instance.is_terminal or state is None:
             return None
         return instance, state
+
+    async def _status(self, run_id: str) -> Status:
+        """The run's stored status, read with those of the other step jobs that start
+        meanwhile on this node, in one statement."""
+        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        self._status_wanted.setdefault(run_id, []).append(future)
+        if not self._status_reading:
+            self._status_reading = True
+            self._track(self._read_statuses())
+        return await future
+
+    async def _read_statuses(self) -> None:
+        wanted: dict[str, list[asyncio.Future[Status]]] = {}
+        try:
+            async with self._require_storage().pool.connection() as conn:
+                self._status_reading = False
+                wanted, self._status_wanted = self._status_wanted, {}
+                cursor = await conn.execute(self._require_sql().statuses, {"runs": list(wanted)})
+                found = {str(run_id): Status(status) for run_id, status in await cursor.fetchall()}
+        except Exception as exc:
+            self._status_reading = False
+            if not wanted:
+                wanted, self._status_wanted = self._status_wanted, {}
+            error = StorageError(f"could not read the status of runs: {exc}")
+            for futures in wanted.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+            return
+        for run_id, futures in wanted.items():
+            for future in futures:
+                if future.done():
+                    continue
+                if run_id in found:
+                    future.set_result(found[run_id])
+                else:
+                    future.set_exception(
+                        InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
+                    )
 
     def _remember(self, instance: Instance) -> None:
         """Keep ``instance`` as the newest state of its run this node knows (a few runs)."""
@@ -647,7 +688,7 @@ class ObanRunner:
         saved, with its jobs; this node then holds it as saved."""
         driver = self._require_driver()
         own = [item.job_id for item in batch]
-        held = self._latest.pop(run_id, None)
+        held = self._latest.get(run_id)
         if len(batch) == 1:
             [item] = batch
             applied = await driver.apply_stored(

@@ -198,13 +198,6 @@ class PostgresStorage:
             )
         return decode_refresh(rows[0], instance, self._registry)
 
-    async def status_of(self, run_id: str) -> Status:
-        """The run's stored status, reading nothing else (``InstanceNotFoundError``)."""
-        rows = await self._connections.fetch(self._queries.stored_revision, {"run_id": run_id})
-        if not rows:
-            raise InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
-        return Status(rows[0][1])
-
     async def delete(self, run_id: str) -> None:
         await self._connections.fetch(self._queries.delete_instance, {"run_id": run_id})
 
