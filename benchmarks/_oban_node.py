@@ -8,12 +8,12 @@ worker mode executing the benchmark's workflows). Prints ``ready`` once started,
 
 With ``HX_BENCH_COUNT=1`` in its environment a ``hephaestus`` node also counts, by wrapping
 private methods of this version of the library, how it read runs and applied step results,
-and prints the counts on the same line after the fetches: ``full_reads`` runs read and
-decoded whole, ``refreshes`` runs read by difference from the copy the node held,
-``status_reads`` statements reading only runs' statuses (for step jobs whose node held the
-run with the attempt active), ``group_writes`` statements writing the results of several runs and
-``grouped`` the runs they wrote, ``alone`` runs applied alone on the locked path (another
-node wrote them meanwhile, a timer, a refused value).
+and prints the counts on the same line after the fetches: ``read_batches`` statements
+reading the runs of step jobs and ``runs_read`` the runs they read (by difference from the
+node's copy), ``locked_reads`` runs read with their row locked, ``group_writes`` statements
+writing the results of several runs and ``grouped`` the runs they wrote, ``alone`` runs
+applied alone on the locked path (another node wrote them meanwhile, a timer, a refused
+value).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ Fan20 = fan_out("Obfan", 20)
 Fan1000 = fan_out("Obwide", 1000)
 Chain1 = chain("Obone", 1)
 WORKFLOWS = [Chain10, Chain100, Fan20, Fan1000, Chain1]
-COUNTED = ("full_reads", "refreshes", "status_reads", "group_writes", "grouped", "alone")
+COUNTED = ("read_batches", "runs_read", "locked_reads", "group_writes", "grouped", "alone")
 
 
 @worker(queue=QUEUE)
@@ -90,11 +90,13 @@ def install_counters() -> dict[str, int]:
         counts["group_writes"] += 1
         counts["grouped"] += len(args[2])
 
-    wrap(PostgresTransaction, "get", adds("full_reads"))
-    wrap(PostgresStorage, "get", adds("full_reads"))
-    wrap(PostgresTransaction, "refresh", adds("refreshes"))
-    wrap(PostgresStorage, "refresh", adds("refreshes"))
-    wrap(ObanRunner, "_read_statuses", adds("status_reads"))
+    def read(args: Any) -> None:
+        counts["read_batches"] += 1
+        counts["runs_read"] += len(args[1])
+
+    wrap(PostgresTransaction, "get", adds("locked_reads"))
+    wrap(PostgresTransaction, "refresh", adds("locked_reads"))
+    wrap(PostgresStorage, "refresh_many", read)
     wrap(ObanRunner, "_write_group", group)
     wrap(ObanRunner, "_apply_batch", adds("alone"))
     return counts

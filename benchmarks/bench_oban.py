@@ -23,8 +23,8 @@ Selected alone with ``--only`` (not run otherwise):
   (1,100 steps: as many branch steps), queue concurrency 10, 1 then 2 worker nodes; steps/s
   of each and wide / narrow (the branches of a wide fan-out must not serialise on the run's
   row). With each, the nodes' counts of how runs were read and results applied
-  (``_oban_node``: whole reads, reads by difference, status reads, group writes, runs
-  applied alone). ``--profile DIR`` adds one more
+  (``_oban_node``: read statements and runs read, locked reads, group writes and runs
+  written, runs applied alone). ``--profile DIR`` adds one more
   run of each on 1 node under ``py-spy`` (raw stacks in DIR, not part of the figures).
 * ``wakeups``: jobs arriving one at a time to idle nodes: 200 no-op jobs inserted one by one
   (each its own transaction, an insert and its ``pg_notify``) 20 ms apart (raw), against

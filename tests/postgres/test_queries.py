@@ -37,4 +37,4 @@ def test_every_read_statement_starts_with_the_projection() -> None:
         assert statement.count(b"json_agg") == 2  # parts and history, nothing else
     # A holder's refresh: the same projection, its parts and history narrowed to what changed.
     assert queries.refresh_instance.count(b"json_agg") == 2
-    assert b"p.revision > %(revision)s" in queries.refresh_instance
+    assert b"p.revision > m.parts_after" in queries.refresh_instance

@@ -328,12 +328,6 @@ WHERE args ->> 'run' = %(run)s AND state IN ('available', 'scheduled', 'executin
 
 _INBOX: LiteralString = "SELECT EXISTS (SELECT FROM {schema}.workflow_inbox WHERE run_id = %(run)s)"
 
-_STATUSES: LiteralString = """
-SELECT run_id, status FROM {schema}.workflow_instances WHERE run_id = ANY(%(runs)s::text[])
-"""
-"""The statuses of the runs whose step jobs start together on a node (a run without a row
-does not exist)."""
-
 
 class Statements:
     """The runner's statements, rendered for one schema."""
@@ -352,7 +346,6 @@ class Statements:
         "rescue",
         "schema",
         "signal_channel",
-        "statuses",
         "write",
         "write_runs",
     )
@@ -377,7 +370,6 @@ class Statements:
         self.orphans = render(_ORPHANS)
         self.live_keys = render(_LIVE_KEYS)
         self.inbox = render(_INBOX)
-        self.statuses = render(_STATUSES)
         self.installed = render(_INSTALLED, table=sql.Literal(f'"{schema}".oban_jobs'))
 
     def write_params(self, batch: JobBatch, own: list[int], now: datetime) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hephaestus._core import engine
-from hephaestus._core.instance import TERMINAL_STATUSES, Status, StepState, StepStatus
+from hephaestus._core.instance import Status, StepState, StepStatus
 from hephaestus.errors import (
     AppError,
     AppNotOpenError,
@@ -168,8 +168,8 @@ class ObanRunner:
         self._writing: set[str] = set()  # runs whose results are being written
         self._latest: dict[str, Instance] = {}  # run id -> the run as this node last saw it
         self._flush_waiting = False  # a flusher waits for a connection
-        self._status_wanted: dict[str, list[asyncio.Future[Status]]] = {}
-        self._status_reading = False  # a status reader waits for a connection
+        self._wanted: dict[str, list[asyncio.Future[Instance]]] = {}  # runs step jobs await
+        self._reading = False  # a reader of the runs step jobs await is at work
         self._flushers: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -388,64 +388,55 @@ class ObanRunner:
         """The run a step job executes its step on, and the step's state; ``None`` when the
         run ended or the attempt is resolved.
 
-        When this node holds the run with this attempt active (it wrote or read the run
-        since the step became active), only the run's status is read: the step sees the
-        run as it was then or later, as it would anyway. Otherwise the run is read, in full
-        only if it changed since this node last saw it. The branches of a wide fan-out
-        would otherwise each read and decode the whole run.
+        The run is read with those of the other step jobs that start meanwhile on this node,
+        in one statement, and only for what changed since this node's copy (nothing when it
+        is current): the branches of a wide fan-out would otherwise each read and decode
+        the whole run.
         """
-        storage = self._require_storage()
-        held = self._latest.get(run_id)
-        if held is not None and _active(held, step, attempt) is not None:
-            if await self._status(run_id) in TERMINAL_STATUSES:
-                return None
-            instance = held
-        else:
-            instance = await (storage.refresh(held) if held is not None else storage.get(run_id))
-            self._remember(instance)
+        future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(run_id, []).append(future)
+        if not self._reading:
+            self._reading = True
+            self._track(self._read_runs())
+        instance = await future
         state = _active(instance, step, attempt)
         if instance.is_terminal or state is None:
             return None
         return instance, state
 
-    async def _status(self, run_id: str) -> Status:
-        """The run's stored status, read with those of the other step jobs that start
-        meanwhile on this node, in one statement."""
-        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-        self._status_wanted.setdefault(run_id, []).append(future)
-        if not self._status_reading:
-            self._status_reading = True
-            self._track(self._read_statuses())
-        return await future
-
-    async def _read_statuses(self) -> None:
-        wanted: dict[str, list[asyncio.Future[Status]]] = {}
+    async def _read_runs(self) -> None:
+        """Read the runs step jobs wait for, a batch at a time, until none waits."""
+        storage = self._require_storage()
         try:
-            async with self._require_storage().pool.connection() as conn:
-                self._status_reading = False
-                wanted, self._status_wanted = self._status_wanted, {}
-                cursor = await conn.execute(self._require_sql().statuses, {"runs": list(wanted)})
-                found = {str(run_id): Status(status) for run_id, status in await cursor.fetchall()}
-        except Exception as exc:
-            self._status_reading = False
-            if not wanted:
-                wanted, self._status_wanted = self._status_wanted, {}
-            error = StorageError(f"could not read the status of runs: {exc}")
-            for futures in wanted.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(error)
-            return
-        for run_id, futures in wanted.items():
-            for future in futures:
-                if future.done():
-                    continue
-                if run_id in found:
-                    future.set_result(found[run_id])
-                else:
-                    future.set_exception(
-                        InstanceNotFoundError(f"run {run_id} does not exist", instance_id=run_id)
+            while self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                try:
+                    found = await storage.refresh_many(
+                        {run_id: self._latest.get(run_id) for run_id in wanted}
                     )
+                except Exception as exc:
+                    for futures in wanted.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for run_id, futures in wanted.items():
+                    instance = found.get(run_id)
+                    if instance is not None:
+                        self._remember(instance)
+                    for future in futures:
+                        if future.done():
+                            continue
+                        if instance is None:
+                            future.set_exception(
+                                InstanceNotFoundError(
+                                    f"run {run_id} does not exist", instance_id=run_id
+                                )
+                            )
+                        else:
+                            future.set_result(instance)
+        finally:
+            self._reading = False
 
     def _remember(self, instance: Instance) -> None:
         """Keep ``instance`` as the newest state of its run this node knows (a few runs)."""

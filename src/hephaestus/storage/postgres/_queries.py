@@ -156,8 +156,8 @@ class Queries:
         # ``refresh_instance``: the same projection, narrowed to what changed since.
         runs_since = projection.format(
             schema=sql.Identifier(schema),
-            parts_since=sql.SQL(" AND (m.whole OR p.revision > %(revision)s)"),
-            history_since=sql.SQL(" AND (m.whole OR e.position >= %(history_length)s)"),
+            parts_since=sql.SQL(" AND p.revision > m.parts_after"),
+            history_since=sql.SQL(" AND e.position >= m.history_from"),
         )
 
         def read(name: LiteralString, **fragments: sql.Composable) -> bytes:

@@ -14,7 +14,7 @@ import dataclasses
 import itertools
 import json
 import operator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from hephaestus.codec import (
     FORMAT,
@@ -45,8 +45,10 @@ __all__ = [
     "Row",
     "containment",
     "decode_refresh",
+    "decode_refreshed",
     "decode_row",
     "decode_rows",
+    "held_params",
     "insert_params",
     "put_item",
 ]
@@ -54,9 +56,50 @@ __all__ = [
 type Row = tuple[str, int, str, str, str, str, datetime, int]
 """A run as the read queries return it: run id, revision, four JSON texts, and its position."""
 type RefreshRow = tuple[
-    str | None, int | None, str | None, str | None, str | None, str | None, Any, Any, bool, bool
+    str | None,
+    int | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    Any,
+    Any,
+    bool,
+    bool,
+    str,
 ]
-"""``refresh_instance``'s row: a ``Row`` (``NULL`` when unchanged), then "same" and "full"."""
+"""``refresh_instance``'s row: a ``Row`` (``NULL`` when unchanged), "same", "full", run id."""
+
+
+def held_params(run_id: str, held: Instance | None) -> dict[str, Any]:
+    """One entry of ``refresh_instance``'s batch: the copy of ``run_id`` a reader holds."""
+    if held is None:
+        return {"run_id": run_id, "revision": -1, "history_length": 0}
+    return {"run_id": run_id, "revision": held.revision, "history_length": len(held.history)}
+
+
+def decode_refreshed(
+    rows: Sequence[RefreshRow], held: Mapping[str, Instance | None], registry: WorkflowRegistry
+) -> dict[str, Instance]:
+    """The runs ``refresh_instance`` read, by run id (a run that does not exist is absent)."""
+    found: dict[str, Instance] = {}
+    for row in rows:
+        copy = held.get(row[10])
+        found[row[10]] = (
+            decode_row(_whole(row), registry)
+            if copy is None
+            else decode_refresh(row, copy, registry)
+        )
+    return found
+
+
+def _whole(row: RefreshRow) -> Row:
+    run_id, revision, state, extra, parts, history, created, seq = row[:8]
+    if None in (run_id, revision, state, extra, parts, history):
+        raise corrupt(row[10], ValueError("the run's row changed shape while it was read"))
+    return cast("Row", (run_id, revision, state, extra, parts, history, created, seq))
+
+
 type PartKind = Literal["step", "join", "member", "result"]
 
 
@@ -444,22 +487,11 @@ def decode_refresh(row: RefreshRow, held: Instance, registry: WorkflowRegistry) 
     the run's documents as they are now, the parts written since replacing or joining
     ``held``'s (a join's new members joining its resolved ones), the new history entries
     appended (``CorruptInstanceError`` if it cannot be decoded)."""
-    run_id, revision, state_text, extra_text, parts_text, history_text, created, seq = row[:8]
-    same, full = row[8:]
-    if same:
+    if row[8]:  # same
         return held
-    if (
-        run_id is None
-        or revision is None
-        or state_text is None
-        or extra_text is None
-        or parts_text is None
-        or history_text is None
-    ):
-        raise corrupt(held.run_id, ValueError("the run's row changed shape while it was read"))
-    if full:
-        whole = (run_id, revision, state_text, extra_text, parts_text, history_text, created, seq)
-        return decode_row(whole, registry)
+    if row[9]:  # full
+        return decode_row(_whole(row), registry)
+    run_id, revision, state_text, extra_text, parts_text, history_text = _whole(row)[:6]
     try:
         document = json.loads(state_text)
         document.update(json.loads(extra_text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,10 @@ from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
 from hephaestus.storage.postgres._queries import Queries
 from hephaestus.storage.postgres._rows import (
     containment,
-    decode_refresh,
+    decode_refreshed,
     decode_row,
     decode_rows,
+    held_params,
     insert_params,
     put_item,
 )
@@ -186,17 +188,19 @@ class PostgresStorage:
         what was written since, merged into it, when every write since added or replaced
         parts and appended history; else the whole run read again. A runner that keeps the
         runs it handles reads a wide fan-out's run once, not once per branch."""
-        params = {
-            "run_id": instance.run_id,
-            "revision": instance.revision,
-            "history_length": len(instance.history),
-        }
-        rows = await self._connections.fetch(self._queries.refresh_instance, params)
-        if not rows:
+        found = await self.refresh_many({instance.run_id: instance})
+        if instance.run_id not in found:
             raise InstanceNotFoundError(
                 f"run {instance.run_id} does not exist", instance_id=instance.id
             )
-        return decode_refresh(rows[0], instance, self._registry)
+        return found[instance.run_id]
+
+    async def refresh_many(self, held: Mapping[str, Instance | None]) -> dict[str, Instance]:
+        """``refresh`` for several runs in one statement, by run id; ``None``: no copy (the
+        run is read whole). A run that does not exist is left out of the result."""
+        params = {"held": json.dumps([held_params(run, copy) for run, copy in held.items()])}
+        rows = await self._connections.fetch(self._queries.refresh_instance, params)
+        return decode_refreshed(rows, held, self._registry)
 
     async def delete(self, run_id: str) -> None:
         await self._connections.fetch(self._queries.delete_instance, {"run_id": run_id})

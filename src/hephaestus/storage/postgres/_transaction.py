@@ -22,7 +22,13 @@ from hephaestus.errors import (
     UnknownWorkflowError,
 )
 from hephaestus.storage.postgres._errors import wrap_exceptions
-from hephaestus.storage.postgres._rows import decode_refresh, decode_row, insert_params, put_item
+from hephaestus.storage.postgres._rows import (
+    decode_refreshed,
+    decode_row,
+    held_params,
+    insert_params,
+    put_item,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,20 +95,18 @@ class PostgresTransaction:
     async def refresh(self, instance: Instance) -> Instance:
         """The run locked until the transaction ends, read for a holder of ``instance``:
         only what changed since (``PostgresStorage.refresh``)."""
-        params = {
-            "run_id": instance.run_id,
-            "revision": instance.revision,
-            "history_length": len(instance.history),
-        }
+        held = {instance.run_id: instance}
+        params = {"held": json.dumps([held_params(instance.run_id, instance)])}
         with wrap_exceptions():
             await self.connection.execute(self._queries.lock_instance, {"run_id": instance.run_id})
             cursor = await self.connection.execute(self._queries.refresh_instance, params)
             rows = await cursor.fetchall()
-        if not rows:
+        found = decode_refreshed(rows, held, self._registry)
+        if instance.run_id not in found:
             raise InstanceNotFoundError(
                 f"run {instance.run_id} does not exist", instance_id=instance.id
             )
-        return decode_refresh(rows[0], instance, self._registry)
+        return found[instance.run_id]
 
     async def create(self, instance: Instance) -> None:
         params = insert_params(instance, self._owner)
