@@ -1,11 +1,14 @@
 """``ObanRunner``: steps as jobs of the ``oban`` package, on the runs' own PostgreSQL database.
 
-One job per step activation. A step job runs its step outside any transaction, then applies
-the result in one transaction (``Driver.apply_stored``): the run is loaded locked, the engine
-decides, the run is saved, and the decision's jobs are written in the same transaction
-(``_jobs``): follow-up step jobs and timer jobs inserted, obsolete ones cancelled, the job
-itself completed. A job whose activation is already resolved (re-delivered after a crash)
-does nothing. Start, resume and cancel are applied the same way in the caller's unit of work.
+One job per step activation. A step job reads its run (only what changed since the copy its
+node holds, with the other jobs starting then), runs its step outside any transaction, then
+its result is applied in one transaction with its jobs (``_jobs``): follow-up step jobs and
+timer jobs inserted, obsolete ones cancelled, the job itself completed. The results that
+finish together on a node, of any runs, share that transaction (one statement, group
+commit); a run another node wrote meanwhile is applied alone, its row locked
+(``Driver.apply_stored``). A job whose activation is already resolved (re-delivered after a
+crash) does nothing. Start, resume and cancel are applied the same way in the caller's unit
+of work.
 """
 
 from __future__ import annotations
@@ -65,9 +68,9 @@ Mode = Literal["worker", "client", "inline"]
 
 LATEST_KEPT = 1024
 """How many runs a node keeps as it last wrote or read them (the most recent ones): a step
-job of such a run reads only the run's revision when it is unchanged, and a result whose job
-read the run before this node wrote it is decided on the newer state rather than failing the
-revision check (the branches of a fan-out finishing one after the other on one node)."""
+job of such a run reads only what changed since (nothing when the copy is current), and a
+result whose job read the run before this node wrote it is decided on the newer state rather
+than failing the revision check (the branches of a fan-out finishing on one node)."""
 
 STORAGE_RETRY_SECONDS = 30.0
 """How long a step's result is retried against a failing database before the job fails (and
@@ -195,7 +198,9 @@ class ObanRunner:
         self._driver = Driver(env, runner=self.name)
         self._closing = False
         self._wake = asyncio.Event()
-        self._latest.clear()
+        self._latest.clear()  # what a previous opening held may have changed since
+        self._queued, self._writing, self._flush_waiting = {}, set(), False
+        self._wanted, self._reading = {}, False
         await self._check_installed()
         self._warn_about_timeouts()
         if self.mode == "client":
