@@ -125,61 +125,8 @@ def job_tags(definition: WorkflowDefinition | None, instance: Instance) -> list[
     return sorted({str(tag).strip().lower() for tag in tags if str(tag).strip()})
 
 
-_WRITE: LiteralString = """
-WITH given AS (
-    SELECT * FROM jsonb_to_recordset(%(jobs)s::jsonb)
-        AS g (queue text, args jsonb, meta jsonb, tags text[], at timestamp)
-), inserted AS (
-    INSERT INTO {schema}.oban_jobs
-        (state, queue, worker, args, meta, tags, max_attempts, scheduled_at)
-    SELECT CASE WHEN g.at IS NULL OR g.at <= %(now)s THEN 'available' ELSE 'scheduled' END
-               ::{schema}.oban_job_state,
-           g.queue, %(worker)s, g.args, g.meta, g.tags, %(max_attempts)s,
-           coalesce(g.at, timezone('UTC', now()))
-    FROM given AS g
-    RETURNING queue, state
-), completed AS (
-    UPDATE {schema}.oban_jobs
-    SET state = 'completed', completed_at = timezone('UTC', now())
-    WHERE id = ANY(%(own)s::bigint[]) AND state = 'executing'
-    RETURNING id
-), doomed AS (
-    SELECT id, state FROM {schema}.oban_jobs
-    WHERE args ->> 'run' = %(run)s
-      AND state IN ('available', 'scheduled', 'executing', 'retryable')
-      AND NOT (id = ANY(%(own)s::bigint[]))
-      AND (%(every)s OR args ->> 'key' = ANY(%(keys)s::text[]))
-    FOR UPDATE
-), cancelled AS (
-    UPDATE {schema}.oban_jobs AS j
-    SET state = 'cancelled', cancelled_at = timezone('UTC', now())
-    FROM doomed
-    WHERE j.id = doomed.id
-    RETURNING j.id, doomed.state AS was
-), woken AS (
-    SELECT pg_notify(%(insert_channel)s, json_build_object('queue', q.queue)::text)
-    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available') AS q
-), killed AS (
-    SELECT id, pg_notify(%(signal_channel)s,
-                         json_build_object('action', 'pkill', 'job_id', id)::text)
-    FROM cancelled
-    WHERE was = 'executing'
-)
-SELECT (SELECT count(*) FROM woken), (SELECT coalesce(array_agg(id), '{{}}') FROM killed),
-       (SELECT count(*) FROM completed)
-"""
-"""A decision's job writes in one statement: insert its jobs (waking the queues of those
-available at once), complete the jobs that made the decision, cancel the run's live jobs the
-decision made obsolete (by key, or all of them when the run ended) and signal those that are
-executing to stop (``oban``'s own ``pkill`` signal)."""
-
-_WRITE_RUNS: LiteralString = """
-WITH {write_runs},
-new_jobs AS (
-    SELECT g.* FROM jsonb_to_recordset(%(jobs)s::jsonb)
-        AS g (queue text, args jsonb, meta jsonb, tags text[], at timestamp)
-    WHERE g.args ->> 'run' IN (SELECT run_id FROM head)
-), inserted AS (
+_JOB_WRITES: LiteralString = """
+inserted AS (
     INSERT INTO {schema}.oban_jobs
         (state, queue, worker, args, meta, tags, max_attempts, scheduled_at)
     SELECT CASE WHEN g.at IS NULL OR g.at <= %(now)s THEN 'available' ELSE 'scheduled' END
@@ -188,22 +135,15 @@ new_jobs AS (
            coalesce(g.at, timezone('UTC', now()))
     FROM new_jobs AS g
     RETURNING queue, state
-), own AS (
-    SELECT o.id FROM jsonb_to_recordset(%(own)s::jsonb) AS o (run text, id bigint)
-    WHERE o.run IN (SELECT run_id FROM head)
 ), completed AS (
     UPDATE {schema}.oban_jobs
     SET state = 'completed', completed_at = timezone('UTC', now())
     WHERE id IN (SELECT id FROM own) AND state = 'executing'
     RETURNING id
-), cancels AS (
-    SELECT c.* FROM jsonb_to_recordset(%(cancels)s::jsonb)
-        AS c (run text, every boolean, keys text[])
-    WHERE c.run IN (SELECT run_id FROM head)
 ), doomed AS (
     SELECT j.id, j.state FROM {schema}.oban_jobs AS j JOIN cancels AS c ON j.args ->> 'run' = c.run
     WHERE j.state IN ('available', 'scheduled', 'executing', 'retryable')
-      AND NOT (j.id = ANY(%(own_ids)s::bigint[]))
+      AND j.id NOT IN (SELECT id FROM own)
       AND (c.every OR j.args ->> 'key' = ANY(c.keys))
     FOR UPDATE OF j
 ), cancelled AS (
@@ -220,15 +160,50 @@ new_jobs AS (
                          json_build_object('action', 'pkill', 'job_id', id)::text)
     FROM cancelled
     WHERE was = 'executing'
-)
+)"""
+"""Decisions' job writes, after three expressions naming them: ``new_jobs`` (queue, args,
+meta, tags, at), ``own`` (the ids of the jobs that made the decisions) and ``cancels`` (run,
+every, keys). The new jobs are inserted (waking the queues of those available at once), the
+own jobs completed, each run's live jobs the decision made obsolete cancelled (by key, or
+all of them when the run ended) and those executing signalled to stop (``oban``'s own
+``pkill`` signal)."""
+
+_JOBS_GIVEN: LiteralString = """
+    SELECT g.* FROM jsonb_to_recordset(%(jobs)s::jsonb)
+        AS g (queue text, args jsonb, meta jsonb, tags text[], at timestamp)"""
+
+_WRITE: LiteralString = """
+WITH new_jobs AS ({jobs_given}
+), own AS (
+    SELECT unnest(%(own)s::bigint[]) AS id
+), cancels AS (
+    SELECT %(run)s::text AS run, %(every)s::boolean AS every, %(keys)s::text[] AS keys
+), {job_writes}
+SELECT (SELECT count(*) FROM woken), (SELECT coalesce(array_agg(id), '{{}}') FROM killed),
+       (SELECT count(*) FROM completed)
+"""
+"""One decision's job writes in one statement, inside the decision's transaction."""
+
+_WRITE_RUNS: LiteralString = """
+WITH {write_runs},
+new_jobs AS ({jobs_given}
+    WHERE g.args ->> 'run' IN (SELECT run_id FROM head)
+), own AS (
+    SELECT o.id FROM jsonb_to_recordset(%(own)s::jsonb) AS o (run text, id bigint)
+    WHERE o.run IN (SELECT run_id FROM head)
+), cancels AS (
+    SELECT c.* FROM jsonb_to_recordset(%(cancels)s::jsonb)
+        AS c (run text, every boolean, keys text[])
+    WHERE c.run IN (SELECT run_id FROM head)
+), {job_writes}
 SELECT (SELECT coalesce(array_agg(run_id), '{{}}') FROM head),
        (SELECT coalesce(array_agg(id), '{{}}') FROM killed),
        (SELECT count(*) FROM woken), (SELECT count(*) FROM completed)
 """
 """The step results of several runs in one statement, one round trip, one implicit
 transaction (group commit): each run's next revision (``update_instances``' writes, revision
-checked), and only for the runs written (``head``), their decisions' jobs as ``_WRITE`` writes
-them. A run whose revision moved meanwhile is left entirely alone: none of its jobs change."""
+checked), and only for the runs written (``head``), their decisions' jobs. A run whose
+revision moved meanwhile is left entirely alone: none of its jobs change."""
 
 _FETCH: LiteralString = """
 WITH next AS (
@@ -359,8 +334,12 @@ class Statements:
         self.schema = schema
         self.insert_channel = f"{schema}.oban_insert"
         self.signal_channel = f"{schema}.oban_signal"
-        self.write = render(_WRITE)
-        self.write_runs = queries.with_run_writes(_WRITE_RUNS)
+        jobs = {
+            "jobs_given": sql.SQL(_JOBS_GIVEN),
+            "job_writes": sql.SQL(_JOB_WRITES).format(schema=sql.Identifier(schema)),
+        }
+        self.write = render(_WRITE, **jobs)
+        self.write_runs = queries.with_run_writes(_WRITE_RUNS, **jobs)
         self.fetch = render(_FETCH)
         self.finish = render(_FINISH)
         self.release = render(_RELEASE)
@@ -395,7 +374,6 @@ class Statements:
             "batch": "[" + ",".join(items) + "]",
             "jobs": json.dumps([job for batch in batches for job in batch.inserts]),
             "own": json.dumps([{"run": run, "id": job_id} for run, job_id in own]),
-            "own_ids": [job_id for _, job_id in own],
             "cancels": json.dumps(
                 [
                     {"run": b.run_id, "every": b.cancel_all, "keys": b.cancel_keys}

@@ -241,11 +241,12 @@ class Queries:
     def migration(self, migration: Migration) -> bytes:
         return render(migration.text, self.schema)
 
-    def with_run_writes(self, text: LiteralString) -> bytes:
-        """``text`` (``{schema}`` bound) with ``{write_runs}``, the common table expressions of
-        ``update_instances``: a statement that writes runs and rows of its own that depend on
-        them (``head``: the runs written) in one round trip and one implicit transaction."""
-        return render(text, self.schema, write_runs=self.write_runs)
+    def with_run_writes(self, text: LiteralString, **fragments: sql.Composable) -> bytes:
+        """``text`` (``{schema}`` and ``fragments`` bound) with ``{write_runs}``, the common
+        table expressions of ``update_instances``: a statement that writes runs and rows of
+        its own that depend on them (``head``: the runs written) in one round trip and one
+        implicit transaction."""
+        return render(text, self.schema, write_runs=self.write_runs, **fragments)
 
     def record_literal(self, migration: Migration) -> bytes:
         """The statement recording ``migration``, with its values inlined (printed SQL)."""

@@ -445,13 +445,19 @@ def decode_rows(
     return found
 
 
+def _header(state_text: str, extra_text: str, revision: int) -> dict[str, Any]:
+    """A run's document from its header row (its parts and history are added to it)."""
+    document: dict[str, Any] = json.loads(state_text)
+    document.update(json.loads(extra_text))
+    document["revision"] = revision
+    return document
+
+
 def decode_row(row: Row, registry: WorkflowRegistry) -> Instance:
     """One run from its row: header documents, parts and history (``CorruptInstanceError``)."""
     run_id, revision, state_text, extra_text, parts_text, history_text = row[:6]
     try:
-        document = json.loads(state_text)
-        document.update(json.loads(extra_text))
-        document["revision"] = revision
+        document = _header(state_text, extra_text, revision)
         steps: dict[str, JSONValue] = {}
         joins: dict[str, JSONValue] = {}
         resolved: dict[str, list[JSONValue]] = {}
@@ -493,9 +499,7 @@ def decode_refresh(row: RefreshRow, held: Instance, registry: WorkflowRegistry) 
         return decode_row(_whole(row), registry)
     run_id, revision, state_text, extra_text, parts_text, history_text = _whole(row)[:6]
     try:
-        document = json.loads(state_text)
-        document.update(json.loads(extra_text))
-        document["revision"] = revision
+        document = _header(state_text, extra_text, revision)
         steps: dict[str, JSONValue] = {}
         results: dict[str, JSONValue] = {}
         headers: dict[str, JSONValue] = {}
