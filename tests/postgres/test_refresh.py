@@ -6,8 +6,8 @@ returns now (an equal instance, steps, results, joins and history in the same or
 the run is deleted.
 
 Real workflows run through the real engine and the real ``Driver`` (``apply``: a put with
-the decision's changes; ``apply_stored``: a put inside a transaction, with or without the
-run as known; ``apply_all``: several results saved as one write), with step outcomes handed
+the decision's changes; ``apply_stored``: a put inside a transaction, the run read whole or
+by difference from a held copy; ``apply_all``: several results saved as one write), with step outcomes handed
 in seeded random orders. After every write, every snapshot held so far of that run (each
 read with ``get`` after a write, and each decision's instance) is refreshed and compared
 with ``get``. Writes of other kinds go through ``storage.put`` directly: a run rewritten
@@ -240,21 +240,21 @@ class Harness:
         """Save ``inputs`` by one of the driver's write paths, chosen at random, and check."""
         self.tick()
         before = self.current
-        path = self.rng.choice(["apply", "stored", "known", "all", "all_known"])
-        if len(inputs) > 1 and path in ("all", "all_known"):
-            known = before if path == "all_known" else None
+        path = self.rng.choice(["apply", "stored", "held", "all", "all_held"])
+        if len(inputs) > 1 and path in ("all", "all_held"):
+            held = before if path == "all_held" else None
             pairs: list[tuple[engine.Input, float | None]] = [(i, None) for i in inputs]
-            applied = await self.driver.apply_all(self.run_id, pairs, known=known)
+            applied = await self.driver.apply_all(self.run_id, pairs, held=held)
             await self._checked(applied.decision)
             return
         for input in inputs:
             if path == "apply":
                 decision = await self.driver.apply(self.definition, self.current, input)
             else:
-                known = self.current if path == "known" else None
+                held = self.current if path == "held" else None
                 fit = not isinstance(input, engine.Cancel)
                 decision = (
-                    await self.driver.apply_stored(self.run_id, input, known=known, fit=fit)
+                    await self.driver.apply_stored(self.run_id, input, held=held, fit=fit)
                 ).decision
             await self._checked(decision)
 

@@ -21,7 +21,6 @@ from hephaestus._core.compat import check_instance, instance_problems
 from hephaestus._core.instance import Status
 from hephaestus._core.results import unstorable_result
 from hephaestus.errors import (
-    ConcurrentUpdateError,
     IncompatibleInstanceError,
     InstanceError,
     UnencodableValueError,
@@ -145,53 +144,26 @@ class Driver:
         dispatch: Dispatch | None = None,
         fit: bool = True,
         duration: float | None = None,
-        known: Instance | None = None,
         held: Instance | None = None,
     ) -> Applied:
         """Apply ``input`` to a stored run in one unit of work: load it locked, decide, save,
         then ``dispatch`` (the runner's own writes: jobs for the commands, say) in the same
         transaction. All of it commits, or none of it; telemetry follows the commit.
 
-        ``known``: the run as the caller read it moments ago. The decision is then taken on
-        it without loading the run again, and the save's revision check makes sure nobody
-        wrote it meanwhile; if somebody did, the unit of work starts over with the run loaded
-        locked. A sequence of steps saves two round trips per step this way; concurrent
-        branches of a fan-out, which do write the run meanwhile, fall back to the lock.
-
-        ``held``: an older copy of the run the caller keeps; loaded locked, the run is then
-        read only for what changed since (a ``RefreshingTransaction``).
+        ``held``: an older copy of the run the caller keeps; the run is then read only for
+        what changed since (a ``RefreshingTransaction``).
 
         A step result the storage refuses (``UnencodableValueError``, such as PostgreSQL's
         ``ValueRejectedError``) fails the attempt instead, in a second unit of work: kind
         ``invalid_result``, retried per the step's policy, as the local runner does.
         """
         try:
-            return await self._apply_current(
-                run_id, input, dispatch, fit, duration, known=known, held=held
-            )
+            return await self._apply_stored(run_id, input, dispatch, fit, duration, held=held)
         except UnencodableValueError as exc:
             refused = _refused(input, exc)
             if refused is None:
                 raise
             return await self._apply_stored(run_id, refused, dispatch, fit, duration, held=held)
-
-    async def _apply_current(
-        self,
-        run_id: str,
-        input: engine.Input,
-        dispatch: Dispatch | None,
-        fit: bool,
-        duration: float | None,
-        *,
-        known: Instance | None,
-        held: Instance | None,
-    ) -> Applied:
-        if known is not None and known.run_id == run_id:
-            try:
-                return await self._apply_stored(run_id, input, dispatch, fit, duration, known=known)
-            except ConcurrentUpdateError:
-                pass  # written meanwhile: decide again on the run as it is now, locked
-        return await self._apply_stored(run_id, input, dispatch, fit, duration, held=held)
 
     async def _apply_stored(
         self,
@@ -201,11 +173,10 @@ class Driver:
         fit: bool,
         duration: float | None,
         *,
-        known: Instance | None = None,
-        held: Instance | None = None,
+        held: Instance | None,
     ) -> Applied:
         async with self._env.storage.transaction() as tx:
-            before = known if known is not None else await _load(tx, run_id, held)
+            before = await _load(tx, run_id, held)
             definition = self.definition_of(before, fit=fit)
             decision = self.decide(definition, before, input)
             applied = Applied(definition, before, decision, fit or self._fits(definition, before))
@@ -218,37 +189,21 @@ class Driver:
         inputs: Sequence[tuple[engine.Input, float | None]],
         *,
         dispatch: Dispatch | None = None,
-        known: Instance | None = None,
         held: Instance | None = None,
     ) -> Applied:
         """Apply several inputs to one stored run, in order, in one unit of work: the run is
-        loaded once (``known`` and ``held`` as in ``apply_stored``), decided on input after
-        input, and saved once with every change; ``dispatch`` sees one ``Applied`` whose
-        decision combines them (the last state, every command in order). Each pair is an
-        input and the duration of the attempt it reports (telemetry), and each decision's
-        events follow the commit. For step results that finish together (the branches of a
-        fan-out): one transaction instead of one each, waiting on one another's lock.
+        loaded once, locked (``held`` as in ``apply_stored``), decided on input after input,
+        and saved once with every change; ``dispatch`` sees one ``Applied`` whose decision
+        combines them (the last state, every command in order). Each pair is an input and the
+        duration of the attempt it reports (telemetry), and each decision's events follow the
+        commit. For step results that finish together (the branches of a fan-out): one
+        transaction instead of one each, waiting on one another's lock.
 
         A refused result (``UnencodableValueError``) is raised as is: apply the inputs one
         by one then (``apply_stored`` turns it into a failed attempt).
         """
-        if known is not None and known.run_id == run_id:
-            try:
-                return await self._apply_all(run_id, inputs, dispatch, known, None)
-            except ConcurrentUpdateError:
-                pass  # written meanwhile: decide again on the run as it is now, locked
-        return await self._apply_all(run_id, inputs, dispatch, None, held)
-
-    async def _apply_all(
-        self,
-        run_id: str,
-        inputs: Sequence[tuple[engine.Input, float | None]],
-        dispatch: Dispatch | None,
-        known: Instance | None,
-        held: Instance | None,
-    ) -> Applied:
         async with self._env.storage.transaction() as tx:
-            before = known if known is not None else await _load(tx, run_id, held)
+            before = await _load(tx, run_id, held)
             applied, decided = self.decide_all(before, inputs)
             if applied.decision.changed:
                 await tx.put(applied.decision.instance, before, applied.decision.changes)
