@@ -7,14 +7,13 @@ the run is deleted.
 
 Real workflows run through the real engine and the real ``Driver`` (``apply``: a put with
 the decision's changes; ``apply_stored``: a put inside a transaction, the run read whole or
-by difference from a held copy; ``apply_all``: several results saved as one write), with step outcomes handed
-in seeded random orders. After every write, every snapshot held so far of that run (each
-read with ``get`` after a write, and each decision's instance) is refreshed and compared
-with ``get``. Writes of other kinds go through ``storage.put`` directly: a run rewritten
-whole (no previous state), a result or a step state replaced, steps removed, history
-rewritten. An incremental ``refresh`` (reading only what was written after the held
-revision) must merge all of these exactly.
-"""
+by difference from a held copy; ``apply_all``: several results saved as one write), with
+step outcomes handed in seeded random orders. After every write, every snapshot held so far
+of that run (each read with ``get`` after a write, and each decision's instance) is
+refreshed and compared with ``get``. Writes of other kinds go through ``storage.put``
+directly: a run rewritten whole (no previous state), a result or a step state replaced,
+steps removed, history rewritten. An incremental ``refresh`` (reading only what was written
+after the held revision) must merge all of these exactly."""
 
 from __future__ import annotations
 
