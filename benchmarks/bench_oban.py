@@ -48,13 +48,12 @@ import signal
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from benchmarks._databases import admin_dsn, create_database, drop_database
 from benchmarks._oban_node import (
     COUNTED,
     QUEUE,
@@ -67,7 +66,7 @@ from benchmarks._oban_node import (
 )
 from hephaestus import Hephaestus
 from hephaestus.runners.oban import ObanRunner
-from hephaestus.storage.postgres import PostgresStorage, install
+from hephaestus.storage.postgres import PostgresStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 200
@@ -78,25 +77,6 @@ NARROW = 20
 NARROW_RUNS = WIDTH // NARROW
 ARRIVALS = 200
 GAP = 0.02
-
-
-def admin(server: str, database: str = "postgres") -> str:
-    return f"{server} dbname={database}"
-
-
-def create_database(server: str) -> str:
-    name = f"hx_bench_oban_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    asyncio.run(install(admin(server, name)))
-    return name
-
-
-def drop_database(server: str, name: str) -> None:
-    with psycopg.connect(admin(server), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def reset(dsn: str) -> None:
@@ -565,9 +545,9 @@ def main() -> None:
         "--profile", type=Path, help="--only wide: also profile 1 node under py-spy, stacks here"
     )
     options = parser.parse_args()
-    name = create_database(options.server)
+    name = create_database(options.server, "hx_bench_oban")
     try:
-        dsn = admin(options.server, name)
+        dsn = admin_dsn(options.server, name)
         rounds: list[list[dict[str, Any]]] = []
         for _ in range(options.rounds):
             if options.only == "wide":

@@ -20,16 +20,14 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import statistics
 import time
-import uuid
 from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
 
+from benchmarks._databases import admin_dsn, create_database, drop_database
 from benchmarks._shapes import chain, fan_out
 from hephaestus import (
     Hephaestus,
@@ -37,7 +35,7 @@ from hephaestus import (
     Workflow,
 )
 from hephaestus.storage import InstanceQuery
-from hephaestus.storage.postgres import PostgresStorage, install
+from hephaestus.storage.postgres import PostgresStorage
 from hephaestus.testing import run_until_idle
 
 CONCURRENCY = 200
@@ -48,25 +46,6 @@ STEPS = 10
 Chain10 = chain("Ten", STEPS)
 Chain1000 = chain("Thousand", 1_000)
 Fan1000 = fan_out("Fan", 1_000)
-
-
-def admin_dsn(server: str, database: str = "postgres") -> str:
-    return f"{server} dbname={database}"
-
-
-def create_database(server: str) -> str:
-    name = f"hx_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    asyncio.run(install(admin_dsn(server, name)))
-    return name
-
-
-def drop_database(server: str, name: str) -> None:
-    with psycopg.connect(admin_dsn(server), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 async def truncate(dsn: str) -> None:

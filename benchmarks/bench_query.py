@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from benchmarks.bench_postgres import admin_dsn, create_database, drop_database
+from benchmarks._databases import admin_dsn, create_database, drop_database
 from hephaestus import Done, Hephaestus, Status, Unique, WaitForEvent, Workflow
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage._query import encode_cursor
