@@ -22,6 +22,8 @@ HephaestusError
 │   └── ConcurrentUpdateError      another writer changed the run first; carries instance_id
 ├── UnavailableError               an outage: the database failed or is out of reach; retry later
 │   └── StorageError               a storage backend failed; the cause is chained
+├── StorageConfigError             the database cannot serve as set up: read-only, corrupt, a
+│                                  schema not installed or newer than this code (no retry helps)
 ├── InstanceError                  about one instance; carries instance_id (no category itself)
 │   └── ResumeError                a resume that cannot be delivered; nothing changes
 ├── WorkflowDefinitionError        a workflow class is malformed (raised when it is defined)
@@ -79,6 +81,7 @@ __all__ = [
     "NoAppRunningError",
     "ResumeError",
     "StepNotWaitingError",
+    "StorageConfigError",
     "StorageError",
     "TransactionNotSupportedError",
     "UnavailableError",
@@ -297,6 +300,13 @@ class AmbiguousResumeError(ResumeError, InputError):
 
 class StorageError(UnavailableError):
     """A storage backend failed; the driver's exception is chained as ``__cause__``."""
+
+
+class StorageConfigError(HephaestusError):
+    """The storage's database cannot serve as it is set up: its file is read-only, corrupt or
+    not a database; its schema is not installed, or newer than this code. Not an outage:
+    retrying cannot help; the message says what to fix. Nothing was written.
+    """
 
 
 class ConcurrentUpdateError(ConflictError):

@@ -2,7 +2,8 @@
 
 ``storage`` is parametrized by backend name so that every test written against it (the storage
 contract suite, and every app-level test through ``app``) runs on each backend: the in-memory
-storage, the same storing encoded JSON (``memory-json``: the codec round trip), and PostgreSQL.
+storage, the same storing encoded JSON (``memory-json``: the codec round trip), PostgreSQL,
+and SQLite (a file in the test's temporary directory).
 
 PostgreSQL tests share one migrated database per session and empty its tables before each
 test (``TRUNCATE`` costs a few milliseconds; a database per test would cost ten times more).
@@ -21,8 +22,9 @@ from tests._pg import create_installed_database, drop_database, dsn, require_pos
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
-STORAGE_BACKENDS = ("memory", "memory-json", "postgres")
+STORAGE_BACKENDS = ("memory", "memory-json", "postgres", "sqlite")
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +48,11 @@ def make_storage(backend: str, request: pytest.FixtureRequest) -> Storage:
         database: str = request.getfixturevalue("integration_database")
         truncate(database)
         return PostgresStorage(dsn(database), min_size=1, max_size=4)
+    if backend == "sqlite":
+        from hephaestus.storage.sqlite import SQLiteStorage
+
+        directory: Path = request.getfixturevalue("tmp_path")
+        return SQLiteStorage(directory / "runs.db")
     raise ValueError(f"unknown storage backend {backend!r}")
 
 

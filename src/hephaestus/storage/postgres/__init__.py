@@ -13,6 +13,7 @@ See ``docs/postgres.md`` for tables, tenants (one schema each), migrations and q
 
 from __future__ import annotations
 
+from hephaestus.storage._rows import containment
 from hephaestus.storage.postgres._caller import PostgresCallerTransaction
 from hephaestus.storage.postgres._errors import wrap_exceptions
 from hephaestus.storage.postgres._migrations import (
@@ -25,7 +26,6 @@ from hephaestus.storage.postgres._migrations import (
     pending_migrations,
     schema_sql,
 )
-from hephaestus.storage.postgres._rows import containment
 from hephaestus.storage.postgres._storage import PostgresStorage
 from hephaestus.storage.postgres._transaction import UNIQUE_INDEX, PostgresTransaction
 

@@ -25,8 +25,8 @@ from psycopg.rows import tuple_row
 
 from hephaestus.codec import dumps, encode_input
 from hephaestus.errors import InvalidArgumentError
+from hephaestus.storage._rows import decode_rows, insert_params
 from hephaestus.storage.postgres._errors import wrap_exceptions
-from hephaestus.storage.postgres._rows import decode_rows, insert_params
 from hephaestus.storage.postgres._transaction import already_running
 
 if TYPE_CHECKING:

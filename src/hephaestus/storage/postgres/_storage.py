@@ -26,12 +26,7 @@ from hephaestus.errors import (
     StorageError,
 )
 from hephaestus.storage._query import Page, decode_cursor, encode_cursor
-from hephaestus.storage.postgres._caller import PostgresCallerTransaction
-from hephaestus.storage.postgres._errors import wrap_exceptions
-from hephaestus.storage.postgres._listen import Listener
-from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
-from hephaestus.storage.postgres._queries import Queries
-from hephaestus.storage.postgres._rows import (
+from hephaestus.storage._rows import (
     containment,
     decode_refreshed,
     decode_row,
@@ -40,6 +35,11 @@ from hephaestus.storage.postgres._rows import (
     insert_params,
     put_item,
 )
+from hephaestus.storage.postgres._caller import PostgresCallerTransaction
+from hephaestus.storage.postgres._errors import wrap_exceptions
+from hephaestus.storage.postgres._listen import Listener
+from hephaestus.storage.postgres._pool import CONNECTION_ATTEMPTS, Connections
+from hephaestus.storage.postgres._queries import Queries
 from hephaestus.storage.postgres._transaction import (
     UNIQUE_INDEX,
     PostgresTransaction,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import CountKey, InstanceQuery, Unwatch
-    from hephaestus.storage.postgres._rows import Row
+    from hephaestus.storage._rows import Row
 
 __all__ = ["UNIQUE_INDEX", "PostgresStorage"]
 

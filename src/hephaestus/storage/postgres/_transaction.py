@@ -21,14 +21,14 @@ from hephaestus.errors import (
     StorageError,
     UnknownWorkflowError,
 )
-from hephaestus.storage.postgres._errors import wrap_exceptions
-from hephaestus.storage.postgres._rows import (
+from hephaestus.storage._rows import (
     decode_refreshed,
     decode_row,
     held_params,
     insert_params,
     put_item,
 )
+from hephaestus.storage.postgres._errors import wrap_exceptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable

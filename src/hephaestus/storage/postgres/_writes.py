@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from hephaestus.errors import ConcurrentUpdateError, InstanceNotFoundError
+from hephaestus.storage._rows import put_item
 from hephaestus.storage.postgres._errors import retryable, wrap_exceptions
-from hephaestus.storage.postgres._rows import put_item
 
 if TYPE_CHECKING:
     from collections.abc import Callable

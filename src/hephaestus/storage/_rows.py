@@ -48,9 +48,11 @@ __all__ = [
     "decode_refreshed",
     "decode_row",
     "decode_rows",
+    "extra_document",
     "held_params",
     "insert_params",
     "put_item",
+    "write_changes",
 ]
 
 type Row = tuple[str, int, str, str, str, str, datetime, int]
@@ -154,7 +156,7 @@ def _state_document(instance: Instance) -> str:
     return dumps(document)
 
 
-def _extra_document(instance: Instance) -> str:
+def extra_document(instance: Instance) -> str:
     """What changes with every step and is never queried: timestamps, inbox, error, scheduled
     resumes (absent in rows written before they existed: decoded as none)."""
     document: dict[str, JSONValue] = {
@@ -190,10 +192,29 @@ def _header_params(instance: Instance, previous: Instance | None = None) -> dict
         "revision": instance.revision,
         "unique_key": instance.unique_key,
         "state": None if unchanged else _state_document(instance),
-        "extra": _extra_document(instance),
+        "extra": extra_document(instance),
         "created_at": instance.created_at,
         "updated_at": instance.updated_at,
     }
+
+
+def write_changes(
+    instance: Instance, previous: Instance | None, declared: Changes | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """What a write of ``instance`` over the stored ``previous`` must store: the ``state``
+    document (``None``: unchanged) and the changes, ``parts`` (a JSON array of ``[kind, key,
+    position, data]``; position -1 keeps the stored one), ``drop`` (a JSON array of ``[kind,
+    key]``), ``full`` (``parts`` are all of them: delete any other), ``history_start`` and
+    ``history`` (the entries from there, a JSON array). Without a usable ``previous``
+    (another revision, or none) the whole run."""
+    if previous is not None and previous.revision == instance.revision - 1:
+        state = None if _state_unchanged(instance, previous) else _state_document(instance)
+        if declared is None:
+            return state, _changes(instance, previous)
+        return state, _declared_changes(instance, previous, declared)
+    changes = {"parts": _all_parts(instance), "drop": "[]", "full": True}
+    changes.update(_history_params(instance, 0))
+    return _state_document(instance), changes
 
 
 def put_item(
@@ -208,21 +229,7 @@ def put_item(
     the parts are compared with ``previous`` by identity. The write applies only while the
     run's owner is ``owner`` (fencing: a deposed owner's write is refused).
     """
-    state: str | None
-    if previous is not None and previous.revision == instance.revision - 1:
-        state = None if _state_unchanged(instance, previous) else _state_document(instance)
-        if declared is None:
-            changes = _changes(instance, previous)
-        else:
-            changes = _declared_changes(instance, previous, declared)
-    else:  # no usable previous state: write the whole run
-        state = _state_document(instance)
-        changes = {
-            "parts": _all_parts(instance),
-            "drop": "[]",
-            "full": True,
-            **_history_params(instance, 0),
-        }
+    state, changes = write_changes(instance, previous, declared)
     scalars = json.dumps(
         {
             "run_id": instance.run_id,
@@ -245,7 +252,7 @@ def put_item(
     )
     return (
         f'{scalars[:-1]}, "state": {"null" if state is None else state}, '
-        f'"extra": {_extra_document(instance)}, "parts": {changes["parts"]}, '
+        f'"extra": {extra_document(instance)}, "parts": {changes["parts"]}, '
         f'"drop": {changes["drop"]}, "history": {changes["history"]}}}'
     )
 
