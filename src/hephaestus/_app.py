@@ -1033,8 +1033,8 @@ class Hephaestus:
         if not isinstance(storage, JoinableStorage):
             raise TransactionNotSupportedError(
                 f"{type(storage).__name__} cannot join the caller's transaction (conn=): only "
-                "a storage in the caller's database can; use PostgresStorage, or call without "
-                "conn="
+                "a storage in the caller's database can; use PostgresStorage or SQLiteStorage, "
+                "or call without conn="
             )
         tx = storage.join(conn)  # TypeError for what it cannot use
         if tx.is_async and not is_async:

@@ -77,7 +77,7 @@ def _within(name: str, packages: tuple[str, ...]) -> bool:
 STORAGE_FORBIDDEN = ("hephaestus._cli", "hephaestus.runners", "click", "rich")
 """Storage is used by runners and the CLI, never the reverse; it prints nothing."""
 
-RUNNER_FORBIDDEN = ("hephaestus._cli", "hephaestus.storage.postgres")
+RUNNER_FORBIDDEN = ("hephaestus._cli", "hephaestus.storage.postgres", "hephaestus.storage.sqlite")
 """A runner speaks to the Storage protocol, never to one adapter, and knows no CLI."""
 
 
@@ -85,6 +85,7 @@ def test_adapter_files_are_found() -> None:
     """The layering rules below really inspect the storage adapters and the runners."""
     storage = {path.relative_to(SRC / "storage").as_posix() for path in STORAGE_FILES}
     assert {"__init__.py", "_memory.py", "postgres/__init__.py", "postgres/_storage.py"} <= storage
+    assert {"sqlite/__init__.py", "sqlite/_storage.py"} <= storage
     assert {"__init__.py", "_local.py"} <= {path.name for path in RUNNER_FILES}
 
 

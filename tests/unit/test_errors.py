@@ -23,7 +23,7 @@ OUTAGE = {"StorageError"}
 DEFECT = {
     "WorkflowDefinitionError", "CorruptInstanceError", "IncompatibleInstanceError",
     "TransactionNotSupportedError", "MissingResourceError", "AppError", "NoAppRunningError",
-    "AmbiguousAppError", "AppNotOpenError", "ConnectorDefinitionError",
+    "AmbiguousAppError", "AppNotOpenError", "ConnectorDefinitionError", "StorageConfigError",
 }  # fmt: skip
 FAMILIES = {
     "HephaestusError", "InstanceError", "ResumeError", "ConnectorError",

@@ -11,6 +11,7 @@ import hephaestus.runners
 import hephaestus.runners.oban
 import hephaestus.storage
 import hephaestus.storage.postgres
+import hephaestus.storage.sqlite
 import hephaestus.telemetry
 import hephaestus.telemetry.otel
 import hephaestus.telemetry.prometheus
@@ -35,7 +36,8 @@ EXPECTED = {
         "InstanceNotFoundError", "InvalidArgumentError", "InvalidEventError",
         "InvalidInstanceIdError", "Issue", "IssueCode", "MissingResourceError", "NoAppRunningError",
         "ResumeError", "ConnectorError", "ConnectorDefinitionError", "UnsupportedActionError",
-        "StepNotWaitingError", "StorageError", "TransactionNotSupportedError", "UnavailableError",
+        "StepNotWaitingError", "StorageConfigError", "StorageError",
+        "TransactionNotSupportedError", "UnavailableError",
         "UnencodableValueError", "UnknownVersionError", "UnknownWorkflowError", "ValueLimitError",
         "ValueRejectedError", "WorkflowDefinitionError",
     },
@@ -50,6 +52,10 @@ EXPECTED = {
         "applied_versions",
         "containment", "install", "migrate", "migration_sql", "pending_migrations", "schema_sql",
         "wrap_exceptions",
+    },
+    hephaestus.storage.sqlite: {
+        "MIGRATIONS", "Migration", "SQLiteCallerTransaction", "SQLiteStorage",
+        "SQLiteTransaction", "applied_versions", "migrate", "pending_migrations",
     },
     hephaestus.codec: {
         "FORMAT", "MAX_DEPTH", "MAX_ID_LENGTH", "MAX_INT_DIGITS", "MAX_SIZE", "TAG", "CodecError",

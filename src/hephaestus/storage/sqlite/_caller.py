@@ -43,9 +43,12 @@ type Step = Callable[[sqlite3.Connection], Any]
 class SQLiteCallerTransaction:
     """``CallerTransaction`` on SQLite (sync API only: ``sqlite3`` connections are sync).
 
-    ``run`` fences the work in a savepoint inside the caller's open transaction, so an error
-    (``InstanceAlreadyRunningError``, say) undoes only the work's writes. A connection with no
-    transaction open gets one for the work, committed at once.
+    ``run`` fences the work in a savepoint inside the caller's transaction, so an error
+    (``InstanceAlreadyRunningError``, say) undoes only the work's writes. In ``sqlite3``'s
+    default mode the transaction is opened if it is not yet (as the caller's first write
+    would) and left for the caller to commit; a connection in autocommit mode
+    (``isolation_level=None``) with no transaction open gets one for the work, committed at
+    once.
     """
 
     __slots__ = ("_connection", "_storage", "is_async")
@@ -90,9 +93,16 @@ class SQLiteCallerTransaction:
 
     def run[T](self, work: Work[T]) -> T:
         connection = self._connection
-        own = not connection.in_transaction
+        own = not connection.in_transaction and connection.isolation_level is None
         with translated(self._storage.path):
-            connection.execute("BEGIN IMMEDIATE" if own else "SAVEPOINT hephaestus_work")
+            if own:
+                connection.execute("BEGIN IMMEDIATE")
+            else:
+                if not connection.in_transaction:
+                    # sqlite3's default mode opens a transaction before the caller's first
+                    # write, and the caller commits it: open it now, for our writes.
+                    connection.execute("BEGIN")
+                connection.execute("SAVEPOINT hephaestus_work")
             try:
                 result = _drive(connection, work)
             except BaseException:

@@ -7,6 +7,7 @@ once apply each migration once, and a migration that fails leaves nothing half-a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from hephaestus.errors import StorageConfigError
@@ -39,6 +40,8 @@ def pending_migrations(applied: list[int]) -> list[Migration]:
 def applied_versions(path: str) -> list[int]:
     """Versions of the migrations applied to the database at ``path`` (empty: not installed;
     a file that does not exist is not created)."""
+    if not os.path.exists(path):
+        return []
     with translated(path):
         connection = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
         try:

@@ -321,6 +321,7 @@ class SQLiteStorage:
             applied = await self._writer.call(
                 lambda c: check_schema(c, self.path, migrate=self._migrate)
             )
+            await self._writer.call(_probe_writable)
             for migration in applied:
                 log.info(
                     "applied migration %04d_%s to %s", migration.version, migration.name, self.path
@@ -706,6 +707,12 @@ def _settle(write: _Write, outcome: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(outcome)
+
+
+def _probe_writable(connection: sqlite3.Connection) -> None:
+    """Fail now, not at the first step, on a file this process cannot write: a write that
+    changes nothing still needs the file writable (``SQLITE_READONLY`` otherwise)."""
+    connection.execute("DELETE FROM hephaestus_migrations WHERE 0")
 
 
 def _delete_input(connection: sqlite3.Connection, entry: int) -> None:
