@@ -353,9 +353,10 @@ class IncompatibleInstanceError(CorruptInstanceError):
 class TransactionNotSupportedError(HephaestusError):
     """``conn=`` was given, but the app's storage cannot write inside a caller's transaction.
 
-    Only a storage on the caller's database can (``PostgresStorage`` and ``SQLiteStorage``: their
-    ``join``); the in-memory storage cannot. Nothing was started, resumed or cancelled. Call without ``conn=``
-    (the operation is then durable when it returns), or use ``PostgresStorage`` or ``SQLiteStorage``.
+    Only a storage on the caller's database can (``PostgresStorage`` and ``SQLiteStorage``:
+    their ``join``); the in-memory storage cannot. Nothing was started, resumed or cancelled.
+    Call without ``conn=`` (the operation is then durable when it returns), or use one of
+    those storages.
     """
 
 
