@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.util
 import json
 import os
 import sqlite3
@@ -45,6 +44,7 @@ from typing import Any
 from benchmarks._shapes import chain
 from hephaestus import Hephaestus, Status
 from hephaestus.storage import InstanceQuery
+from hephaestus.storage.sqlite import SQLiteStorage
 from hephaestus.testing import run_until_idle
 
 CONCURRENCY = 200
@@ -58,7 +58,6 @@ ROW_BYTES = 600
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
 
-SQLITE_MODULE = "hephaestus.storage.sqlite"
 DBOS_REQUIREMENTS = ("dbos==3.4.0", "pysqlite3-binary")
 DBOS_VENV = Path.home() / ".cache" / "hephaestus-bench" / "dbos-venv"
 DBOS_RUNNER = Path(__file__).with_name("dbos_sqlite.py")
@@ -102,8 +101,6 @@ def bench_raw(directory: Path) -> dict[str, float]:
 
 
 async def bench_ours(directory: Path, runs: int) -> dict[str, Any]:
-    from hephaestus.storage.sqlite import SQLiteStorage  # type: ignore[import-not-found, unused-ignore]
-
     storage = SQLiteStorage(str(directory / "ours.sqlite"))
     async with Hephaestus(storage=storage) as app:
         gc.collect()
@@ -268,12 +265,6 @@ def main() -> None:
     parser.add_argument("--dbos-journal-mode", default=None, help="e.g. wal (default: DBOS's)")
     parser.add_argument("--output", default=None, help="also append the JSON lines here")
     args = parser.parse_args()
-    if "ours" in args.only and importlib.util.find_spec(SQLITE_MODULE) is None:
-        parser.exit(
-            2,
-            f"bench_sqlite: {SQLITE_MODULE} is not importable (SQLiteStorage not in this "
-            "checkout yet); run with --only raw dbos, or from a checkout that has it\n",
-        )
     python = dbos_python(args) if "dbos" in args.only else None
     print(f"sqlite3 {sqlite3.sqlite_version}, CPython {sys.version.split()[0]}", file=sys.stderr)
     rounds: list[dict[str, Any]] = []
