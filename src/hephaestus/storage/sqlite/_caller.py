@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from hephaestus.codec import dumps, encode_input
 from hephaestus.errors import InvalidArgumentError
 from hephaestus.storage._rows import decode_rows
-from hephaestus.storage.sqlite import _schema as sql
 from hephaestus.storage.sqlite._database import translated
 from hephaestus.storage.sqlite._storage import (
     _apply,
     _encode_create,
+    announce,
     enqueue,
     micros,
     register_functions,
@@ -71,7 +71,7 @@ class SQLiteCallerTransaction:
         def insert(connection: sqlite3.Connection) -> Exception | None:
             error = _apply(connection, write)
             if error is None:
-                connection.execute(sql.ANNOUNCE, {"run_id": instance.run_id, "at": at})
+                announce(connection, [instance.run_id], at)
             return error
 
         error = yield insert

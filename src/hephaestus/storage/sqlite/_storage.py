@@ -650,8 +650,8 @@ class SQLiteStorage:
 
         def release(connection: sqlite3.Connection) -> list[str]:
             released = [str(row[0]) for row in connection.execute(sql.RELEASE_RUNS, (owner,))]
-            for run_id in released:
-                connection.execute(sql.ANNOUNCE, {"run_id": run_id, "at": at})
+            if released:
+                announce(connection, released, at)
             connection.execute(sql.FORGET_OWNERS, (json.dumps([owner]),))
             return released
 
@@ -673,10 +673,16 @@ class SQLiteStorage:
 
 
 def enqueue(connection: sqlite3.Connection, run_id: str, input: str, at: int) -> None:
-    """Queue ``input`` (encoded) in the run's inbox and announce it (pruning old
-    announcements), in the connection's open transaction."""
+    """Queue ``input`` (encoded) in the run's inbox and announce it, in the connection's open
+    transaction."""
     connection.execute(sql.ENQUEUE_INPUT, (run_id, input, at))
-    connection.execute(sql.ANNOUNCE, {"run_id": run_id, "at": at})
+    announce(connection, [run_id], at)
+
+
+def announce(connection: sqlite3.Connection, run_ids: list[str], at: int) -> None:
+    """Tell the watchers of every process that ``run_ids`` have something new (each row
+    names the run's owner), and drop announcements older than ``ANNOUNCEMENTS_KEPT``."""
+    connection.executemany(sql.ANNOUNCE, [{"run_id": run_id, "at": at} for run_id in run_ids])
     connection.execute(sql.PRUNE_ANNOUNCEMENTS, (at - int(ANNOUNCEMENTS_KEPT * 1e6),))
 
 
