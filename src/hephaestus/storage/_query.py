@@ -19,16 +19,22 @@ from typing import TYPE_CHECKING, Any
 from hephaestus.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterable, Sequence
 
-    from hephaestus._core.instance import Instance
+    from hephaestus._core.instance import Instance, Status
     from hephaestus._core.registry import WorkflowRegistry
+    from hephaestus.storage import CountKey, InstanceQuery
 
 __all__ = [
+    "Filters",
     "Page",
+    "count_columns",
     "decode_cursor",
     "encode_cursor",
+    "filters_of",
+    "group_counts",
     "json_contains",
+    "process_registry",
     "tagged_workflows",
 ]
 
@@ -104,3 +110,105 @@ def json_contains(document: Any, pattern: Any) -> bool:
     if isinstance(pattern, bool) or isinstance(document, bool):
         return pattern is document
     return bool(document == pattern)
+
+
+# -- what a database storage shares to build its statements ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """An ``InstanceQuery`` as a database statement's parameters take it: tags resolved to
+    workflow names, statuses as their sorted values, metadata as the stored containment
+    pattern (JSON text), the cursor decoded; ``None`` everywhere means "no filter"."""
+
+    id: str | None
+    id_prefix: str | None
+    statuses: list[str] | None
+    workflows: list[str] | None
+    workflow_version: int | None
+    contains: str | None
+    created_after: datetime | None
+    created_before: datetime | None
+    updated_after: datetime | None
+    updated_before: datetime | None
+    after: tuple[datetime, int] | None
+    limit: int | None
+    offset: int
+
+
+def filters_of(
+    query: InstanceQuery, registry: WorkflowRegistry, limit: int | None
+) -> Filters | None:
+    """``query``'s filters with at most ``limit`` rows (``None``: no run can match)."""
+    from hephaestus.codec import dumps
+    from hephaestus.storage._rows import containment
+
+    query = query.resolve_tags(registry)
+    statuses = _statuses(query.status, query.status_in)
+    if (statuses is not None and not statuses) or limit == 0:
+        return None
+    workflows: list[str] | None
+    if query.workflow is None:
+        workflows = None
+    elif isinstance(query.workflow, str):
+        workflows = [query.workflow]
+    else:
+        workflows = list(query.workflow)
+    if workflows is not None and not workflows:
+        return None
+    return Filters(
+        id=query.id,
+        id_prefix=query.id_prefix,
+        statuses=statuses,
+        workflows=workflows,
+        workflow_version=query.workflow_version,
+        contains=None
+        if query.metadata is None
+        else dumps(containment({"metadata": query.metadata})),
+        created_after=query.created_after,
+        created_before=query.created_before,
+        updated_after=query.updated_after,
+        updated_before=query.updated_before,
+        after=None if query.after is None else decode_cursor(query.after),
+        limit=limit,
+        offset=query.offset,
+    )
+
+
+def _statuses(status: Status | None, status_in: Collection[Status] | None) -> list[str] | None:
+    from hephaestus._core.instance import Status
+
+    if status is None and status_in is None:
+        return None
+    allowed = set(Status) if status_in is None else {Status(s) for s in status_in}
+    if status is not None:
+        allowed &= {status}
+    return sorted(s.value for s in allowed)
+
+
+def count_columns(by: Sequence[CountKey]) -> tuple[str, ...]:
+    """The columns a ``count`` groups by, in table order (``InvalidArgumentError`` for any
+    other than status and workflow)."""
+    if any(column not in ("status", "workflow") for column in by):
+        raise InvalidArgumentError(f"count groups by status and/or workflow, not {by!r}")
+    return tuple(column for column in ("status", "workflow") if column in by)
+
+
+def group_counts(
+    rows: Iterable[Sequence[Any]], columns: tuple[str, ...], by: Sequence[CountKey]
+) -> dict[tuple[str, ...], int]:
+    """``count``'s result from rows of the grouped ``columns`` then the count, keyed in ``by``
+    order; a group of 0 (grouping by nothing, nothing matched) is left out."""
+    counts: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        if row[-1]:
+            found = dict(zip(columns, row[:-1], strict=True))
+            counts[tuple(str(found[column]) for column in by)] = int(row[-1])
+    return counts
+
+
+def process_registry() -> WorkflowRegistry:
+    """The registry a storage given none decodes with until an app binds its own."""
+    from hephaestus._core.registry import default_registry
+
+    return default_registry

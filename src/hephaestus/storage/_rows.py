@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import operator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -39,11 +40,15 @@ if TYPE_CHECKING:
     from hephaestus._core.commands import Changes
     from hephaestus._core.instance import Instance, JoinState
     from hephaestus._core.registry import WorkflowRegistry
+    from hephaestus.storage import InboxEntry
+
+log = logging.getLogger("hephaestus.storage")
 
 __all__ = [
     "RefreshRow",
     "Row",
     "containment",
+    "decode_inbox_entry",
     "decode_refresh",
     "decode_refreshed",
     "decode_row",
@@ -554,3 +559,26 @@ def decode_refresh(row: RefreshRow, held: Instance, registry: WorkflowRegistry) 
         )
     except Exception as exc:  # whatever a row holds, the caller gets a typed error
         raise corrupt(run_id, exc) from exc
+
+
+def decode_inbox_entry(
+    run_id: str, entry_id: int, text: str, created_at: datetime, registry: WorkflowRegistry
+) -> InboxEntry | None:
+    """An inbox row as an ``InboxEntry``; ``None`` when it cannot be read, logged with its
+    stored text (the caller deletes it, so it never blocks the entries behind it)."""
+    from hephaestus.codec import decode_input
+    from hephaestus.errors import UnknownWorkflowError
+    from hephaestus.storage import InboxEntry
+
+    try:
+        input = decode_input(json.loads(text), registry)
+    except (ValueError, TypeError, KeyError, UnknownWorkflowError) as exc:
+        log.error(
+            "dropped inbox entry %s of run %s, which cannot be read (%s): %s",
+            entry_id,
+            run_id,
+            exc,
+            text,
+        )
+        return None
+    return InboxEntry(int(entry_id), run_id, input, created_at)

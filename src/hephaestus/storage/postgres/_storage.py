@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import psycopg.errors
 
-from hephaestus._core.instance import Status
 from hephaestus.codec import dumps, encode_input
 from hephaestus.errors import (
     InstanceAlreadyRunningError,
@@ -25,7 +24,14 @@ from hephaestus.errors import (
     InvalidArgumentError,
     StorageError,
 )
-from hephaestus.storage._query import Page, decode_cursor, encode_cursor
+from hephaestus.storage._query import (
+    Page,
+    count_columns,
+    encode_cursor,
+    filters_of,
+    group_counts,
+    process_registry,
+)
 from hephaestus.storage._rows import (
     containment,
     decode_refreshed,
@@ -107,7 +113,7 @@ class PostgresStorage:
             lost=self._owner_lost,
         )
         self._given = registry
-        self._registry = registry if registry is not None else _process_registry()
+        self._registry = registry if registry is not None else process_registry()
 
     def bind_registry(self, registry: WorkflowRegistry) -> None:
         """Decode with the opening app's workflows, unless given a ``registry`` at construction."""
@@ -221,19 +227,12 @@ class PostgresStorage:
     async def count(
         self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
     ) -> dict[tuple[str, ...], int]:
-        if any(column not in ("status", "workflow") for column in by):
-            raise InvalidArgumentError(f"count groups by status and/or workflow, not {by!r}")
-        columns = tuple(column for column in ("status", "workflow") if column in by)
+        columns = count_columns(by)
         params = self._params(query, None)
         if params is None:
             return {}
         rows = await self._connections.fetch(self._queries.count_runs[columns], params)
-        counts: dict[tuple[str, ...], int] = {}
-        for row in rows:
-            if row[-1]:  # grouping by nothing counts an empty match as one group of 0
-                found = dict(zip(columns, row[:-1], strict=True))
-                counts[tuple(str(found[column]) for column in by)] = int(row[-1])
-        return counts
+        return group_counts(rows, columns, by)
 
     async def explain(self, query: InstanceQuery) -> str:
         """PostgreSQL's plan for a page of ``query`` (header rows), to check indexes serve it."""
@@ -268,39 +267,25 @@ class PostgresStorage:
 
     def _params(self, query: InstanceQuery, limit: int | None) -> dict[str, Any] | None:
         """The statement parameters of ``query`` (``None``: it cannot match any run)."""
-        query = query.resolve_tags(self._registry)
-        statuses = _statuses(query.status, query.status_in)
-        if (statuses is not None and not statuses) or limit == 0:
+        filters = filters_of(query, self._registry, limit)
+        if filters is None:
             return None
-        workflows: list[str] | None
-        if query.workflow is None:
-            workflows = None
-        elif isinstance(query.workflow, str):
-            workflows = [query.workflow]
-        else:
-            workflows = list(query.workflow)
-        if workflows is not None and not workflows:
-            return None
-        after_created, after_seq = (
-            (None, None) if query.after is None else decode_cursor(query.after)
-        )
+        after_created, after_seq = (None, None) if filters.after is None else filters.after
         return {
-            "id": query.id,
-            "id_pattern": None if query.id_prefix is None else _like_prefix(query.id_prefix),
-            "statuses": statuses,
-            "workflows": workflows,
-            "workflow_version": query.workflow_version,
-            "contains": None
-            if query.metadata is None
-            else dumps(containment({"metadata": query.metadata})),
-            "created_after": query.created_after,
-            "created_before": query.created_before,
-            "updated_after": query.updated_after,
-            "updated_before": query.updated_before,
+            "id": filters.id,
+            "id_pattern": None if filters.id_prefix is None else _like_prefix(filters.id_prefix),
+            "statuses": filters.statuses,
+            "workflows": filters.workflows,
+            "workflow_version": filters.workflow_version,
+            "contains": filters.contains,
+            "created_after": filters.created_after,
+            "created_before": filters.created_before,
+            "updated_after": filters.updated_after,
+            "updated_before": filters.updated_before,
             "after_created": after_created,
             "after_seq": after_seq,
-            "limit": limit,
-            "offset": query.offset,
+            "limit": filters.limit,
+            "offset": filters.offset,
         }
 
     # -- the caller's transaction (JoinableStorage) -----------------------------------------
@@ -497,18 +482,3 @@ def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching the texts that start with ``prefix`` (taken literally)."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + "%"
-
-
-def _statuses(status: Status | None, status_in: Collection[Status] | None) -> list[str] | None:
-    if status is None and status_in is None:
-        return None
-    allowed = set(Status) if status_in is None else {Status(s) for s in status_in}
-    if status is not None:
-        allowed &= {status}
-    return sorted(s.value for s in allowed)
-
-
-def _process_registry() -> WorkflowRegistry:
-    from hephaestus._core.registry import default_registry
-
-    return default_registry

@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg.errors
 
-from hephaestus.codec import decode_input
 from hephaestus.errors import (
     ConcurrentUpdateError,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     StorageError,
-    UnknownWorkflowError,
 )
 from hephaestus.storage._rows import (
+    decode_inbox_entry,
     decode_refreshed,
     decode_row,
     held_params,
@@ -144,8 +143,6 @@ class PostgresTransaction:
     async def next_input(self, run_id: str) -> InboxEntry | None:
         """The oldest entry of the run's inbox; one that cannot be decoded is logged (with
         its stored text) and deleted, so it never blocks the entries behind it."""
-        from hephaestus.storage import InboxEntry
-
         while True:
             with wrap_exceptions():
                 cursor = await self.connection.execute(self._queries.next_input, {"run_id": run_id})
@@ -153,20 +150,11 @@ class PostgresTransaction:
             if not rows:
                 return None
             entry_id, text, created_at = rows[0]
-            try:
-                input = decode_input(json.loads(text), self._registry)
-            except (ValueError, UnknownWorkflowError) as exc:
-                log.error(
-                    "dropped inbox entry %s of run %s, which cannot be read (%s): %s",
-                    entry_id,
-                    run_id,
-                    exc,
-                    text,
-                )
-                with wrap_exceptions():
-                    await self.connection.execute(self._queries.delete_input, {"id": entry_id})
-                continue
-            return InboxEntry(int(entry_id), run_id, input, created_at)
+            entry = decode_inbox_entry(run_id, entry_id, text, created_at, self._registry)
+            if entry is not None:
+                return entry
+            with wrap_exceptions():
+                await self.connection.execute(self._queries.delete_input, {"id": entry_id})
 
     async def remove_input(self, entry: InboxEntry) -> None:
         with wrap_exceptions():

@@ -21,18 +21,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hephaestus.codec import decode_input, dumps, encode_input
+from hephaestus.codec import dumps, encode_input
 from hephaestus.errors import (
     ConcurrentUpdateError,
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     InvalidArgumentError,
     StorageError,
-    UnknownWorkflowError,
 )
-from hephaestus.storage._query import Page, decode_cursor, encode_cursor, json_contains
+from hephaestus.storage._query import (
+    Page,
+    count_columns,
+    encode_cursor,
+    filters_of,
+    group_counts,
+    json_contains,
+    process_registry,
+)
 from hephaestus.storage._rows import (
-    containment,
+    decode_inbox_entry,
     decode_row,
     decode_rows,
     extra_document,
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection
 
     from hephaestus._core.commands import Cancel, Changes, Resume, ScheduleResume
-    from hephaestus._core.instance import Instance, Status
+    from hephaestus._core.instance import Instance
     from hephaestus._core.registry import WorkflowRegistry
     from hephaestus.storage import CountKey, InboxEntry, InstanceQuery, Unwatch
     from hephaestus.storage._rows import Row
@@ -299,7 +306,7 @@ class SQLiteStorage:
         self._watchers: list[Callable[[str | None], object]] = []
         self._polling: asyncio.Task[None] | None = None
         self._given = registry
-        self._registry = registry if registry is not None else _process_registry()
+        self._registry = registry if registry is not None else process_registry()
         self._opened = False
 
     def bind_registry(self, registry: WorkflowRegistry) -> None:
@@ -431,20 +438,13 @@ class SQLiteStorage:
     async def count(
         self, query: InstanceQuery, *, by: tuple[CountKey, ...] = ("status", "workflow")
     ) -> dict[tuple[str, ...], int]:
-        if any(column not in ("status", "workflow") for column in by):
-            raise InvalidArgumentError(f"count groups by status and/or workflow, not {by!r}")
-        columns = tuple(column for column in ("status", "workflow") if column in by)
+        columns = count_columns(by)
         params = self.query_params(query, None)
         if params is None:
             return {}
         statement = sql.count_runs(columns)
         rows = await self._reader.call(lambda c: fetch(c, statement, params))
-        counts: dict[tuple[str, ...], int] = {}
-        for row in rows:
-            if row[-1]:
-                found = dict(zip(columns, row[:-1], strict=True))
-                counts[tuple(str(found[column]) for column in by)] = int(row[-1])
-        return counts
+        return group_counts(rows, columns, by)
 
     async def _select(self, query: InstanceQuery, limit: int | None) -> list[Row]:
         read = self.read_statement(query, limit)
@@ -468,41 +468,25 @@ class SQLiteStorage:
 
     def query_params(self, query: InstanceQuery, limit: int | None) -> dict[str, Any] | None:
         """The statement parameters of ``query`` (``None``: it cannot match any run)."""
-        query = query.resolve_tags(self._registry)
-        statuses = _statuses(query.status, query.status_in)
-        if (statuses is not None and not statuses) or limit == 0:
+        filters = filters_of(query, self._registry, limit)
+        if filters is None:
             return None
-        workflows: list[str] | None
-        if query.workflow is None:
-            workflows = None
-        elif isinstance(query.workflow, str):
-            workflows = [query.workflow]
-        else:
-            workflows = list(query.workflow)
-        if workflows is not None and not workflows:
-            return None
-        after_created: int | None = None
-        after_seq: int | None = None
-        if query.after is not None:
-            at, after_seq = decode_cursor(query.after)
-            after_created = micros(at)
+        after_created, after_seq = (None, None) if filters.after is None else filters.after
         return {
-            "id": query.id,
-            "id_prefix": query.id_prefix,
-            "statuses": None if statuses is None else json.dumps(statuses),
-            "workflows": None if workflows is None else json.dumps(workflows),
-            "workflow_version": query.workflow_version,
-            "contains": None
-            if query.metadata is None
-            else dumps(containment({"metadata": query.metadata})),
-            "created_after": _optional_micros(query.created_after),
-            "created_before": _optional_micros(query.created_before),
-            "updated_after": _optional_micros(query.updated_after),
-            "updated_before": _optional_micros(query.updated_before),
-            "after_created": after_created,
+            "id": filters.id,
+            "id_prefix": filters.id_prefix,
+            "statuses": _json_list(filters.statuses),
+            "workflows": _json_list(filters.workflows),
+            "workflow_version": filters.workflow_version,
+            "contains": filters.contains,
+            "created_after": _optional_micros(filters.created_after),
+            "created_before": _optional_micros(filters.created_before),
+            "updated_after": _optional_micros(filters.updated_after),
+            "updated_before": _optional_micros(filters.updated_before),
+            "after_created": _optional_micros(after_created),
             "after_seq": after_seq,
-            "limit": -1 if limit is None else limit,
-            "offset": query.offset,
+            "limit": -1 if filters.limit is None else filters.limit,  # SQLite: -1, no limit
+            "offset": filters.offset,
         }
 
     # -- the caller's transaction (JoinableStorage) -----------------------------------------
@@ -751,21 +735,8 @@ def _optional_micros(at: datetime | None) -> int | None:
     return None if at is None else micros(at)
 
 
-def _statuses(status: Status | None, status_in: Collection[Status] | None) -> list[str] | None:
-    from hephaestus._core.instance import Status
-
-    if status is None and status_in is None:
-        return None
-    allowed = set(Status) if status_in is None else {Status(s) for s in status_in}
-    if status is not None:
-        allowed &= {status}
-    return sorted(s.value for s in allowed)
-
-
-def _process_registry() -> WorkflowRegistry:
-    from hephaestus._core.registry import default_registry
-
-    return default_registry
+def _json_list(values: list[str] | None) -> str | None:
+    return None if values is None else json.dumps(values)
 
 
 # -- the unit of work -------------------------------------------------------------------------
@@ -817,26 +788,16 @@ class SQLiteTransaction:
     async def next_input(self, run_id: str) -> InboxEntry | None:
         """The oldest entry of the run's inbox; one that cannot be decoded is logged (with
         its stored text) and deleted, so it never blocks the entries behind it."""
-        from hephaestus.storage import InboxEntry
-
         while True:
             rows = await self.run(lambda c: fetch(c, sql.NEXT_INPUT, (run_id,)))
             if not rows:
                 return None
             entry_id, text, created_at = rows[0]
-            try:
-                input = decode_input(json.loads(text), self._storage.registry)
-            except (ValueError, TypeError, KeyError, UnknownWorkflowError) as exc:
-                log.error(
-                    "dropped inbox entry %s of run %s, which cannot be read (%s): %s",
-                    entry_id,
-                    run_id,
-                    exc,
-                    text,
-                )
-                await self.run(functools.partial(_delete_input, entry=int(entry_id)))
-                continue
-            return InboxEntry(int(entry_id), run_id, input, from_micros(int(created_at)))
+            at = from_micros(int(created_at))
+            entry = decode_inbox_entry(run_id, entry_id, text, at, self._storage.registry)
+            if entry is not None:
+                return entry
+            await self.run(functools.partial(_delete_input, entry=int(entry_id)))
 
     async def remove_input(self, entry: InboxEntry) -> None:
         await self.run(functools.partial(_delete_input, entry=entry.id))
