@@ -151,8 +151,10 @@ def test_a_home_relative_sqlite_path_is_expanded(
 ) -> None:
     """``sqlite:///~/runs.db`` is ``runs.db`` in the home directory."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert parse_database("sqlite:///~/runs.db") == SQLiteDatabase(f"{tmp_path}/runs.db")
-    assert parse_database("sqlite:///~/runs.db").url == f"sqlite:///{tmp_path}/runs.db"
+    database = parse_database("sqlite:///~/runs.db")
+    assert database == SQLiteDatabase(f"{tmp_path}/runs.db")
+    assert isinstance(database, SQLiteDatabase)
+    assert database.url == f"sqlite:///{tmp_path}/runs.db"
 
 
 def test_database_is_the_file_key_of_the_dsn_setting_and_is_checked_where_set(
