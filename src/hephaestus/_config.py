@@ -227,8 +227,11 @@ class SQLiteDatabase:
 
     @property
     def url(self) -> str:
-        """The URL of the file (without options): ``sqlite:///`` and the path."""
-        return f"sqlite:///{self.path}"
+        """The URL of the file (without options): ``sqlite:///`` and the path, percent-encoded
+        where it must be (``runs.db`` gives ``sqlite:///runs.db``, ``/a b.db`` ``sqlite:////a%20b.db``)."""
+        from urllib.parse import quote
+
+        return f"sqlite:///{quote(self.path, safe='/~:+,=@')}"
 
 
 def parse_database(value: str) -> PostgresDatabase | SQLiteDatabase:

@@ -144,6 +144,8 @@ def test_database_urls_name_a_sqlite_file_or_a_postgresql_dsn(
     """Three slashes: a path relative to the working directory; four: absolute; percent-decoded
     paths; options upper-cased or converted to seconds; PostgreSQL DSNs pass unchanged."""
     assert parse_database(value) == expected
+    if isinstance(expected, SQLiteDatabase):
+        assert parse_database(expected.url) == SQLiteDatabase(expected.path)  # round trip
 
 
 def test_a_home_relative_sqlite_path_is_expanded(
