@@ -208,14 +208,15 @@ def test_help_imports_neither_rich_nor_the_database_driver() -> None:
         "import sys\n"
         "from hephaestus._cli import main\n"
         "main(['--help'])\n"
-        "heavy = ('rich', 'psycopg', 'hephaestus.storage.postgres', 'hephaestus._demo')\n"
+        "heavy = ('rich', 'psycopg', 'hephaestus.storage.postgres', 'hephaestus.storage.sqlite',\n"
+        "         'hephaestus._demo')\n"
         "print('loaded:', [name for name in heavy if name in sys.modules])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "  db         PostgreSQL schema" in result.stdout
+    assert "  db         Database schema (PostgreSQL or SQLite)" in result.stdout
     assert result.stdout.splitlines()[-1] == "loaded: []"
 
 

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hephaestus._config import Config, ConfigError, find_file
+from hephaestus._config import (
+    Config,
+    ConfigError,
+    PostgresDatabase,
+    SQLiteDatabase,
+    find_file,
+    parse_database,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,3 +120,57 @@ def test_malformed_environment_is_reported_with_the_variable(tmp_path: Path) -> 
     """A bad environment value names its variable."""
     with pytest.raises(ConfigError, match="env:HEPHAESTUS_GRAPH_FORMAT"):
         Config.load(cwd=tmp_path, env={"HEPHAESTUS_GRAPH_FORMAT": "svg"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("sqlite:///runs.db", SQLiteDatabase("runs.db")),
+        ("sqlite:///data/runs.db", SQLiteDatabase("data/runs.db")),
+        ("sqlite:////var/lib/app/runs.db", SQLiteDatabase("/var/lib/app/runs.db")),
+        ("SQLite:///my%20runs.db", SQLiteDatabase("my runs.db")),
+        (
+            "sqlite:///runs.db?synchronous=normal&busy_timeout=2.5",
+            SQLiteDatabase("runs.db", {"synchronous": "NORMAL", "busy_timeout": 2.5}),
+        ),
+        ("postgresql://u:pw@host/app", PostgresDatabase("postgresql://u:pw@host/app")),
+        ("postgres:///app", PostgresDatabase("postgres:///app")),
+        ("host=db dbname=app", PostgresDatabase("host=db dbname=app")),
+    ],
+)
+def test_database_urls_name_a_sqlite_file_or_a_postgresql_dsn(
+    value: str, expected: PostgresDatabase | SQLiteDatabase
+) -> None:
+    """Three slashes: a path relative to the working directory; four: absolute; percent-decoded
+    paths; options upper-cased or converted to seconds; PostgreSQL DSNs pass unchanged."""
+    assert parse_database(value) == expected
+    if isinstance(expected, SQLiteDatabase):
+        assert parse_database(expected.url) == SQLiteDatabase(expected.path)  # round trip
+
+
+def test_a_home_relative_sqlite_path_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite:///~/runs.db`` is ``runs.db`` in the home directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    database = parse_database("sqlite:///~/runs.db")
+    assert database == SQLiteDatabase(f"{tmp_path}/runs.db")
+    assert isinstance(database, SQLiteDatabase)
+    assert database.url == f"sqlite:///{tmp_path}/runs.db"
+
+
+def test_database_is_the_file_key_of_the_dsn_setting_and_is_checked_where_set(
+    tmp_path: Path,
+) -> None:
+    """``database = ...`` in the file sets ``dsn``; a malformed URL names the file or variable."""
+    path = _write(tmp_path / "hephaestus.toml", 'database = "sqlite:///runs.db"\n')
+    config = Config.load(cwd=tmp_path, env={})
+    assert (config.dsn, config.sources["dsn"]) == ("sqlite:///runs.db", str(path))
+    assert config.database() == SQLiteDatabase("runs.db")
+    assert config.storage_target() == "dsn"
+    _write(path, 'database = "runs.db"\n')
+    with pytest.raises(ConfigError, match=r"database from .*hephaestus.toml: 'runs.db' is nei"):
+        Config.load(cwd=tmp_path, env={})
+    _write(path, "")
+    with pytest.raises(ConfigError, match="env:HEPHAESTUS_DATABASE_URL: unknown SQLite URL op"):
+        Config.load(cwd=tmp_path, env={"HEPHAESTUS_DATABASE_URL": "sqlite:///x.db?mode=ro"})

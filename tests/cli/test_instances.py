@@ -315,7 +315,7 @@ def test_unreachable_database_exits_1_with_the_driver_message() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["list"], "no storage to read: pass --app MODULE:ATTR or --dsn DSN"),
+        (["list"], "no storage to read: pass --app MODULE:ATTR or --database URL"),
         (["list", "--app", "tests.cli.fixtures.apps:not_an_app"], "is int, not a Hephaestus app"),
         (
             ["list", "--app", "tests.cli.nothing_here:app"],

@@ -1,4 +1,4 @@
-"""``hephaestus db install|migrate|sql`` against a real database."""
+"""``hephaestus db install|migrate|status|sql`` against a real database."""
 
 from __future__ import annotations
 
@@ -127,5 +127,31 @@ def test_db_commands_read_the_layered_configuration(
         assert result.exit_code == 0, result.output
         assert "installed schema 'from_file'" in result.output
         assert asyncio.run(applied_versions(dsn(name), "from_file"))
+    finally:
+        drop_database(name)
+
+
+def test_status_reports_not_installed_then_up_to_date(
+    template_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db status`` exits 1 naming ``db install`` on an empty schema, 0 once installed."""
+    from hephaestus._cli import main
+
+    name = fresh_database()
+    try:
+        url = dsn(name)
+        assert main(["db", "status", "--database", url, "--schema", "tenant_s"]) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == (
+            f"schema 'tenant_s' of {url}: not installed; this code's schema is version {LATEST}"
+        )
+        assert lines[1:-1] == [f"pending  {m.version:04d}_{m.name}" for m in MIGRATIONS]
+        assert lines[-1] == "run `hephaestus db install --schema tenant_s`"
+        assert main(["db", "install", "--dsn", url, "--schema", "tenant_s"]) == 0
+        capsys.readouterr()
+        assert main(["db", "status", "--dsn", url, "--schema", "tenant_s"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"schema 'tenant_s' of {url}: schema version {LATEST}, up to date"
+        assert lines[1:] == [f"applied  {m.version:04d}_{m.name}" for m in MIGRATIONS]
     finally:
         drop_database(name)

@@ -29,7 +29,7 @@ _LAZY = {
     "db": (
         "hephaestus._cli._db",
         "db",
-        "PostgreSQL schema: install, migrate, print the SQL.",
+        "Database schema (PostgreSQL or SQLite): install, migrate, status, SQL.",
     ),
     "worker": (
         "hephaestus._cli._worker",
@@ -73,6 +73,7 @@ class _RootGroup(click.Group):
 
 
 _EXTRAS = {"db": ("PostgreSQL support", "postgres"), "worker": ("the Oban runner", "oban")}
+"""What a command that fails to import lacks (``db`` only imports PostgreSQL when asked to)."""
 
 
 def _unavailable(name: str, short_help: str, exc: BaseException) -> click.Command:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hephaestus._config import Config, ConfigError
+from hephaestus._config import (
+    DEFAULT_SCHEMA,
+    Config,
+    ConfigError,
+    PostgresDatabase,
+    SQLiteDatabase,
+    parse_database,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from hephaestus._app import Hephaestus
+    from hephaestus.storage import Storage
 
 __all__ = [
     "USAGE",
@@ -31,8 +39,11 @@ __all__ = [
     "Settings",
     "connection_options",
     "console",
+    "database_of",
+    "database_options",
     "import_module",
     "load_attr",
+    "make_storage",
     "opened_app",
     "settings",
 ]
@@ -167,8 +178,22 @@ def load_attr(spec: str, what: str) -> object:
 # -- the app --------------------------------------------------------------------------------
 
 
+DATABASE_HELP = (
+    "The database: a PostgreSQL DSN (postgresql://..., host=... dbname=...) or a SQLite file, "
+    "sqlite:///relative.db or sqlite:////absolute.db (env HEPHAESTUS_DSN or "
+    "HEPHAESTUS_DATABASE_URL; --dsn is the same option)."
+)
+
+
+def database_options[F: Callable[..., Any]](command: F) -> F:
+    """``--database`` (alias ``--dsn``): the one database setting, PostgreSQL or SQLite."""
+    return click.option(
+        "--database", "--dsn", "dsn", default=None, metavar="URL", help=DATABASE_HELP
+    )(command)
+
+
 def connection_options[F: Callable[..., Any]](command: F) -> F:
-    """``--app``, ``--dsn``, ``--schema`` and ``--import``: where the runs are stored."""
+    """``--app``, ``--database``/``--dsn``, ``--schema`` and ``--import``: where runs are stored."""
     options = [
         click.option(
             "--import",
@@ -177,13 +202,12 @@ def connection_options[F: Callable[..., Any]](command: F) -> F:
             metavar="MODULE",
             help="Import MODULE first, so its workflows are defined (repeatable).",
         ),
-        click.option("--schema", default=None, help="PostgreSQL schema of the tables (public)."),
         click.option(
-            "--dsn",
+            "--schema",
             default=None,
-            metavar="DSN",
-            help="PostgreSQL connection string (env HEPHAESTUS_DSN).",
+            help="PostgreSQL schema of the tables (public); SQLite has none (a tenant is a file).",
         ),
+        database_options,
         click.option(
             "--app",
             default=None,
@@ -209,6 +233,64 @@ def redact(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
 
 
+def database_of(config: Config) -> PostgresDatabase | SQLiteDatabase | None:
+    """The configured database, parsed; a ``--schema`` other than the default with SQLite
+    is a usage error (tenants on SQLite are separate files, not schemas)."""
+    if config.dsn is None:
+        return None
+    try:
+        database = parse_database(config.dsn)
+    except ValueError as exc:  # checked when set; kept for Configs made by hand
+        raise CliUsageError(str(exc)) from exc
+    if isinstance(database, SQLiteDatabase) and config.schema != DEFAULT_SCHEMA:
+        where = config.sources.get("schema", "default")
+        raise CliUsageError(
+            f"schema {config.schema!r} (from {where}) is PostgreSQL's: {database.url} is a "
+            "SQLite file, which has no schemas; a SQLite tenant is a file of its own "
+            "(sqlite:///tenant_a.db)"
+        )
+    return database
+
+
+def make_storage(config: Config) -> Storage:
+    """The storage the database setting names: ``SQLiteStorage`` for ``sqlite:///path`` (with
+    the URL's options), ``PostgresStorage`` for a PostgreSQL DSN. The one place a database URL
+    becomes a storage."""
+    database = database_of(config)
+    if database is None:
+        raise CliUsageError(
+            "no database: pass --database URL (postgresql://... or sqlite:///runs.db), "
+            "or set database in [tool.hephaestus], hephaestus.toml or HEPHAESTUS_DATABASE_URL"
+        )
+    if isinstance(database, SQLiteDatabase):
+        from hephaestus.errors import InvalidArgumentError
+        from hephaestus.storage.sqlite import SQLiteStorage
+
+        options: dict[str, Any] = dict(database.options)
+        try:
+            return SQLiteStorage(database.path, **options)
+        except InvalidArgumentError as exc:
+            raise CliUsageError(f"{database.url}: {exc}") from exc
+    try:
+        from hephaestus.storage.postgres import PostgresStorage
+    except ImportError as exc:
+        raise CliError(
+            "a PostgreSQL database needs PostgreSQL support: "
+            f"pip install 'hephaestus-workflow[postgres]' ({exc})"
+        ) from exc
+    return PostgresStorage(database.dsn, schema=config.schema)
+
+
+def where_stored(config: Config) -> str:
+    """The configured storage, for messages: the app, the SQLite URL or the DSN redacted."""
+    if config.storage_target() == "app":
+        return config.app or ""
+    database = database_of(config)
+    if isinstance(database, SQLiteDatabase):
+        return database.url
+    return redact(config.dsn or "")
+
+
 def _build_app(config: Config) -> Hephaestus:
     from hephaestus._app import Hephaestus
 
@@ -224,17 +306,19 @@ def _build_app(config: Config) -> Hephaestus:
             raise CliUsageError(f"--app {config.app} is already open; give an app not yet opened")
         return value
     if config.dsn:
-        try:
-            from hephaestus.storage.postgres import PostgresStorage
-        except ImportError as exc:
+        database = database_of(config)
+        if isinstance(database, SQLiteDatabase) and not os.path.exists(database.path):
+            # Opening would create and install an empty file: a typo would list nothing.
             raise CliError(
-                "--dsn needs PostgreSQL support: pip install 'hephaestus-workflow[postgres]' "
-                f"({exc})"
-            ) from exc
-        return Hephaestus(storage=PostgresStorage(config.dsn, schema=config.schema))
+                f"SQLite database {database.path} does not exist (create it with "
+                f"`hephaestus db install --database {database.url}`, or by opening it from "
+                "your app)"
+            )
+        return Hephaestus(storage=make_storage(config))
     raise CliUsageError(
-        "no storage to read: pass --app MODULE:ATTR or --dsn DSN "
-        "(or set app/dsn in [tool.hephaestus], hephaestus.toml or HEPHAESTUS_DSN)"
+        "no storage to read: pass --app MODULE:ATTR or --database URL "
+        "(postgresql://... or sqlite:///runs.db; or set app/database in [tool.hephaestus], "
+        "hephaestus.toml or HEPHAESTUS_DATABASE_URL)"
     )
 
 
@@ -268,9 +352,11 @@ async def opened_app(config: Config) -> AsyncIterator[Hephaestus]:
     """The configured app, opened without recovering (nothing else starts running here)."""
     import_modules(config.imports)
     app = _build_app(config)
-    where = config.app if config.storage_target() == "app" else redact(config.dsn or "")
-    if config.storage_target() == "dsn" and config.dsn:
-        await _probe(config.dsn, redact(config.dsn))
+    where = where_stored(config)
+    if config.storage_target() == "dsn":
+        database = database_of(config)
+        if isinstance(database, PostgresDatabase):
+            await _probe(database.dsn, where)
     try:
         await app.open(recover=False)
     except Exception as exc:

@@ -155,7 +155,7 @@ def _inject(
     "instance_id",
     default=None,
     metavar="ID",
-    help="Mark each step with its state in this run (key::value); needs --app or --dsn.",
+    help="Mark each step with its state in this run (key::value); needs --app or --database.",
 )
 @click.option(
     "--inject",

@@ -181,7 +181,9 @@ async def _workflow_names(app: Hephaestus, name: str) -> frozenset[str]:
 
 @click.group()
 def instances() -> None:
-    """List, show, resume and cancel runs stored in PostgreSQL (--dsn) or an app's storage.
+    """List, show, resume and cancel runs stored in a database (--database) or an app's storage.
+
+    The database is PostgreSQL (postgresql://...) or a SQLite file (sqlite:///runs.db).
 
     Runs are addressed by their id (key::value). The app is opened without recovering other
     runs: only the run you resume executes here, until it waits or ends.
@@ -424,6 +426,7 @@ def list_instances(
     \b
     Examples:
       hephaestus instances list --dsn postgresql:///app --status waiting --limit 20
+      hephaestus instances list --database sqlite:///runs.db --status failed
       hephaestus instances list --workflow OrderFlow --created-after 2h --metadata tenant=acme
     """
     from hephaestus.storage._query import decode_cursor

@@ -21,9 +21,11 @@ from hephaestus._cli._common import (
     _summary,
     connection_config,
     connection_options,
+    database_of,
     import_modules,
-    redact,
+    where_stored,
 )
+from hephaestus._config import SQLiteDatabase
 from hephaestus.runners.oban import ObanRunner
 
 if TYPE_CHECKING:
@@ -95,12 +97,20 @@ def worker(
 ) -> None:
     """Run a worker node of the Oban runner: execute the steps of runs as jobs.
 
-    With --dsn (and --import for the workflows' modules) the node is built here; with --app,
+    With --database (and --import for the workflows' modules) the node is built here; with --app,
     the app's runner must be an ObanRunner, and the flags given override its settings. Stops
     on SIGTERM or Ctrl-C: running steps get --shutdown-timeout to finish, then their jobs go
     back to the queue for other nodes.
     """
     config = connection_config(app, dsn, schema, imports)
+    if config.storage_target() == "dsn":
+        database = database_of(config)
+        if isinstance(database, SQLiteDatabase):
+            raise CliUsageError(
+                f"{database.url} is SQLite: a worker node runs the Oban runner, which needs "
+                "PostgreSQL (--database postgresql://...). On SQLite runs execute in your app's "
+                "own process, on the local runner"
+            )
     import_modules(config.imports)
     built = _build_app(config)
     runner = built.runner
@@ -108,7 +118,7 @@ def worker(
         if not isinstance(runner, ObanRunner):
             raise CliUsageError(
                 f"--app {config.app} runs on {type(runner).__name__}: a worker node needs "
-                "Hephaestus(runner=ObanRunner(...)), or pass --dsn to build one here"
+                "Hephaestus(runner=ObanRunner(...)), or pass --database to build one here"
             )
     else:
         runner = ObanRunner()
@@ -125,7 +135,7 @@ def worker(
         runner.stage_interval = stage_interval
     if shutdown_timeout is not None:
         runner.shutdown_timeout = shutdown_timeout
-    where = config.app if config.storage_target() == "app" else redact(config.dsn or "")
+    where = where_stored(config)
     asyncio.run(_serve(built, runner, where or ""))
 
 
