@@ -519,8 +519,8 @@ class _Durable:
             )
         else:
             hint = (
-                f"Try it: while the parcels are in transit ({self.transit:g} s), press Ctrl-C "
-                f"or run `kill -9 {pid}` in another terminal; then run the same command again."
+                f"Try it: while the parcels are in transit ({self.transit:g} s), press Ctrl-C, "
+                f"or run `kill -9 {pid}` in another terminal;\nthen run the same command again."
             )
         printer.say(printer.paint(hint, "bold") + "\n")
         shown = [e for e in telemetry.EVENTS if e != "hephaestus.workflow.transition"]
