@@ -435,6 +435,23 @@ def _batches_of(left: list[Instance], runs: list[Instance]) -> tuple[DemoOrder, 
     return tuple(numbered(number) for number in numbers)
 
 
+def _hold_demo_lock(path: Path, stack: contextlib.ExitStack) -> str | None:
+    """Lock ``<path>-demo.lock`` for this process until ``stack`` closes, writing its pid in
+    it; ``None``, or the pid written by the process that holds it."""
+    import fcntl
+
+    lock = path.with_name(path.name + "-demo.lock")
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    stack.callback(os.close, descriptor)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock.read_text().strip() or "unknown"
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    return None
+
+
 class _Durable:
     """One invocation of the durable demo on the SQLite file ``path``.
 
@@ -451,7 +468,23 @@ class _Durable:
         self.signals: list[int] = []
 
     async def run(self) -> int:
-        """The demo, stopped by the first SIGINT or SIGTERM (128 + its number)."""
+        """The demo, stopped by the first SIGINT or SIGTERM (128 + its number); 1 at once if
+        another durable demo runs on the file (both would play the courier for its runs)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                other = _hold_demo_lock(self.path, stack)
+            except OSError as exc:
+                self.printer.say(f"cannot run the demo on {self.path}: {exc}")
+                return 1
+            if other is not None:
+                self.printer.say(
+                    f"another demo (pid {other}) is running on {self.path}: let it finish, "
+                    "interrupt it, or give --durable another file"
+                )
+                return 1
+            return await self._run()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 

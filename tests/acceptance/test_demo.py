@@ -231,6 +231,23 @@ def test_durable_demo_starts_a_fresh_batch_once_every_run_has_ended(tmp_path: Pa
     _check_finished(runs)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX only")
+def test_durable_demo_refuses_a_file_another_demo_runs_on(tmp_path: Path) -> None:
+    """Two durable demos on one file would both play the courier for its runs: the second
+    says which process runs the first, and exits 1 without touching the file."""
+    import fcntl
+
+    database = tmp_path / "demo.db"
+    lock = tmp_path / "demo.db-demo.lock"
+    lock.write_text("4242")
+    with lock.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"another demo (pid 4242) is running on {database}" in result.stdout
+    assert not database.exists()
+
+
 def test_piped_output_has_no_colour(demo: subprocess.CompletedProcess[str]) -> None:
     """When stdout is not a terminal the demo writes no ANSI escape codes."""
     assert ANSI not in demo.stdout
