@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
+from hephaestus import Status
 from hephaestus._cli import main
+from hephaestus._demo import numbered, stored_runs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hephaestus import Instance
 
 TIMEOUT = 60
 ANSI = "\x1b["
+IN_FLIGHT = r"runs in flight"
+WAITING_FOR_COURIER = r"order::1002 +await_delivery +waiting for an event"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -29,6 +43,57 @@ def _hephaestus(*args: str) -> subprocess.CompletedProcess[str]:
         env=_env(),
         check=False,
     )
+
+
+def _interrupted(database: Path, signum: int, marker: str) -> tuple[int, str]:
+    """Run the durable demo on ``database`` and send it ``signum`` as soon as it prints a line
+    matching ``marker``; its exit status and output."""
+    lines: list[str] = []
+    in_flight = threading.Event()
+    with subprocess.Popen(
+        [sys.executable, "-m", "hephaestus", "demo", "--durable", str(database), "--fast"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    ) as process:
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                if re.search(marker, line):
+                    in_flight.set()
+            in_flight.set()  # the demo ended: do not wait any longer
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert in_flight.wait(TIMEOUT), "".join(lines)
+            assert process.poll() is None, "".join(lines)
+            process.send_signal(signum)
+            returncode = process.wait(TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            reader.join(TIMEOUT)
+    return returncode, "".join(lines)
+
+
+def _runs(database: Path) -> list[Instance]:
+    return asyncio.run(stored_runs(database))
+
+
+def _check_finished(runs: list[Instance]) -> None:
+    """Each run completed as its order expects, and its history records nothing twice: no
+    step completed, waited, resumed or retried twice, no run started or ended twice."""
+    for run in runs:
+        order = numbered(int(run.context.initial["order"]))
+        assert run.status is Status.COMPLETED, run.id
+        assert order.expected_step in run.completed_steps, run.id
+        entries = Counter((entry.kind, entry.step, entry.attempt) for entry in run.history)
+        assert [entry for entry, seen in entries.items() if seen > 1] == [], run.id
 
 
 def _lines(output: str, instance_id: str) -> list[str]:
@@ -104,6 +169,83 @@ def test_demo_takes_the_rejection_branch_for_the_invalid_order(
     )
     assert not any("charge_payment" in line or "ship" in line for line in lines)
     assert re.search(r"workflow completed in \d+ ms$", lines[-1])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and flock are POSIX only")
+@pytest.mark.parametrize(
+    ("signum", "marker"),
+    [
+        (signal.SIGKILL, IN_FLIGHT),
+        (signal.SIGKILL, WAITING_FOR_COURIER),
+        (signal.SIGINT, IN_FLIGHT),
+        (signal.SIGTERM, IN_FLIGHT),
+    ],
+    ids=["SIGKILL-in-flight", "SIGKILL-awaiting-delivery", "SIGINT", "SIGTERM"],
+)
+def test_durable_demo_finishes_the_runs_an_interrupted_invocation_left(
+    tmp_path: Path, signum: signal.Signals, marker: str
+) -> None:
+    """Interrupted while its runs are in flight (``kill -9``, Ctrl-C, ``kill``), the durable
+    demo leaves them in its file; the next invocation says it resumes them, and finishes each
+    as expected (delivering the parcels still awaited), without recording any step twice."""
+    database = tmp_path / "demo.db"
+    returncode, first = _interrupted(database, signum, marker)
+    left = [run.id for run in _runs(database) if not run.is_terminal]
+    assert left, first
+    if signum is signal.SIGKILL:
+        assert returncode == -signal.SIGKILL, first
+    else:  # a clean stop, which says what it left
+        assert returncode == 128 + signum, first
+        assert f"{signum.name}: stopped. {len(left)} runs left in {database} " in first
+        assert f"({', '.join(left)}); run the same command again to finish them" in first
+        assert "Traceback" not in first
+
+    second = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert second.returncode == 0, second.stdout + second.stderr
+    said = f"resuming {len(left)} runs left by an earlier invocation: {', '.join(left)}"
+    assert said in second.stdout
+    summary = [line for line in second.stdout.splitlines() if line.startswith("order::")]
+    assert [line.split()[0] for line in summary] == ["order::1001", "order::1002", "order::1003"]
+    resumed = [line.split()[0] for line in summary if line.endswith("(resumed)")]
+    assert resumed == left
+    runs = _runs(database)
+    assert [run.id for run in runs] == ["order::1001", "order::1002", "order::1003"]
+    _check_finished(runs)
+
+
+def test_durable_demo_starts_a_fresh_batch_once_every_run_has_ended(tmp_path: Path) -> None:
+    """On a file whose runs have all ended, the durable demo starts the next order numbers
+    (an order's business key stays unique), and leaves the old runs in the file."""
+    database = tmp_path / "demo.db"
+    first = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "starting orders 1001 to 1003" in first.stdout
+    second = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert second.returncode == 0, second.stdout + second.stderr
+    fresh = f"all 3 runs in {database} have ended: starting a fresh batch, orders 1004 to 1006"
+    assert fresh in second.stdout
+    assert "resuming" not in second.stdout
+    assert "all 3 runs ended as expected" in second.stdout
+    runs = _runs(database)
+    assert [run.id for run in runs] == [f"order::{number}" for number in range(1001, 1007)]
+    _check_finished(runs)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX only")
+def test_durable_demo_refuses_a_file_another_demo_runs_on(tmp_path: Path) -> None:
+    """Two durable demos on one file would both play the courier for its runs: the second
+    says which process runs the first, and exits 1 without touching the file."""
+    import fcntl
+
+    database = tmp_path / "demo.db"
+    lock = tmp_path / "demo.db-demo.lock"
+    lock.write_text("4242")
+    with lock.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"another demo (pid 4242) is running on {database}" in result.stdout
+    assert not database.exists()
 
 
 def test_piped_output_has_no_colour(demo: subprocess.CompletedProcess[str]) -> None:

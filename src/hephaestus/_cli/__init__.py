@@ -122,16 +122,27 @@ def cli(ctx: click.Context, config_file: Path | None, color: bool | None) -> Non
 
 @cli.command()
 @click.option("--fast", is_flag=True, help="Shorten the timer (for tests).")
-def demo(fast: bool) -> int:
-    """Run an order workflow live on in-memory storage.
+@click.option(
+    "--durable",
+    metavar="[PATH]",
+    is_flag=False,
+    flag_value="hephaestus-demo.db",
+    default=None,
+    help="Keep the runs in this SQLite file (default: hephaestus-demo.db). Interrupt the demo "
+    "(Ctrl-C, kill -9) and run it again: it finishes the runs left in the file.",
+)
+def demo(fast: bool, durable: str | None) -> int:
+    """Run an order workflow live on in-memory storage (or a SQLite file).
 
     Runs it on the embedded defaults (in-memory storage, local runner, real clock), showing
     branching, fan-out/fan-in, a retry, a timer and an external event. Exits 0 when every run
-    ends as expected.
+    ends as expected. With --durable the runs live in a SQLite file and survive an
+    interruption: the next invocation on the file finishes them (exit 130 on Ctrl-C, 143 on
+    SIGTERM).
     """
     from hephaestus._demo import run_demo
 
-    return asyncio.run(run_demo(fast=fast))
+    return asyncio.run(run_demo(fast=fast, durable=durable))
 
 
 @cli.command("config")
