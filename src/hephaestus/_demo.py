@@ -420,19 +420,20 @@ async def stored_runs(path: str | os.PathLike[str]) -> list[Instance]:
         await storage.close()
 
 
-def _batches_of(left: list[Instance], runs: list[Instance]) -> tuple[DemoOrder, ...]:
-    """The orders of the batches the unfinished runs ``left`` belong to (the ``runs`` of the
-    file in those batches, finished or not), in order: what the summary shows."""
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+def _batches_of(left: list[Instance]) -> tuple[DemoOrder, ...]:
+    """Every order of the batches the unfinished runs ``left`` belong to, in order: what the
+    session follows (an order the interrupted invocation had not started yet included)."""
     batch = len(ORDERS)
-    batches = {(int(run.context.initial["order"]) - FIRST_ORDER) // batch for run in left}
-    numbers = sorted(
-        {
-            number
-            for number in (int(run.context.initial["order"]) for run in runs)
-            if (number - FIRST_ORDER) // batch in batches
-        }
+    batches = sorted({(int(run.context.initial["order"]) - FIRST_ORDER) // batch for run in left})
+    return tuple(
+        numbered(FIRST_ORDER + index * batch + offset)
+        for index in batches
+        for offset in range(batch)
     )
-    return tuple(numbered(number) for number in numbers)
 
 
 def _hold_demo_lock(path: Path, stack: contextlib.ExitStack) -> str | None:
@@ -525,11 +526,11 @@ class _Durable:
         earlier = await stored_runs(path)  # creates the file, with its schema, if missing
         left = [run for run in earlier if not run.is_terminal]
         if left:
-            orders = _batches_of(left, earlier)
+            orders = _batches_of(left)
             ids = ", ".join(run.id for run in left)
             printer.say(
                 printer.paint(
-                    f"resuming {len(left)} runs left by an earlier invocation: {ids}", "bold"
+                    f"resuming {_runs(len(left))} left by an earlier invocation: {ids}", "bold"
                 )
             )
         else:
@@ -559,7 +560,8 @@ class _Durable:
         shown = [e for e in telemetry.EVENTS if e != "hephaestus.workflow.transition"]
         telemetry.attach("hephaestus.demo", shown, printer)
         try:
-            runs = await self._session(orders, resuming=bool(left))
+            stored = frozenset(int(run.context.initial["order"]) for run in earlier)
+            runs = await self._session(orders, stored)
         finally:
             telemetry.detach("hephaestus.demo")
         resumed = frozenset(run.id for run in left)
@@ -572,22 +574,25 @@ class _Durable:
         printer.say(f"they stay in {path}; run the same command again for a fresh batch")
         return 0
 
-    async def _session(self, orders: tuple[DemoOrder, ...], *, resuming: bool) -> list[Instance]:
-        """Open the app on the file (recovering what is left in it), start the orders unless
-        ``resuming``, and follow each to its end (a run that has ended is only read)."""
+    async def _session(
+        self, orders: tuple[DemoOrder, ...], stored: frozenset[int]
+    ) -> list[Instance]:
+        """Open the app on the file (recovering what is left in it), start the orders not
+        ``stored`` in it yet (by number), and follow each to its end (a run that has ended is
+        only read)."""
         from hephaestus.storage.sqlite import SQLiteStorage
 
         printer = self.printer
         async with Hephaestus(storage=SQLiteStorage(self.path), workflows=[OrderFlow]):
-            if not resuming:
-                for order in orders:
+            for order in orders:
+                if int(order.value) not in stored:
                     await OrderFlow.start(order.value, order.context(self.transit))
             runs = [await OrderFlow.get(order.value) for order in orders]
             active = sum(not run.is_terminal for run in runs)
             printer.line(
                 "(demo)",
                 "",
-                f"{active} runs in flight in {self.path} (pid {os.getpid()})",
+                f"{_runs(active)} in flight in {self.path} (pid {os.getpid()})",
                 "bold",
             )
             patience = self.transit + DEADLINE_SECONDS
@@ -605,7 +610,7 @@ class _Durable:
             ids = ", ".join(run.id for run in left)
             printer.say(
                 printer.paint(
-                    f"\n{name}: stopped. {len(left)} runs left in {self.path} ({ids}); "
+                    f"\n{name}: stopped. {_runs(len(left))} left in {self.path} ({ids}); "
                     "run the same command again to finish them",
                     "bold",
                 )

@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 
 TIMEOUT = 60
 ANSI = "\x1b["
-IN_FLIGHT = r"runs in flight"
+IN_FLIGHT = r"runs? in flight"
 WAITING_FOR_COURIER = r"order::1002 +await_delivery +waiting for an event"
+
+
+def _count(runs: list[str]) -> str:
+    return "1 run" if len(runs) == 1 else f"{len(runs)} runs"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -171,7 +175,6 @@ def test_demo_takes_the_rejection_branch_for_the_invalid_order(
     assert re.search(r"workflow completed in \d+ ms$", lines[-1])
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="signals and flock are POSIX only")
 @pytest.mark.parametrize(
     ("signum", "marker"),
     [
@@ -196,18 +199,44 @@ def test_durable_demo_finishes_the_runs_an_interrupted_invocation_left(
         assert returncode == -signal.SIGKILL, first
     else:  # a clean stop, which says what it left
         assert returncode == 128 + signum, first
-        assert f"{signum.name}: stopped. {len(left)} runs left in {database} " in first
+        assert f"{signum.name}: stopped. {_count(left)} left in {database} " in first
         assert f"({', '.join(left)}); run the same command again to finish them" in first
         assert "Traceback" not in first
 
     second = _hephaestus("demo", "--durable", str(database), "--fast")
     assert second.returncode == 0, second.stdout + second.stderr
-    said = f"resuming {len(left)} runs left by an earlier invocation: {', '.join(left)}"
+    said = f"resuming {_count(left)} left by an earlier invocation: {', '.join(left)}"
     assert said in second.stdout
     summary = [line for line in second.stdout.splitlines() if line.startswith("order::")]
     assert [line.split()[0] for line in summary] == ["order::1001", "order::1002", "order::1003"]
     resumed = [line.split()[0] for line in summary if line.endswith("(resumed)")]
     assert resumed == left
+    runs = _runs(database)
+    assert [run.id for run in runs] == ["order::1001", "order::1002", "order::1003"]
+    _check_finished(runs)
+
+
+def test_durable_demo_starts_what_an_interrupted_start_left_out(tmp_path: Path) -> None:
+    """Stopped after starting only the first order of its batch, the demo's next invocation
+    resumes that run and starts the two it had not reached."""
+    from hephaestus import Hephaestus
+    from hephaestus._demo import OrderFlow
+    from hephaestus.storage.sqlite import SQLiteStorage
+
+    database = tmp_path / "demo.db"
+
+    async def start_one() -> None:
+        async with Hephaestus(
+            storage=SQLiteStorage(database), workflows=[OrderFlow], recover=False
+        ):
+            order = numbered(1001)
+            await OrderFlow.start(order.value, order.context(1.5))
+
+    asyncio.run(start_one())
+    assert [run.id for run in _runs(database)] == ["order::1001"]
+    second = _hephaestus("demo", "--durable", str(database), "--fast")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming 1 run left by an earlier invocation: order::1001" in second.stdout
     runs = _runs(database)
     assert [run.id for run in runs] == ["order::1001", "order::1002", "order::1003"]
     _check_finished(runs)
@@ -231,7 +260,6 @@ def test_durable_demo_starts_a_fresh_batch_once_every_run_has_ended(tmp_path: Pa
     _check_finished(runs)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX only")
 def test_durable_demo_refuses_a_file_another_demo_runs_on(tmp_path: Path) -> None:
     """Two durable demos on one file would both play the courier for its runs: the second
     says which process runs the first, and exits 1 without touching the file."""
