@@ -102,7 +102,8 @@ def check_schema(connection: sqlite3.Connection, path: str, *, migrate: bool) ->
         )
     raise StorageConfigError(
         f"SQLite database {path} is at schema version {max(applied)}; this code needs "
-        f"{MIGRATIONS[-1].version}: run `hephaestus db migrate --database sqlite:///{path}`, "
+        f"{MIGRATIONS[-1].version}: run `hephaestus db migrate --database "
+        f"sqlite:///{_uri_path(path)}`, "
         "or open it with SQLiteStorage(..., migrate=True)"
     )
 
