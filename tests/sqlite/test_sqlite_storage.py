@@ -189,6 +189,11 @@ async def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
         await SQLiteStorage(tmp_path / "nowhere" / "runs.db").open()
 
 
+async def test_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageConfigError, match="is a directory"):
+        await SQLiteStorage(tmp_path).open()
+
+
 async def test_another_applications_database_is_refused(path: str) -> None:
     execute(path, "CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     with pytest.raises(StorageConfigError, match="no Hephaestus schema"):
