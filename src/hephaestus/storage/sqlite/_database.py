@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -130,6 +131,10 @@ class Database:
                 _close(connection)
 
     def _connect(self) -> sqlite3.Connection:
+        if os.path.isdir(self.path):
+            raise StorageConfigError(
+                f"SQLite database {self.path} is a directory: give the path of a file in it"
+            )
         connection = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,

@@ -27,7 +27,6 @@ from hephaestus.errors import (
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     InvalidArgumentError,
-    StorageConfigError,
     StorageError,
 )
 from hephaestus.storage._query import (
@@ -323,10 +322,6 @@ class SQLiteStorage:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if os.path.isdir(self.path):
-            raise StorageConfigError(
-                f"SQLite database {self.path} is a directory: give the path of a file in it"
-            )
         self._writing = asyncio.Lock()
         await self._writer.open()
         try:
