@@ -374,8 +374,8 @@ async def test_a_new_process_completes_every_run_after_five_sigkills(tmp_path: P
                     else:
                         continue
                     sent.append(asyncio.create_task(call))
-                await asyncio.sleep(0)
-            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            # Right after the commands (some are lost with the worker), or later.
+            await asyncio.sleep(rng.uniform(0.0, 0.01) if sent else rng.uniform(0.05, 0.6))
             cut.extend(in_flight(files, worker.pid))
             worker.signal(signal.SIGKILL)
             await worker.kill()
@@ -499,8 +499,16 @@ async def test_owner_applies_forwarded_inputs_and_survivor_takes_over_on_sigkill
         assert [e.pid for e in blocked] == [a.pid]
         assert blocked[0].ended is not None
 
-        # SIGKILL A with steps in flight: B takes its runs over.
+        # A freezes with steps in flight; B forwards inputs it will never apply; then A is
+        # SIGKILLed: B takes its runs over, the inputs waiting in their inboxes included.
         await until_in_flight(files, a, 3)
+        a.signal(signal.SIGSTOP)
+        assert await b.call("resume", "SqApproval", "a2", "received") is None
+        assert await b.call("cancel", "SqBlocking", "b1") is None
+        assert set(owners(files).values()) == {a_owner}, "B took a run from a live owner"
+        with contextlib.closing(sqlite3.connect(files.database)) as connection:
+            inbox = connection.execute("SELECT count(*) FROM workflow_inbox").fetchone()
+        assert inbox == (2,), "the inputs for a frozen owner wait in the inbox"
         a.signal(signal.SIGKILL)
         killed_at = datetime.now(UTC)
         await a.kill()
@@ -509,9 +517,7 @@ async def test_owner_applies_forwarded_inputs_and_survivor_takes_over_on_sigkill
             "taken over by B",
             lambda r: all(owners(files)[i] == b_owner for i in ids if not r[i].is_terminal),
         )
-        assert await b.call("resume", "SqApproval", "a2", "received") is None
-        assert await b.call("resume", "SqApproval", "a3", "received") is None
-        assert await b.call("cancel", "SqBlocking", "b1") is None
+        assert await b.call("resume", "SqApproval", "a3", "received") is None  # B's own now
         await until(files, "completed by B", terminal(ids))
         b_code = await b.quit()
 
