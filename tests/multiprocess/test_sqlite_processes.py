@@ -462,7 +462,7 @@ async def test_owner_applies_forwarded_inputs_and_survivor_takes_over_on_sigkill
     async with cluster() as workers:
         a = await files.spawn("a")
         b = await files.spawn("b")
-        workers += [a, b]
+        workers.extend([a, b])
         a_owner, b_owner = owner_id(a), owner_id(b)
         assert a_owner != b_owner
         for flow, value in plan:
@@ -555,7 +555,7 @@ async def test_sigterm_releases_runs_to_the_other_process_at_once(tmp_path: Path
     async with cluster() as workers:
         owner = await files.spawn("owner", sweep=600)
         other = await files.spawn("other", sweep=600)
-        workers += [owner, other]
+        workers.extend([owner, other])
         for flow, value in plan:
             assert await owner.call("start", flow, value) is None
         holds = [ident("SqHold", f"h{n}") for n in range(6)]
@@ -600,3 +600,78 @@ async def test_sigterm_releases_runs_to_the_other_process_at_once(tmp_path: Path
     }
     broken = sorted(name for name, found in problems.items() if found)
     assert not broken, report("SIGTERM hand-off", problems, {"runs": len(ids)})
+
+
+# -- four processes at once --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_four_processes_share_one_file_and_one_is_killed(tmp_path: Path) -> None:
+    """Four workers start 80 runs of every shape between them, each resumed and cancelled
+    from another process (forwarded to its owner); one is SIGKILLed with steps in flight. The
+    survivors complete every run: no step attempt runs in two processes at once, only the dead
+    process's unfinished attempts run again, each transition is recorded once."""
+    rng = random.Random(int.from_bytes(os.urandom(4)))
+    files = Files(tmp_path)
+    await files.install()
+    shapes = (*SHAPES, "SqHold")
+    plan = [(shapes[index % len(shapes)], f"p{index}") for index in range(80)]
+    async with cluster() as workers:
+        workers.extend(await asyncio.gather(*(files.spawn(f"w{n}") for n in range(4))))
+        victim = workers[1]
+        survivors = [worker for worker in workers if worker is not victim]
+
+        def starter(index: int) -> Worker:
+            return workers[index // len(shapes) % len(workers)]
+
+        async def start(index: int) -> None:
+            flow, value = plan[index]
+            assert await starter(index).call("start", flow, value) is None
+
+        await asyncio.gather(*(start(index) for index in range(len(plan))))
+        await until_in_flight(files, victim, 3)
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        victim.signal(signal.SIGKILL)
+        killed_at = datetime.now(UTC)
+        await victim.kill()
+
+        # Inputs from a process other than the starter (forwarded while the owner lives).
+        ids = [ident(flow, value) for flow, value in plan]
+        sent: set[str] = set()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            runs = await stored(files)
+            if all(runs[i].is_terminal for i in ids):
+                break
+            assert time.monotonic() < deadline, "the survivors did not complete every run"
+            calls = []
+            for index, (flow, value) in enumerate(plan):
+                run = runs[ident(flow, value)]
+                others = [w for w in survivors if w is not starter(index)]
+                sender = others[index % len(others)]
+                if run.id in sent or run.is_terminal:
+                    continue
+                if flow == "SqApproval" and waiting_at(run, "approve"):
+                    calls.append(sender.call("resume", flow, value, "received"))
+                elif flow == "SqCancelled" and waiting_at(run, "hold"):
+                    calls.append(sender.call("cancel", flow, value))
+                else:
+                    continue
+                sent.add(run.id)
+            assert await asyncio.gather(*calls) == [None] * len(calls)
+            await asyncio.sleep(0.1)
+        exits = [await worker.quit() for worker in survivors]
+
+    runs = await stored(files)
+    found = executions(files)
+    problems = {
+        "runs that did not end as expected": outcome_problems(runs, plan),
+        "failed commands": [error for worker in survivors for error in worker.errors],
+        "concurrent double executions": describe(
+            concurrent_doubles(found, ended_by={victim.pid: killed_at})
+        ),
+        "re-executions not explained by the kill": unexplained_repeats(found, [victim.pid]),
+        "workers that did not exit cleanly": [str(code) for code in exits if code != 0],
+    }
+    broken = sorted(name for name, found in problems.items() if found)
+    assert not broken, report("four processes, one killed", problems, {"runs": len(plan)})
