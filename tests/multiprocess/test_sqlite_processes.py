@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from hephaestus import Instance, Status
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.sqlite import SQLiteStorage
 from tests.multiprocess._cluster import (
+    ROOT,
     Execution,
     Worker,
     concurrent_doubles,
@@ -62,6 +64,25 @@ class Files:
     async def spawn(self, name: str, *, sweep: float = 0.5) -> Worker:
         """A worker on the database (open, its runs recovered), sweeping every ``sweep`` s."""
         return await Worker.launch(name, WORKER, self.database, self.executions, str(sweep))
+
+    async def kill_while_opening(self, seconds: float) -> int:
+        """Start a worker, SIGKILL it ``seconds`` later (ready or not); its pid."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            WORKER,
+            self.database,
+            self.executions,
+            "0.5",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        await asyncio.sleep(seconds)
+        process.kill()
+        await process.wait()
+        return process.pid
 
     async def install(self) -> None:
         """Create the database (before the workers race to)."""
@@ -383,6 +404,8 @@ async def test_a_new_process_completes_every_run_after_five_sigkills(tmp_path: P
             lost.extend(error for error in await asyncio.gather(*sent) if error is not None)
             runs = await stored(files)
             assert any(not runs[i].is_terminal for i in ids), "every run ended before the kill"
+            if round == KILLS - 1:  # and one more, killed while it opens (claiming, recovering)
+                killed.append(await files.kill_while_opening(rng.uniform(0.1, 0.5)))
             worker = await files.spawn(f"k{round + 1}")
             workers.append(worker)
 
@@ -429,7 +452,7 @@ async def test_a_new_process_completes_every_run_after_five_sigkills(tmp_path: P
     }
     numbers = {
         "seed": seed,
-        "kills": len(killed),
+        "kills": len(killed),  # the five, and one while opening
         "steps_cut_by_kills": len(cut_steps),
         "executions": len(found),
         "executed_again": len(found) - len({e.key for e in found}),
