@@ -698,3 +698,37 @@ async def test_four_processes_share_one_file_and_one_is_killed(tmp_path: Path) -
     }
     broken = sorted(name for name, found in problems.items() if found)
     assert not broken, report("four processes, one killed", problems, {"runs": len(plan)})
+
+
+# -- what a dead process leaves --------------------------------------------------------------
+
+
+def registered(files: Files) -> tuple[set[int], set[int]]:
+    """The owner ids registered in the database, and those with a lock file."""
+    with contextlib.closing(sqlite3.connect(files.database, timeout=30)) as connection:
+        rows = connection.execute("SELECT id FROM workflow_owners").fetchall()
+    directory = files.database + "-owners"
+    return {int(row[0]) for row in rows}, {int(name) for name in os.listdir(directory)}
+
+
+@pytest.mark.timeout(60)
+async def test_dead_owners_that_owned_no_run_are_forgotten(tmp_path: Path) -> None:
+    """Regression: a process SIGKILLed while it owned no active run left its owner row and
+    its lock file behind for good (only owners of active runs were checked for life), one of
+    each per crash. The next sweep of a live process forgets them."""
+    files = Files(tmp_path)
+    await files.install()
+    async with cluster() as workers:
+        for n in range(2):
+            dead = await files.spawn(f"dead{n}")
+            workers.append(dead)
+            await dead.kill()
+        live = await files.spawn("live", sweep=0.2)
+        workers.append(live)
+        mine = {owner_id(live)}
+        deadline = time.monotonic() + 30
+        while registered(files) != (mine, mine):
+            assert time.monotonic() < deadline, f"dead owners left behind: {registered(files)}"
+            await asyncio.sleep(0.1)
+        assert await live.quit() == 0
+    assert registered(files) == (set(), set())
