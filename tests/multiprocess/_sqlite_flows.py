@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus import (
@@ -325,6 +326,37 @@ class SqHold(Workflow):
     }
 
 
+class Fork(Step):
+    """Forks a child process that outlives its parent by up to ``CHILD_SECONDS`` (a step
+    that starts a helper process, say) and records the child's pid (an ``F`` line)."""
+
+    events = ("next",)
+
+    def execute(self, run: StepRun, config: Config, context: StepContext) -> StepResult:
+        with warnings.catch_warnings():  # "this process is multi-threaded": the child only sleeps
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:  # off the worker's pipes, which the test reads to their end
+            null = os.open(os.devnull, os.O_RDWR)
+            for stdio in (0, 1, 2):
+                os.dup2(null, stdio)
+            time.sleep(CHILD_SECONDS)
+            os._exit(0)
+        _mark("F", f"{run.idempotency_key}>{child}")
+        return Ok("next", _result(run))
+
+
+CHILD_SECONDS = 60.0
+
+
+class SqForked(Workflow):
+    """Forks a child, then waits for ``received``."""
+
+    unique = Unique(key="sqforked")
+    start_step = Fork
+    transitions: ClassVar = {(Fork, "next"): Approve, (Approve, "received"): Done}
+
+
 FLOWS: dict[str, type[Workflow]] = {
     flow.__name__: flow
     for flow in (
@@ -338,6 +370,7 @@ FLOWS: dict[str, type[Workflow]] = {
         SqCancelled,
         SqBlocking,
         SqHold,
+        SqForked,
     )
 }
 """The workflows by class name, as the workers' commands name them."""

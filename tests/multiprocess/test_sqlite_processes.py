@@ -142,7 +142,7 @@ def executions(files: Files) -> list[Execution]:
         times = started.setdefault((key, int(process)), [])
         if mark == "S":
             times.append(float(at))
-        else:
+        elif mark == "E":
             found.append(Execution(key, int(process), _time(times.pop(0)), _time(float(at))))
     for (key, pid), times in started.items():
         found.extend(Execution(key, pid, _time(at), None) for at in times)
@@ -732,3 +732,40 @@ async def test_dead_owners_that_owned_no_run_are_forgotten(tmp_path: Path) -> No
             await asyncio.sleep(0.1)
         assert await live.quit() == 0
     assert registered(files) == (set(), set())
+
+
+def forked_children(files: Files) -> list[int]:
+    """The pids of the children ``Fork`` steps forked (``F`` lines)."""
+    with open(files.executions) as file:
+        lines = [line.split() for line in file.read().splitlines()]
+    return [int(words[1].rsplit(">", 1)[1]) for words in lines if words[0] == "F"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_forked_child_does_not_keep_its_dead_parent_owning_runs(tmp_path: Path) -> None:
+    """Regression: a step forked a child that outlived its process; the child shared the
+    open file holding the parent's owner lock, so after the parent was SIGKILLed its runs
+    looked owned by a live process, and nobody took them over, until the child ended."""
+    files = Files(tmp_path)
+    await files.install()
+    children: list[int] = []
+    try:
+        async with cluster() as workers:
+            parent = await files.spawn("parent")
+            other = await files.spawn("other", sweep=0.2)
+            workers.extend([parent, other])
+            assert await parent.call("start", "SqForked", "x") is None
+            forked = ident("SqForked", "x")
+            await until(files, "waiting for approval", lambda r: waiting_at(r[forked], "approve"))
+            children = forked_children(files)
+            assert len(children) == 1
+            parent.signal(signal.SIGKILL)
+            await parent.kill()
+            await until(files, "taken over", lambda r: owners(files)[forked] == owner_id(other), 20)
+            assert await other.call("resume", "SqForked", "x", "received") is None
+            await until(files, "completed", terminal([forked]))
+            assert await other.quit() == 0
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
