@@ -769,3 +769,60 @@ async def test_a_forked_child_does_not_keep_its_dead_parent_owning_runs(tmp_path
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_inputs_sent_while_their_owner_stops_are_applied_once(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """B resumes and cancels A's runs while A stops (gracefully or killed) under them: each
+    input is applied once, by A before it stops or by B after (forwarded inputs waiting in
+    the inbox included), and no command fails."""
+    rng = random.Random(int.from_bytes(os.urandom(4)))
+    files = Files(tmp_path)
+    await files.install()
+    plan = [("SqApproval", f"a{n}") for n in range(12)]
+    plan += [("SqCancelled", f"c{n}") for n in range(6)]
+    plan += [("SqBlocking", f"b{n}") for n in range(2)]
+    async with cluster() as workers:
+        a = await files.spawn("a")
+        b = await files.spawn("b", sweep=0.3)
+        workers.extend([a, b])
+        for flow, value in plan:
+            assert await a.call("start", flow, value) is None
+        await until(
+            files,
+            "waiting",
+            lambda r: all(
+                waiting_at(r[ident(f, v)], "approve" if f == "SqApproval" else "hold")
+                for f, v in plan
+                if f != "SqBlocking"
+            ),
+        )
+
+        async def send(flow: str, value: str) -> str | None:
+            await asyncio.sleep(rng.uniform(0.0, 0.2))
+            if flow == "SqApproval":
+                return await b.call("resume", flow, value, "received")
+            return await b.call("cancel", flow, value)
+
+        sent = [asyncio.create_task(send(flow, value)) for flow, value in plan]
+        await asyncio.sleep(rng.uniform(0.0, 0.2))
+        a.signal(stop)
+        errors = [error for error in await asyncio.gather(*sent) if error is not None]
+        code = await a.exited(30)
+        await until(files, "applied", terminal(ident(f, v) for f, v in plan))
+        b_code = await b.quit()
+
+    runs = await stored(files)
+    problems = {
+        "runs that did not end as expected": outcome_problems(runs, plan),
+        "failed commands": errors,
+        "A did not stop as told": []
+        if code == (0 if stop == signal.SIGTERM else -stop)
+        else [str(code)],
+        "B did not exit cleanly": [] if b_code == 0 else [str(b_code)],
+    }
+    broken = sorted(name for name, found in problems.items() if found)
+    assert not broken, report(f"inputs racing {stop.name}", problems, {"runs": len(plan)})
