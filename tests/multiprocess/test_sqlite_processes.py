@@ -182,6 +182,31 @@ async def until_in_flight(files: Files, worker: Worker, count: int = 1) -> None:
         await asyncio.sleep(0.01)
 
 
+async def freeze_outside_a_write(files: Files, worker: Worker) -> None:
+    """SIGSTOP ``worker`` at a moment it does not hold the database's write lock.
+
+    A process frozen inside a write transaction blocks every other process's writes (SQLite
+    has one writer at a time): theirs fail once ``busy_timeout`` passes. The test wants a
+    frozen owner, not a frozen database: it lets the worker run on a moment and retries.
+    """
+    for _ in range(200):
+        worker.signal(signal.SIGSTOP)
+        await asyncio.sleep(0.02)
+        with contextlib.closing(
+            sqlite3.connect(files.database, timeout=0.1, isolation_level=None)
+        ) as connection:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked: frozen mid-write
+                pass
+            else:
+                connection.execute("ROLLBACK")
+                return
+        worker.signal(signal.SIGCONT)
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{worker.name} never stopped outside a write")
+
+
 def waiting_at(run: Instance, step: str) -> bool:
     return run.status is Status.WAITING and step in run.waiting_steps
 
@@ -525,7 +550,7 @@ async def test_owner_applies_forwarded_inputs_and_survivor_takes_over_on_sigkill
         # A freezes with steps in flight; B forwards inputs it will never apply; then A is
         # SIGKILLed: B takes its runs over, the inputs waiting in their inboxes included.
         await until_in_flight(files, a, 3)
-        a.signal(signal.SIGSTOP)
+        await freeze_outside_a_write(files, a)
         assert await b.call("resume", "SqApproval", "a2", "received") is None
         assert await b.call("cancel", "SqBlocking", "b1") is None
         assert set(owners(files).values()) == {a_owner}, "B took a run from a live owner"
