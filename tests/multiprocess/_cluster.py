@@ -55,13 +55,17 @@ class Worker:
     @classmethod
     async def spawn(cls, dsn: str, name: str, runner: str = "local") -> Worker:
         """Start a worker on ``dsn`` with ``runner`` (see ``_worker``); wait until it is open."""
+        return await cls.launch(name, "tests.multiprocess._worker", dsn, name, runner)
+
+    @classmethod
+    async def launch(cls, name: str, module: str, *arguments: str) -> Worker:
+        """Start ``python -m module arguments...`` (a worker speaking ``_worker``'s protocol)
+        as ``name``; wait until it is open."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tests.multiprocess._worker",
-            dsn,
-            name,
-            runner,
+            module,
+            *arguments,
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

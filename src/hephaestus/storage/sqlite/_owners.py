@@ -5,7 +5,9 @@ from its registration on. The kernel releases it when the process ends, however 
 (``SIGKILL`` included), so another process tells a dead owner from a live one by trying a
 shared lock on that file: granted means nobody holds it. ``flock`` locks belong to an open
 file, not to a process, so two owners in one process exclude each other as two processes do.
-Owner ids are never reused (``AUTOINCREMENT``), so an owner found dead stays dead.
+Owner ids are never reused (``AUTOINCREMENT``), so an owner found dead stays dead. A forked
+child closes its copies of the lock descriptors (``_drop_in_child``): it must not keep its
+parent alive in others' eyes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import weakref
 from pathlib import Path
 
 __all__ = ["OwnerLocks"]
+
+_holders: weakref.WeakSet[OwnerLocks] = weakref.WeakSet()
+
+
+def _drop_in_child() -> None:
+    """In a forked child: close the descriptors of the parent's locks, without unlocking.
+
+    The child shares the parent's open files, and an ``flock`` lasts until the last of their
+    descriptors closes: a child outliving its parent (a helper process a step started) would
+    otherwise keep the parent looking alive, and its runs would not fail over.
+    """
+    for locks in list(_holders):
+        held, locks._held = locks._held, {}
+        for descriptor in held.values():
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 class OwnerLocks:
@@ -25,6 +47,7 @@ class OwnerLocks:
         self.directory = Path(database + "-owners")
         self._dead: set[int] = set()
         self._held: dict[int, int] = {}  # owner id -> file descriptor holding its lock
+        _holders.add(self)
 
     def hold(self, owner: int) -> None:
         """Lock ``owner``'s file for as long as this process lives (or ``let_go``)."""

@@ -263,6 +263,9 @@ OWNER_OF = f"SELECT owner, status IN {ACTIVE} FROM workflow_instances WHERE run_
 TAKE_RUN = "UPDATE workflow_instances SET owner = ? WHERE run_id = ?"
 OTHER_OWNERS = f"""SELECT DISTINCT owner FROM workflow_instances
 WHERE status IN {ACTIVE} AND owner IS NOT NULL AND owner <> ?"""
+REGISTERED_OWNERS = "SELECT id FROM workflow_owners WHERE id <> ?"
+"""Every other owner ever registered and not forgotten (those that died owning no active run
+included: they are forgotten, and their lock files removed, once found dead)."""
 TAKE_ORPHANS = f"""UPDATE workflow_instances SET owner = :owner
 WHERE seq IN (
     SELECT seq FROM workflow_instances

@@ -609,8 +609,11 @@ class SQLiteStorage:
         names = None if workflows is None else json.dumps(list(workflows))
 
         def claim(connection: sqlite3.Connection) -> tuple[list[str], list[int]]:
-            owners = [int(row[0]) for row in connection.execute(sql.OTHER_OWNERS, (owner,))]
-            gone = [other for other in owners if not self._locks.alive(other)]
+            owners = {int(row[0]) for row in connection.execute(sql.OTHER_OWNERS, (owner,))}
+            owners.update(
+                int(row[0]) for row in connection.execute(sql.REGISTERED_OWNERS, (owner,))
+            )
+            gone = [other for other in sorted(owners) if not self._locks.alive(other)]
             params = {"owner": owner, "gone": json.dumps(gone), "workflows": names, "limit": limit}
             taken = [str(row[0]) for row in connection.execute(sql.TAKE_ORPHANS, params)]
             if gone and len(taken) < limit:
