@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from hephaestus import Config, Done, Ok, Step, StepContext, StepResult, StepRun, Unique, Workflow
+from hephaestus.testing import run_until_idle
+
+if TYPE_CHECKING:
+    from hephaestus import Hephaestus
 
 
 def make_step(name: str) -> type[Step]:
@@ -48,3 +54,18 @@ def fan_out(prefix: str, width: int) -> type[Workflow]:
         "transitions": transitions,
     }
     return type(f"{prefix}Flow", (Workflow,), namespace)
+
+
+async def ms_per_step_alone(
+    app: Hephaestus, flow: type[Workflow], steps: int, runs: int
+) -> list[float]:
+    """Wall milliseconds per step of ``runs`` runs of ``flow`` (``steps`` steps each, the
+    built-in ones counted), executed one after the other on ``app``."""
+    samples: list[float] = []
+    for i in range(runs):
+        gc.collect()
+        began = time.perf_counter()
+        await flow.start(f"{i}", app=app)
+        await run_until_idle(app)
+        samples.append((time.perf_counter() - began) / steps * 1e3)
+    return samples

@@ -28,7 +28,7 @@ import psycopg
 import psycopg_pool
 
 from benchmarks._databases import admin_dsn, create_database, drop_database
-from benchmarks._shapes import chain, fan_out
+from benchmarks._shapes import chain, fan_out, ms_per_step_alone
 from hephaestus import (
     Hephaestus,
     Status,
@@ -132,13 +132,7 @@ async def run_alone(dsn: str, flow: type[Workflow], steps: int, runs: int) -> di
     await truncate(dsn)
     storage = PostgresStorage(dsn, min_size=2, max_size=POOL_SIZE)
     async with Hephaestus(storage=storage) as app:
-        samples: list[float] = []
-        for i in range(runs):
-            gc.collect()
-            began = time.perf_counter()
-            await flow.start(f"{i}", app=app)
-            await run_until_idle(app)
-            samples.append((time.perf_counter() - began) / steps * 1e3)
+        samples = await ms_per_step_alone(app, flow, steps, runs)
         done = await storage.query(InstanceQuery(status=Status.COMPLETED))
     if len(done) != runs:
         raise RuntimeError(f"{flow.__name__}: {len(done)} of {runs} runs completed")

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._shapes import chain
+from benchmarks._shapes import chain, fan_out, ms_per_step_alone
 from hephaestus import Hephaestus, Status
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.sqlite import SQLiteStorage
@@ -63,6 +63,8 @@ DBOS_VENV = Path.home() / ".cache" / "hephaestus-bench" / "dbos-venv"
 DBOS_RUNNER = Path(__file__).with_name("dbos_sqlite.py")
 
 Chain10 = chain("Ten", STEPS)
+Chain1000 = chain("Thousand", 1_000)
+Fan1000 = fan_out("Fan", 1_000)
 
 
 def bench_raw(directory: Path) -> dict[str, float]:
@@ -118,17 +120,14 @@ async def bench_ours(directory: Path, runs: int) -> dict[str, Any]:
     steps = CONCURRENCY * STEPS
 
     storage = SQLiteStorage(str(directory / "ours-single.sqlite"))
-    samples: list[float] = []
     async with Hephaestus(storage=storage) as app:
-        for i in range(runs):
-            gc.collect()
-            started = time.perf_counter()
-            await Chain10.start(f"{i}", app=app)
-            await run_until_idle(app)
-            samples.append((time.perf_counter() - started) * 1e3)
+        samples = await ms_per_step_alone(app, Chain10, 1, runs)  # whole runs: ms per run
+        chain = statistics.median(await ms_per_step_alone(app, Chain1000, 1_000 + 1, 1))
+        fan = statistics.median(await ms_per_step_alone(app, Fan1000, 1_000 + 3, 1))
         alone = await storage.query(InstanceQuery(status=Status.COMPLETED))
-    if len(alone) != runs:
-        raise RuntimeError(f"ours single: {len(alone)} of {runs} runs completed")
+    if len(alone) != runs + 2:
+        raise RuntimeError(f"ours single: {len(alone)} of {runs + 2} runs completed")
+    ten = statistics.median(samples) / (STEPS + 1)
     return {
         "concurrent": {
             "steps_per_s": steps / elapsed,
@@ -137,6 +136,13 @@ async def bench_ours(directory: Path, runs: int) -> dict[str, Any]:
             "elapsed_s": elapsed,
         },
         "single": {"p50_ms": statistics.median(samples), "min_ms": min(samples)},
+        "scaling": {
+            "ms_per_step_10": ten,
+            "ms_per_step_1000_chain": chain,
+            "ms_per_step_1000_fanout": fan,
+            "chain_vs_10": chain / ten,
+            "fanout_vs_10": fan / ten,
+        },
     }
 
 
@@ -227,6 +233,8 @@ def summary(rounds: list[dict[str, Any]]) -> str:
         ("ours: 200 x 10-step at once, steps/s", ",.0f", ("ours", "concurrent", "steps_per_s")),
         ("  client CPU, ms/step", ".3f", ("ours", "concurrent", "client_cpu_ms_per_step")),
         ("ours: one 10-step run alone, p50 ms", ".2f", ("ours", "single", "p50_ms")),
+        ("  per step, 1,000-step chain / 10-step", ".2f", ("ours", "scaling", "chain_vs_10")),
+        ("  per step, 1,000-way fan-out / 10-step", ".2f", ("ours", "scaling", "fanout_vs_10")),
         (
             "dbos: 200 x 10-step at once (threads), steps/s",
             ",.0f",
