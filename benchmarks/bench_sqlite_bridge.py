@@ -1,6 +1,7 @@
 """What the asyncio bridge to ``sqlite3`` costs: ours (``_database.Database``, one thread per
-connection, ``run_in_executor``) against ``aiosqlite`` and against calling ``sqlite3`` on the
-event loop itself (the floor, which blocks the loop during every ``fsync``).
+connection serving a queue) against ``run_in_executor`` on a one-thread pool, ``aiosqlite``,
+and calling ``sqlite3`` on the event loop itself (the floor, which blocks the loop during
+every ``fsync``).
 
 Scenarios, each on a fresh file with WAL and ``synchronous=FULL``:
 
@@ -25,6 +26,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,28 @@ async def ours(path: Path) -> dict[str, float]:
     return {"select_us": select, "commit_us": commit}
 
 
+async def executor(path: Path) -> dict[str, float]:
+    """``run_in_executor`` on a one-thread pool: what ``Database`` did first."""
+    pool = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    connection = await loop.run_in_executor(
+        pool,
+        functools.partial(sqlite3.connect, path, isolation_level=None, check_same_thread=False),
+    )
+    await loop.run_in_executor(pool, _prepare, connection)
+    began = time.perf_counter()
+    for _ in range(SELECTS):
+        await loop.run_in_executor(pool, lambda: connection.execute("SELECT 1").fetchone())
+    select = (time.perf_counter() - began) / SELECTS * 1e6
+    began = time.perf_counter()
+    for n in range(COMMITS):
+        await loop.run_in_executor(pool, functools.partial(_upsert, connection, n % 10))
+    commit = (time.perf_counter() - began) / COMMITS * 1e6
+    await loop.run_in_executor(pool, connection.close)
+    pool.shutdown()
+    return {"select_us": select, "commit_us": commit}
+
+
 async def with_aiosqlite(path: Path) -> dict[str, float]:
     import aiosqlite  # type: ignore[import-not-found, unused-ignore]
 
@@ -97,7 +121,7 @@ async def with_aiosqlite(path: Path) -> dict[str, float]:
 
 
 async def one_round(index: int, directory: Path, have_aiosqlite: bool) -> dict[str, Any]:
-    scenarios: dict[str, Any] = {"loop": on_the_loop, "ours": ours}
+    scenarios: dict[str, Any] = {"loop": on_the_loop, "ours": ours, "executor": executor}
     if have_aiosqlite:
         scenarios["aiosqlite"] = with_aiosqlite
     names = list(scenarios)
@@ -105,6 +129,8 @@ async def one_round(index: int, directory: Path, have_aiosqlite: bool) -> dict[s
     result: dict[str, Any] = {"order": order}
     for name in order:
         result[name] = await scenarios[name](directory / f"{name}-{index}.db")
+    for metric in ("select_us", "commit_us"):
+        result[f"executor_over_ours_{metric}"] = result["executor"][metric] / result["ours"][metric]
     if have_aiosqlite:
         for metric in ("select_us", "commit_us"):
             result[f"aiosqlite_over_ours_{metric}"] = (
@@ -130,15 +156,16 @@ def main() -> None:
                 with open(args.output, "a", encoding="utf-8") as out:
                     out.write(line + "\n")
     print("\nsummary (median of rounds), µs per call:")
-    for name in ("loop", "ours", "aiosqlite"):
+    for name in ("loop", "ours", "executor", "aiosqlite"):
         if name in rounds[0]:
             select = statistics.median(r[name]["select_us"] for r in rounds)
             commit = statistics.median(r[name]["commit_us"] for r in rounds)
             print(f"  {name:10} SELECT 1: {select:7.1f}   one-row commit: {commit:7.1f}")
-    if have_aiosqlite:
+    others = ("executor", "aiosqlite") if have_aiosqlite else ("executor",)
+    for other in others:
         for metric in ("select_us", "commit_us"):
-            ratio = statistics.median(r[f"aiosqlite_over_ours_{metric}"] for r in rounds)
-            print(f"  aiosqlite / ours, {metric}: {ratio:.2f} (per round)")
+            ratio = statistics.median(r[f"{other}_over_ours_{metric}"] for r in rounds)
+            print(f"  {other} / ours, {metric}: {ratio:.2f} (per round)")
 
 
 if __name__ == "__main__":

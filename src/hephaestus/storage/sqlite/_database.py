@@ -73,8 +73,8 @@ class Database:
     there). It is in autocommit mode: whoever writes begins and commits explicitly.
 
     The thread takes calls from a ``queue.SimpleQueue`` and hands each result back with
-    ``call_soon_threadsafe``: about half the cost per call of ``run_in_executor`` and a
-    little less than ``aiosqlite`` (benchmarks/bench_sqlite_bridge.py).
+    ``call_soon_threadsafe``: a little cheaper per call than ``run_in_executor``, as cheap as
+    ``aiosqlite`` (benchmarks/bench_sqlite_bridge.py), without a dependency.
     """
 
     def __init__(
