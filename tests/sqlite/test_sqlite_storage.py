@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
 import subprocess
 import time
@@ -182,6 +183,21 @@ async def test_a_file_that_is_not_a_database_is_a_clear_error(path: str) -> None
     Path(path).write_bytes(b"these are not the pages you are looking for\n" * 200)  # noqa: ASYNC240
     with pytest.raises(StorageConfigError, match="not a SQLite database"):
         await SQLiteStorage(path).open()
+
+
+async def test_a_damaged_file_is_a_clear_error(path: str) -> None:
+    """Pages overwritten (a bad disk, a copy taken mid-write): reading says the file is corrupt
+    and how to find out more, whether at open or at the first read."""
+    async with opened(SQLiteStorage(path)) as storage:
+        for n in range(60):
+            await storage.create(make(f"run-{n}"))
+    damage = random.Random(7).randbytes(4096 * 4)
+    with open(path, "r+b") as file:  # noqa: ASYNC230 - the test's own setup, nothing else runs
+        file.seek(4096 * 2)
+        file.write(damage)
+    with pytest.raises(StorageConfigError, match="corrupt"):
+        async with opened(SQLiteStorage(path)) as storage:
+            await storage.query(InstanceQuery())
 
 
 async def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
