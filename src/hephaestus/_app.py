@@ -239,7 +239,18 @@ def _one_active(
             instance_id=instance_id,
             status=latest[0].status,
         )
-    raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+    raise _not_found(instance_id)
+
+
+def _not_found(instance_id: str) -> InstanceNotFoundError:
+    """No run has ``instance_id``; a bare value (no ``key::``) is the usual slip: say so."""
+    hint = ""
+    if "::" not in instance_id:
+        hint = (
+            f"; instance ids are key::value (OrderFlow.start({instance_id!r}) makes "
+            f"orderflow::{instance_id}): pass the whole id, as `list` shows it"
+        )
+    return InstanceNotFoundError(f"no instance {instance_id}{hint}", instance_id=instance_id)
 
 
 def _other_input(exc: InstanceAlreadyRunningError) -> InstanceAlreadyRunningError:
@@ -820,7 +831,7 @@ class Hephaestus:
             )
         )
         if not rows:
-            raise InstanceNotFoundError(f"no instance {instance_id}", instance_id=instance_id)
+            raise _not_found(instance_id)
         return rows[0]
 
     async def resume_instance(

@@ -242,6 +242,8 @@ def test_dsn_from_the_environment_is_used(shared: str) -> None:
     ("args", "message"),
     [
         (["show", "order::9999"], "Error: no instance order::9999"),
+        (["show", "1001"], "no instance 1001; instance ids are key::value"),
+        (["resume", "1001", "delivered", *IMPORT], "pass the whole id, as `list` shows it"),
         (["resume", "order::1001", "bogus"], "no waiting step of order::1001 can take 'bogus'"),
         (
             ["resume", "order::1001", "timeout", *IMPORT],
