@@ -307,7 +307,6 @@ class SQLiteStorage:
         self._polling: asyncio.Task[None] | None = None
         self._given = registry
         self._registry = registry if registry is not None else process_registry()
-        self._opened = False
 
     def bind_registry(self, registry: WorkflowRegistry) -> None:
         """Decode with the opening app's workflows, unless given a ``registry`` at construction."""
@@ -337,10 +336,8 @@ class SQLiteStorage:
         except BaseException:
             await self._writer.close()
             raise
-        self._opened = True
 
     async def close(self) -> None:
-        self._opened = False
         await self._stop_polling()
         flushing = self._flushing
         if flushing is not None:
@@ -537,7 +534,10 @@ class SQLiteStorage:
                 if owner is not None and self.owner is not None and owner != self.owner:
                     continue  # a live process owns it, and was told too
                 for callback in list(self._watchers):
-                    callback(run_id)
+                    try:
+                        callback(run_id)
+                    except Exception:  # one watcher's bug must not stop the wake-ups
+                        log.exception("a watcher of %s failed on run %s", self.path, run_id)
 
     async def _stop_polling(self) -> None:
         polling, self._polling = self._polling, None
