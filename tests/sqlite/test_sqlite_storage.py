@@ -487,3 +487,38 @@ async def test_a_deposed_owner_cannot_write(path: str) -> None:
             await a.put(bump(first), first)
         await b.put(bump(first), first)
         assert (await b.get("run-1")).revision == 2
+
+
+async def test_a_failing_watcher_does_not_stop_the_wake_ups(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Announcements keep arriving after a watcher raised (it is logged), to every watcher."""
+    from hephaestus.runners import Resume
+
+    async with opened(SQLiteStorage(path, poll_interval=0.01)) as storage:
+        heard: list[str | None] = []
+
+        def broken(run_id: str | None) -> None:
+            raise RuntimeError(f"bug on {run_id}")
+
+        unwatch_broken = await storage.watch(broken)
+        unwatch = await storage.watch(heard.append)
+        try:
+            await storage.create(make("r1"))
+            await storage.create(make("r2"))
+            await storage.forward("r1", Resume(event="go"))
+
+            async def heard_r1() -> bool:
+                return "r1" in heard
+
+            await until(heard_r1)
+            await storage.forward("r2", Resume(event="go"))
+
+            async def heard_r2() -> bool:
+                return "r2" in heard
+
+            await until(heard_r2)
+        finally:
+            await unwatch_broken()
+            await unwatch()
+    assert "a watcher of" in caplog.text
