@@ -22,28 +22,38 @@ import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from hephaestus import Hephaestus
+from hephaestus import Hephaestus, Workflow
 from hephaestus.runners import LocalRunner, Runner
 from hephaestus.storage.postgres import PostgresStorage
 from tests.multiprocess._flows import FLOWS, close_recorder, open_recorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 def say(line: str) -> None:
     print(line, flush=True)
 
 
-async def handle(app: Hephaestus, words: list[str]) -> None:
-    """Carry out one ``start`` or ``resume`` command and answer it."""
+async def handle(
+    app: Hephaestus,
+    flows: Mapping[str, type[Workflow]],
+    words: list[str],
+    payload: Mapping[str, object] | None = None,
+) -> None:
+    """Carry out one ``start``, ``resume`` (with ``payload``) or ``cancel`` command of
+    ``flows`` and answer it."""
     ident = words[1] if len(words) > 1 else "?"
     try:
         match words:
             case ["start", _, flow, value]:
-                await FLOWS[flow].start(value, app=app)
+                await flows[flow].start(value, app=app)
             case ["resume", _, flow, value, event]:
-                await FLOWS[flow].resume(value, event, app=app)
+                await flows[flow].resume(value, event, payload, app=app)
             case ["cancel", _, flow, value]:
-                await FLOWS[flow].cancel(value, app=app)
+                await flows[flow].cancel(value, app=app)
             case _:
                 raise ValueError(f"unknown command {' '.join(words)!r}")
     except Exception as exc:  # every failure is reported to the test, which asserts none
@@ -51,6 +61,45 @@ async def handle(app: Hephaestus, words: list[str]) -> None:
         say(f"error {ident} {detail}")
     else:
         say(f"ok {ident}")
+
+
+async def serve(
+    app: Hephaestus,
+    flows: Mapping[str, type[Workflow]],
+    *,
+    ready: Callable[[], str],
+    closing: Callable[[], None],
+    payload: Mapping[str, object] | None = None,
+) -> None:
+    """Open ``app``, say ``ready()``, handle the commands read from stdin concurrently until
+    ``quit``, end of input or SIGTERM; then close the app, call ``closing`` and say
+    ``closed``."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    await app.open()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def read_commands() -> None:
+        while line := await reader.readline():
+            words = line.decode().split()
+            if words == ["quit"]:
+                break
+            if words:
+                task = asyncio.create_task(handle(app, flows, words, payload))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        stop.set()
+
+    commands = asyncio.create_task(read_commands())
+    say(ready())
+    await stop.wait()
+    commands.cancel()
+    await app.close()
+    closing()
+    say("closed")
 
 
 def make_runner(kind: str) -> Runner:
@@ -73,38 +122,13 @@ def make_runner(kind: str) -> Runner:
 
 
 async def main(dsn: str, name: str, runner: str = "local") -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     open_recorder(f"{dsn} application_name=rec-{name}")
     app = Hephaestus(
         storage=PostgresStorage(f"{dsn} application_name={name}", max_size=5),
         runner=make_runner(runner),
         workflows=FLOWS.values(),
     )
-    await app.open()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    pending: set[asyncio.Task[None]] = set()
-
-    async def read_commands() -> None:
-        while line := await reader.readline():
-            words = line.decode().split()
-            if words == ["quit"]:
-                break
-            if words:
-                task = asyncio.create_task(handle(app, words))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-        stop.set()
-
-    commands = asyncio.create_task(read_commands())
-    say(f"ready {os.getpid()}")
-    await stop.wait()
-    commands.cancel()
-    await app.close()
-    close_recorder()
-    say("closed")
+    await serve(app, FLOWS, ready=lambda: f"ready {os.getpid()}", closing=close_recorder)
 
 
 if __name__ == "__main__":
