@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
-from hephaestus import Config, Done, Ok, Step, StepContext, StepResult, StepRun, Unique, Workflow
+from hephaestus import (
+    Config,
+    Done,
+    Hephaestus,
+    Ok,
+    Status,
+    Step,
+    StepContext,
+    StepResult,
+    StepRun,
+    Unique,
+    Workflow,
+)
 from hephaestus.testing import run_until_idle
 
 if TYPE_CHECKING:
-    from hephaestus import Hephaestus
+    from hephaestus.storage import Storage
 
 
 def make_step(name: str) -> type[Step]:
@@ -69,3 +82,30 @@ async def ms_per_step_alone(
         await run_until_idle(app)
         samples.append((time.perf_counter() - began) / steps * 1e3)
     return samples
+
+
+async def many_at_once(
+    storage: Storage, flow: type[Workflow], count: int, steps: int
+) -> dict[str, float]:
+    """Start ``count`` runs of ``flow`` (``steps`` steps each) at once on an app over
+    ``storage`` and wait for all: steps/s, wall and client-CPU ms per step, elapsed seconds."""
+    from hephaestus.storage import InstanceQuery
+
+    async with Hephaestus(storage=storage) as app:
+        gc.collect()
+        began = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.gather(*(flow.start(f"{i}", {"n": i}, app=app) for i in range(count)))
+        await run_until_idle(app)
+        elapsed = time.perf_counter() - began
+        cpu_used = time.process_time() - cpu
+        done = await storage.query(InstanceQuery(status=Status.COMPLETED))
+    if len(done) != count:
+        raise RuntimeError(f"{flow.__name__}: {len(done)} of {count} runs completed")
+    total = count * steps
+    return {
+        "steps_per_s": total / elapsed,
+        "ms_per_step": elapsed / total * 1e3,
+        "client_cpu_ms_per_step": cpu_used / total * 1e3,
+        "elapsed_s": elapsed,
+    }

@@ -28,7 +28,7 @@ import psycopg
 import psycopg_pool
 
 from benchmarks._databases import admin_dsn, create_database, drop_database
-from benchmarks._shapes import chain, fan_out, ms_per_step_alone
+from benchmarks._shapes import chain, fan_out, many_at_once, ms_per_step_alone
 from hephaestus import (
     Hephaestus,
     Status,
@@ -36,7 +36,6 @@ from hephaestus import (
 )
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.postgres import PostgresStorage
-from hephaestus.testing import run_until_idle
 
 CONCURRENCY = 200
 POOL_SIZE = 10
@@ -75,26 +74,7 @@ async def written_bytes_per_step(dsn: str) -> int:
 async def bench_concurrent(dsn: str) -> dict[str, float]:
     await truncate(dsn)
     storage = PostgresStorage(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
-    async with Hephaestus(storage=storage) as app:
-        gc.collect()
-        began = time.perf_counter()
-        cpu = time.process_time()
-        await asyncio.gather(
-            *(Chain10.start(f"{i}", {"n": i}, app=app) for i in range(CONCURRENCY))
-        )
-        await run_until_idle(app)
-        elapsed = time.perf_counter() - began
-        cpu_used = time.process_time() - cpu
-        done = await storage.query(InstanceQuery(status=Status.COMPLETED))
-    if len(done) != CONCURRENCY:
-        raise RuntimeError(f"{len(done)} of {CONCURRENCY} runs completed")
-    steps = CONCURRENCY * STEPS
-    return {
-        "steps_per_s": steps / elapsed,
-        "ms_per_step": elapsed / steps * 1e3,
-        "client_cpu_ms_per_step": cpu_used / steps * 1e3,
-        "elapsed_s": elapsed,
-    }
+    return await many_at_once(storage, Chain10, CONCURRENCY, STEPS)
 
 
 async def bench_raw(dsn: str, row_bytes: int) -> dict[str, float]:

@@ -41,11 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._shapes import chain, fan_out, ms_per_step_alone
+from benchmarks._shapes import chain, fan_out, many_at_once, ms_per_step_alone
 from hephaestus import Hephaestus, Status
 from hephaestus.storage import InstanceQuery
 from hephaestus.storage.sqlite import SQLiteStorage
-from hephaestus.testing import run_until_idle
 
 CONCURRENCY = 200
 STEPS = 10
@@ -104,20 +103,7 @@ def bench_raw(directory: Path) -> dict[str, float]:
 
 async def bench_ours(directory: Path, runs: int) -> dict[str, Any]:
     storage = SQLiteStorage(str(directory / "ours.sqlite"))
-    async with Hephaestus(storage=storage) as app:
-        gc.collect()
-        began = time.perf_counter()
-        cpu = time.process_time()
-        await asyncio.gather(
-            *(Chain10.start(f"{i}", {"n": i}, app=app) for i in range(CONCURRENCY))
-        )
-        await run_until_idle(app)
-        elapsed = time.perf_counter() - began
-        cpu_used = time.process_time() - cpu
-        done = await storage.query(InstanceQuery(status=Status.COMPLETED))
-    if len(done) != CONCURRENCY:
-        raise RuntimeError(f"ours: {len(done)} of {CONCURRENCY} runs completed")
-    steps = CONCURRENCY * STEPS
+    concurrent = await many_at_once(storage, Chain10, CONCURRENCY, STEPS)
 
     storage = SQLiteStorage(str(directory / "ours-single.sqlite"))
     async with Hephaestus(storage=storage) as app:
@@ -129,12 +115,7 @@ async def bench_ours(directory: Path, runs: int) -> dict[str, Any]:
         raise RuntimeError(f"ours single: {len(alone)} of {runs + 2} runs completed")
     ten = statistics.median(samples) / (STEPS + 1)
     return {
-        "concurrent": {
-            "steps_per_s": steps / elapsed,
-            "ms_per_step": elapsed / steps * 1e3,
-            "client_cpu_ms_per_step": cpu_used / steps * 1e3,
-            "elapsed_s": elapsed,
-        },
+        "concurrent": concurrent,
         "single": {"p50_ms": statistics.median(samples), "min_ms": min(samples)},
         "scaling": {
             "ms_per_step_10": ten,
