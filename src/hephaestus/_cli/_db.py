@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import click
 
@@ -87,6 +87,28 @@ def _busy_timeout(database: SQLiteDatabase) -> float:
     return float(database.options.get("busy_timeout", 10.0))
 
 
+def _apply(
+    dsn: str | None, schema: str | None, how: Literal["install", "migrate"]
+) -> tuple[list[_Migration], str]:
+    """Run the database's migrations (``how``: PostgreSQL's ``install`` or ``migrate``; a
+    SQLite file has one way, ``migrate``, which creates it if needed); the migrations applied
+    and what to call the target."""
+    database, schema = _target(dsn, schema)
+    database = _required(database)
+    try:
+        if isinstance(database, SQLiteDatabase):
+            from hephaestus.storage.sqlite import migrate as sqlite_migrate
+
+            applied = sqlite_migrate(database.path, busy_timeout=_busy_timeout(database))
+            return list(applied), database.url
+        postgres = _postgres()
+        run = postgres.install if how == "install" else postgres.migrate
+        applied = asyncio.run(run(database.dsn, schema))
+    except HephaestusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return list(applied), f"schema {schema!r}"
+
+
 @click.group()
 def db() -> None:
     """Manage the database schema: PostgreSQL (hephaestus-workflow[postgres]) or SQLite.
@@ -104,19 +126,7 @@ def install(dsn: str | None, schema: str | None) -> None:
 
     A SQLite file is created if it does not exist.
     """
-    database, schema = _target(dsn, schema)
-    database = _required(database)
-    try:
-        if isinstance(database, SQLiteDatabase):
-            from hephaestus.storage.sqlite import migrate as sqlite_migrate
-
-            applied = sqlite_migrate(database.path, busy_timeout=_busy_timeout(database))
-            what = database.url
-        else:
-            applied = asyncio.run(_postgres().install(database.dsn, schema))
-            what = f"schema {schema!r}"
-    except HephaestusError as exc:
-        raise click.ClickException(str(exc)) from exc
+    applied, what = _apply(dsn, schema, "install")
     if applied:
         click.echo(f"installed {what} at version {applied[-1].version}")
     else:
@@ -131,19 +141,7 @@ def migrate(dsn: str | None, schema: str | None) -> None:
 
     A SQLite file is created if it does not exist.
     """
-    database, schema = _target(dsn, schema)
-    database = _required(database)
-    try:
-        if isinstance(database, SQLiteDatabase):
-            from hephaestus.storage.sqlite import migrate as sqlite_migrate
-
-            applied = sqlite_migrate(database.path, busy_timeout=_busy_timeout(database))
-            what = database.url
-        else:
-            applied = asyncio.run(_postgres().migrate(database.dsn, schema))
-            what = f"schema {schema!r}"
-    except HephaestusError as exc:
-        raise click.ClickException(str(exc)) from exc
+    applied, what = _apply(dsn, schema, "migrate")
     for migration in applied:
         click.echo(f"applied {migration.version:04d}_{migration.name}")
     if not applied:
@@ -183,7 +181,8 @@ def status(dsn: str | None, schema: str | None) -> int:
 
 
 class _Migration(Protocol):
-    """What ``status`` reads of a migration (PostgreSQL's and SQLite's both have these)."""
+    """What ``status``, ``install`` and ``migrate`` read of a migration (PostgreSQL's and
+    SQLite's both have these)."""
 
     @property
     def version(self) -> int: ...
